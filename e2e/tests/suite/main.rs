@@ -1,0 +1,4 @@
+//! The end-to-end suite: one test binary, so that one local control plane serves the whole run.
+mod cluster_harness;
+mod emulator;
+mod forge_clients;

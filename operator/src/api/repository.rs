@@ -1,0 +1,330 @@
+//! `Repository`: a Git repository Pullwarden follows.
+
+use super::common::*;
+use super::preview::PreviewTemplate;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Git repository to follow: its branches and pull requests are read from the forge (webhooks
+/// first, polling as the safety net) and, when `preview` is set, each selected pull request gets a
+/// PreviewEnvironment.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "pullwarden.dev",
+    version = "v1alpha1",
+    kind = "Repository",
+    namespaced,
+    status = "RepositoryStatus",
+    shortname = "pwrepo",
+    category = "pullwarden",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url", priority = 1),
+    printcolumn(name = "Default", type_ = "string", json_path = ".status.defaultBranch"),
+    printcolumn(name = "PRs", type_ = "integer", json_path = ".status.pullRequestCount"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("self.url.startsWith('https://') || self.url.startsWith('ssh://') || self.url.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$') || (self.url.startsWith('http://') && self.allowInsecureHTTP)").message("url must be https://, ssh:// or scp-like (git@host:path); plain http:// needs allowInsecureHTTP: true"))]
+#[x_kube(validation = Rule::new("duration(self.interval) >= duration('10s')").message("interval must be at least 10s (polling faster only burns forge quota; use webhooks)"))]
+#[x_kube(validation = Rule::new("!has(self.maxInterval) || duration(self.maxInterval) >= duration(self.interval)").message("maxInterval must not be shorter than interval"))]
+#[x_kube(validation = Rule::new("self.provider != 'git' || !has(self.pullRequests)").message("provider git follows branches only; remove pullRequests or choose github, gitlab or gitea"))]
+#[serde(rename_all = "camelCase")]
+pub struct RepositorySpec {
+    /// The forge hosting the repository. `git` is a plain Git server: branches only, read with
+    /// `git ls-remote`, no pull requests and no write-back.
+    pub provider: Provider,
+    /// Clone URL: `https://host/owner/repo(.git)`, `ssh://git@host/owner/repo.git` or
+    /// `git@host:owner/repo.git`. Webhook payloads are matched against it.
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: String,
+    /// API base URL for GitHub Enterprise Server, self-managed GitLab or Gitea (for example
+    /// `https://github.example.com/api/v3`). Derived from `url` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://"))]
+    pub api_url: Option<String>,
+    /// Allow plain `http://` URLs (tokens travel unencrypted). Only for local test forges.
+    #[serde(default, rename = "allowInsecureHTTP")]
+    pub allow_insecure_http: bool,
+    /// Credentials for the forge API and for fetching preview templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RepositoryAuth>,
+    /// Inbound webhook verification. Without it webhooks for this repository are refused and
+    /// Pullwarden relies on polling alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookVerification>,
+    /// How often to poll when no webhook arrives. Jitter is added by the controller.
+    #[serde(default = "default_interval")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: Duration,
+    /// Upper bound for adaptive polling: quiet repositories are polled less often, up to this.
+    /// Defaults to `interval` (no back-off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub max_interval: Option<Duration>,
+    /// Which branches are tracked in status (globs; exclude wins).
+    #[serde(default)]
+    pub branches: BranchSelector,
+    /// Which pull requests are selected (for status and previews). Not valid for provider `git`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_requests: Option<PullRequestSelector>,
+    /// When set, every selected pull request gets a PreviewEnvironment built from this template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<RepositoryPreview>,
+    /// Stop syncing and creating previews; existing previews are left as they are.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_interval() -> Duration {
+    "5m".parse().expect("valid duration")
+}
+
+/// The forge kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Github,
+    Gitlab,
+    Gitea,
+    Git,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitlab => "gitlab",
+            Provider::Gitea => "gitea",
+            Provider::Git => "git",
+        }
+    }
+}
+
+/// Where the forge credentials live.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryAuth {
+    /// Secret holding exactly one credential form: `token`; `githubAppID` +
+    /// `githubInstallationID` + `githubPrivateKey`; `username` + `password`; or `identity`
+    /// (SSH private key) + `known_hosts`.
+    pub secret_ref: SecretReference,
+    /// Secret with a PEM bundle (key `ca.crt`) of private CAs to trust for this forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretReference>,
+}
+
+/// How inbound webhooks for this repository are verified.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookVerification {
+    /// Secret with the HMAC key (GitHub, Gitea) or the token (GitLab) configured on the forge.
+    pub secret_ref: SecretReference,
+    /// Key in the Secret.
+    #[serde(default = "default_webhook_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_webhook_key() -> String {
+    "secret".into()
+}
+
+/// Branch globs with GitHub's semantics: `*` does not cross `/`, `**` does; also `?` and `[abc]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BranchSelector {
+    /// Branches to track. Defaults to all (`**`).
+    #[serde(default = "default_include")]
+    #[schemars(length(max = 64))]
+    pub include: Vec<String>,
+    /// Branches to ignore even when included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub exclude: Vec<String>,
+}
+
+impl Default for BranchSelector {
+    fn default() -> Self {
+        BranchSelector { include: default_include(), exclude: Vec::new() }
+    }
+}
+
+fn default_include() -> Vec<String> {
+    vec!["**".into()]
+}
+
+/// Which pull requests are selected. All conditions must hold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.forks != 'requireApproval' || size(self.trustedUsers) + size(self.trustedTeams) > 0").message("forks: requireApproval needs trustedUsers or trustedTeams who may approve"))]
+pub struct PullRequestSelector {
+    /// Labels the pull request must all carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub labels: Vec<String>,
+    /// Labels that exclude a pull request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub not_labels: Vec<String>,
+    /// Target (base) branch globs. Defaults to any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub target_branches: Vec<String>,
+    /// Also select draft pull requests.
+    #[serde(default)]
+    pub include_drafts: bool,
+    /// Only pull requests by these authors (forge logins). Empty means anyone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub authors: Vec<String>,
+    /// Pull requests from forks: `deny` never selects them; `requireApproval` selects them once
+    /// a trusted user adds `trustLabel` or comments `/ok-to-preview`; `allow` treats them like any
+    /// other pull request (their manifests still run confined).
+    #[serde(default)]
+    pub forks: ForkPolicy,
+    /// Label a trusted user adds to approve a fork pull request.
+    #[serde(default = "default_trust_label")]
+    #[schemars(length(min = 1, max = 63))]
+    pub trust_label: String,
+    /// Users who may approve fork pull requests.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub trusted_users: Vec<String>,
+    /// Teams (`org/team` on GitHub, group paths on GitLab) whose members may approve.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub trusted_teams: Vec<String>,
+}
+
+impl Default for PullRequestSelector {
+    fn default() -> Self {
+        PullRequestSelector {
+            labels: Vec::new(),
+            not_labels: Vec::new(),
+            target_branches: Vec::new(),
+            include_drafts: false,
+            authors: Vec::new(),
+            forks: ForkPolicy::default(),
+            trust_label: default_trust_label(),
+            trusted_users: Vec::new(),
+            trusted_teams: Vec::new(),
+        }
+    }
+}
+
+fn default_trust_label() -> String {
+    "ok-to-preview".into()
+}
+
+/// Fork pull request policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ForkPolicy {
+    #[default]
+    Deny,
+    RequireApproval,
+    Allow,
+}
+
+/// The preview template of a Repository plus the per-repository limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryPreview {
+    /// At most this many live previews for this Repository; beyond it the oldest idle preview
+    /// (longest without a push, never one carrying `keepLabel`) is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_previews: Option<u32>,
+    /// The template each PreviewEnvironment is created from.
+    #[serde(flatten)]
+    pub template: PreviewTemplate,
+}
+
+/// Observed state of a Repository.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryStatus {
+    #[serde(flatten)]
+    pub common: CommonStatus,
+    /// The repository's default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_branch: Option<String>,
+    /// Tracked branches (at most 100; see `branchCount`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub branches: Vec<BranchStatus>,
+    /// Number of tracked branches, including those not listed.
+    #[serde(default)]
+    pub branch_count: u32,
+    /// Selected open pull requests (at most 100, most recently updated first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub pull_requests: Vec<PullRequestStatus>,
+    /// Number of selected open pull requests, including those not listed.
+    #[serde(default)]
+    pub pull_request_count: u32,
+    /// Last successful read from the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Last verified webhook delivery for this repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When the next poll is due (without a webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The forge API quota of this Repository's credential, as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitStatus>,
+    /// Path on the webhook server where this forge's deliveries are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_path: Option<String>,
+}
+
+/// A tracked branch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BranchStatus {
+    pub name: String,
+    pub sha: String,
+}
+
+/// A selected open pull request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestStatus {
+    pub number: u64,
+    pub title: String,
+    pub author: String,
+    pub head_sha: String,
+    pub head_ref: String,
+    pub base_ref: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub draft: bool,
+    #[serde(default)]
+    pub fork: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// Forge API quota.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitStatus {
+    pub remaining: u64,
+    pub limit: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+impl HasCommonStatus for Repository {
+    fn common(&self) -> Option<&CommonStatus> {
+        self.status.as_ref().map(|s| &s.common)
+    }
+}

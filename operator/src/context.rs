@@ -1,0 +1,156 @@
+//! The one `Context` every controller and server shares.
+
+use crate::forge::{BudgetConfig, ForgeClients};
+use crate::telemetry::Metrics;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use std::path::PathBuf;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Name of the field manager prefix for server-side apply: `pullwarden.dev/<component>`.
+pub const FIELD_MANAGER_PREFIX: &str = "pullwarden.dev";
+
+/// Static configuration of one operator process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// This replica's identity (Pod name, or host name outside a cluster).
+    pub instance: String,
+    /// Directory for cached git fetches of preview templates.
+    pub git_cache_dir: PathBuf,
+    /// Public base URL of the webhook server, shown in Repository status.
+    pub webhook_base_path: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            namespace: None,
+            instance: "pullwarden".into(),
+            git_cache_dir: std::env::temp_dir().join("pullwarden-git-cache"),
+            webhook_base_path: "/hooks".into(),
+        }
+    }
+}
+
+/// Shared state of the operator: one API client, one event recorder, one set of metrics, one
+/// forge budget per credential.
+#[derive(Clone)]
+pub struct Context {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub metrics: Metrics,
+    pub forges: ForgeClients,
+    pub recorder: Recorder,
+    /// True once every controller's watch has listed its objects (drives `/readyz`).
+    pub synced: Arc<AtomicBool>,
+    /// Immediate-reconcile requests from verified webhooks.
+    pub triggers: Arc<Triggers>,
+    /// One flag per controller watch, set when its initial list has been delivered.
+    pub watch_synced: Arc<WatchSync>,
+}
+
+/// Tracks which watches have delivered their initial list.
+#[derive(Debug, Default)]
+pub struct WatchSync {
+    flags: Mutex<Vec<(&'static str, Arc<AtomicBool>)>>,
+}
+
+impl WatchSync {
+    /// A new flag for one watch.
+    pub fn register(&self, name: &'static str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.flags.lock().expect("watch sync lock").push((name, flag.clone()));
+        flag
+    }
+
+    /// True when at least one watch is registered and all have synced.
+    pub fn all_synced(&self) -> bool {
+        let flags = self.flags.lock().expect("watch sync lock");
+        !flags.is_empty() && flags.iter().all(|(_, f)| f.load(Ordering::Acquire))
+    }
+
+    /// Names of the watches that have not synced yet.
+    pub fn pending(&self) -> Vec<&'static str> {
+        let flags = self.flags.lock().expect("watch sync lock");
+        flags.iter().filter(|(_, f)| !f.load(Ordering::Acquire)).map(|(n, _)| *n).collect()
+    }
+}
+
+/// `namespace/name` of an object, as a pair.
+pub type ObjectKey = (String, String);
+
+/// Webhook hints: which Repositories to reconcile now, and when their last verified event was.
+/// Webhooks are hints only: the controller re-reads the forge, so a lost hint costs latency.
+#[derive(Debug)]
+pub struct Triggers {
+    repository_tx: mpsc::UnboundedSender<ObjectKey>,
+    repository_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectKey>>>,
+    last_events: Mutex<HashMap<ObjectKey, jiff::Timestamp>>,
+}
+
+impl Default for Triggers {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Triggers { repository_tx: tx, repository_rx: Mutex::new(Some(rx)), last_events: Mutex::default() }
+    }
+}
+
+impl Triggers {
+    /// Asks for an immediate reconcile of a Repository and records the event time.
+    pub fn repository_event(&self, key: ObjectKey, at: jiff::Timestamp) {
+        self.last_events.lock().expect("triggers lock").insert(key.clone(), at);
+        // The receiver lives as long as the Repository controller; when it is not running
+        // (standby replica) the hint is simply dropped.
+        let _ = self.repository_tx.send(key);
+    }
+
+    /// The receiving end, taken once by the Repository controller.
+    pub fn take_repository_receiver(&self) -> Option<mpsc::UnboundedReceiver<ObjectKey>> {
+        self.repository_rx.lock().expect("triggers lock").take()
+    }
+
+    /// The time of the last verified webhook event for a Repository.
+    pub fn last_event(&self, key: &ObjectKey) -> Option<jiff::Timestamp> {
+        self.last_events.lock().expect("triggers lock").get(key).copied()
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
+        let reporter = Reporter {
+            controller: "pullwarden".into(),
+            instance: Some(config.instance.clone()),
+        };
+        let forges = ForgeClients::new(metrics.forge.clone(), BudgetConfig::default());
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config: Arc::new(config),
+            metrics,
+            forges,
+            synced: Arc::new(AtomicBool::new(false)),
+            triggers: Arc::new(Triggers::default()),
+            watch_synced: Arc::new(WatchSync::default()),
+        }
+    }
+
+    /// Field manager for server-side apply by one component, e.g. `pullwarden.dev/preview`.
+    pub fn field_manager(component: &str) -> String {
+        format!("{FIELD_MANAGER_PREFIX}/{component}")
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,250 @@
+//! The Repository controller: follows a Git repository on its forge.
+//!
+//! Pipeline per reconcile:
+//! 1. validate — parse the URLs, compile the globs, check the durations (spec errors stall);
+//! 2. dereference — the auth Secret (credentials, CA) and the webhook Secret;
+//! 3. sync (I/O) — default branch, branches, open pull requests through the shared forge
+//!    budget (conditional requests: an unchanged repository costs only 304s); fork pull
+//!    requests under `requireApproval` also read their comments for `/ok-to-preview`;
+//! 4. select (pure, [`select`]) — which branches and pull requests count;
+//! 5. previews — create, move or delete PreviewEnvironments for the selected pull requests;
+//! 6. status — bounded lists with totals, times, rate limit; requeue after an adaptive,
+//!    jittered interval between `interval` and `maxInterval`.
+//!
+//! A forge failure is never read as "no pull requests": the reconcile fails with the forge's
+//! category, the last good status stays, and the condition says the data is stale.
+
+pub mod previews;
+pub mod select;
+
+use super::{ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status};
+use crate::api::{
+    self, BranchStatus, Outcome, PullRequestStatus, RateLimitStatus, Repository, RepositoryStatus,
+};
+use crate::error::Error;
+use crate::forge::{Forge, ForgeError, ForgeKind, PullRequest};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use select::{Decision, Selector};
+use std::sync::Arc;
+use tracing::{debug, info};
+
+/// At most this many branches and pull requests are listed in status (totals are exact).
+pub const STATUS_LIST_LIMIT: usize = 100;
+
+pub fn controller(cctx: Arc<ControllerContext>) -> KindController<Repository> {
+    let mut controller = primary_controller::<Repository>(&cctx.ctx);
+    if let Some(rx) = cctx.ctx.triggers.take_repository_receiver() {
+        let stream = tokio_stream_from(rx).map(|(ns, name)| ObjectRef::new(&name).within(&ns));
+        controller = controller.reconcile_on(stream);
+    }
+    KindController::new(controller, |obj, cctx| Box::pin(reconcile_guarded(obj, cctx, reconcile)))
+}
+
+fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// What one sync read from the forge, after selection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    pub default_branch: String,
+    pub branches: Vec<crate::forge::Branch>,
+    pub pull_requests: Vec<PullRequest>,
+}
+
+async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Result<Action, Error> {
+    let ctx = &cctx.ctx;
+    if repo.metadata.deletion_timestamp.is_some() {
+        // PreviewEnvironments are owned (ownerReferences); the garbage collector removes them.
+        return Ok(Action::await_change());
+    }
+    let namespace = repo.namespace().unwrap_or_default();
+
+    // 1. validate
+    let coords = refs::coordinates(&repo.spec)?;
+    let selector = Selector::new(&repo.spec.branches, repo.spec.pull_requests.as_ref()).map_err(Error::InvalidSpec)?;
+    let interval = api::parse_duration("interval", &repo.spec.interval).map_err(Error::InvalidSpec)?;
+    let max_interval = match &repo.spec.max_interval {
+        Some(d) => api::parse_duration("maxInterval", d).map_err(Error::InvalidSpec)?,
+        None => interval,
+    };
+    if let Some(preview) = &repo.spec.preview {
+        previews::validate_template(&preview.template).map_err(Error::InvalidSpec)?;
+    }
+
+    // 2. dereference
+    let (creds, ca) = refs::credentials(ctx, &repo).await?;
+    if let Some(webhook) = &repo.spec.webhook {
+        refs::secret_key(ctx, &namespace, &webhook.secret_ref.name, &webhook.key).await?;
+    }
+
+    let webhook_path = repo
+        .spec
+        .webhook
+        .as_ref()
+        .map(|_| format!("{}/{}", ctx.config.webhook_base_path, repo.spec.provider.as_str()));
+
+    if repo.spec.suspend {
+        let mut st = repo.status.clone().unwrap_or_default();
+        st.common = status::common_status(repo.as_ref(), &Outcome::progressing("Suspended", "spec.suspend is true: not syncing"));
+        // Suspended is not "working": drop the Reconciling condition kstatus would read as busy.
+        api::remove_condition(&mut st.common.conditions, api::RECONCILING);
+        st.webhook_path = webhook_path;
+        status::apply_status(ctx, repo.as_ref(), "repository", &st).await?;
+        return Ok(Action::await_change());
+    }
+
+    // 3 + 4. sync and select
+    let forge = ctx.forges.client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
+    let last_sync = repo
+        .status
+        .as_ref()
+        .and_then(|s| s.last_sync_time.as_ref())
+        .map(|t| t.0.to_string())
+        .unwrap_or_else(|| "never".into());
+    let snapshot = match sync(forge.as_ref(), &selector).await {
+        Ok(s) => s,
+        Err(source) => return Err(Error::ForgeStale { source, last_sync }),
+    };
+
+    // 5. previews
+    let preview_summary = match &repo.spec.preview {
+        Some(_) => Some(previews::reconcile_previews(ctx, &repo, forge.as_ref(), &snapshot).await?),
+        None => None,
+    };
+
+    // 6. status
+    let now = jiff::Timestamp::now();
+    let key = (namespace.clone(), repo.name_any());
+    let previous = repo.status.clone().unwrap_or_default();
+    let last_event = ctx.triggers.last_event(&key);
+    let event_since_sync = match (last_event, previous.last_sync_time.as_ref()) {
+        (Some(event), Some(sync)) => event > sync.0,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let changed = snapshot_changed(&previous, &snapshot) || event_since_sync;
+    let previous_interval = match (previous.last_sync_time.as_ref(), previous.next_sync_time.as_ref()) {
+        (Some(last), Some(next)) => next.0.duration_since(last.0).try_into().ok(),
+        _ => None,
+    };
+    let next = select::jitter(
+        select::next_poll_interval(previous_interval, changed, interval, max_interval),
+        rand::random::<f64>(),
+    );
+
+    let message = match (forge.kind(), &preview_summary) {
+        (ForgeKind::Git, _) => format!("{} branches tracked (plain git: branches only)", snapshot.branches.len()),
+        (_, Some(p)) => format!(
+            "{} branches tracked, {} pull requests selected, {}",
+            snapshot.branches.len(),
+            snapshot.pull_requests.len(),
+            p
+        ),
+        _ => format!(
+            "{} branches tracked, {} pull requests selected",
+            snapshot.branches.len(),
+            snapshot.pull_requests.len()
+        ),
+    };
+    let mut new_status = status_from_snapshot(&snapshot);
+    new_status.common = status::common_status(repo.as_ref(), &Outcome::ready("Synced", message));
+    new_status.last_sync_time = Some(Time(now));
+    new_status.next_sync_time = Some(Time(now + jiff::SignedDuration::try_from(next).unwrap_or_default()));
+    new_status.last_event_time = last_event.map(Time).or(previous.last_event_time.clone());
+    new_status.rate_limit = forge.rate_limit().map(|r| RateLimitStatus {
+        remaining: r.remaining,
+        limit: r.limit,
+        reset_time: Some(Time(r.reset)),
+    });
+    new_status.webhook_path = webhook_path;
+    if changed {
+        info!(repository = %key.1, namespace = %key.0, prs = snapshot.pull_requests.len(), "repository changed");
+    } else {
+        debug!(repository = %key.1, namespace = %key.0, "repository unchanged");
+    }
+    status::apply_status(ctx, repo.as_ref(), "repository", &new_status).await?;
+    Ok(Action::requeue(next))
+}
+
+/// Reads the forge and applies the selection. Any forge error aborts the whole sync: a partial
+/// read must never be mistaken for "these are all the pull requests".
+pub async fn sync(forge: &dyn Forge, selector: &Selector) -> Result<Snapshot, ForgeError> {
+    let default_branch = forge.default_branch().await?;
+    let branches = selector.branches(forge.list_branches().await?);
+    let mut pull_requests = Vec::new();
+    if forge.kind() != ForgeKind::Git {
+        let sel = selector.pull_request_selector();
+        for pr in forge.list_open_pull_requests().await? {
+            match selector.decide(&pr) {
+                Decision::Selected => pull_requests.push(pr),
+                Decision::NeedsApprovalComment => {
+                    if fork_approved(forge, &pr, &sel).await? {
+                        pull_requests.push(pr);
+                    }
+                }
+                Decision::Rejected(why) => debug!(pr = pr.number, ?why, "pull request not selected"),
+            }
+        }
+    }
+    pull_requests.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.number.cmp(&b.number)));
+    Ok(Snapshot { default_branch, branches, pull_requests })
+}
+
+/// A fork pull request is approved by a `/ok-to-preview` comment from a trusted user.
+async fn fork_approved(forge: &dyn Forge, pr: &PullRequest, sel: &api::PullRequestSelector) -> Result<bool, ForgeError> {
+    for comment in forge.list_comments(pr.number).await? {
+        if select::is_approval_comment(&comment.body)
+            && forge.is_trusted(&comment.author, &sel.trusted_users, &sel.trusted_teams).await?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn status_from_snapshot(snapshot: &Snapshot) -> RepositoryStatus {
+    RepositoryStatus {
+        default_branch: Some(snapshot.default_branch.clone()),
+        branches: snapshot
+            .branches
+            .iter()
+            .take(STATUS_LIST_LIMIT)
+            .map(|b| BranchStatus { name: b.name.clone(), sha: b.sha.clone() })
+            .collect(),
+        branch_count: u32::try_from(snapshot.branches.len()).unwrap_or(u32::MAX),
+        pull_requests: snapshot.pull_requests.iter().take(STATUS_LIST_LIMIT).map(pr_status).collect(),
+        pull_request_count: u32::try_from(snapshot.pull_requests.len()).unwrap_or(u32::MAX),
+        ..Default::default()
+    }
+}
+
+fn pr_status(pr: &PullRequest) -> PullRequestStatus {
+    PullRequestStatus {
+        number: pr.number,
+        title: pr.title.clone(),
+        author: pr.author.clone(),
+        head_sha: pr.head_sha.clone(),
+        head_ref: pr.head_ref.clone(),
+        base_ref: pr.base_ref.clone(),
+        labels: pr.labels.clone(),
+        draft: pr.draft,
+        fork: pr.fork,
+        url: (!pr.url.is_empty()).then(|| pr.url.clone()),
+        updated_at: Some(pr.updated_at.to_string()),
+    }
+}
+
+/// Whether the forge data differs from what status shows (drives adaptive polling).
+fn snapshot_changed(previous: &RepositoryStatus, snapshot: &Snapshot) -> bool {
+    let now = status_from_snapshot(snapshot);
+    previous.default_branch != now.default_branch
+        || previous.branches != now.branches
+        || previous.branch_count != now.branch_count
+        || previous.pull_requests != now.pull_requests
+        || previous.pull_request_count != now.pull_request_count
+}

@@ -1,0 +1,668 @@
+//! Gitea (and Forgejo) through its REST API (`/api/v1`) with reqwest.
+//!
+//! Flow: the transport adds `Authorization: token …` (or basic auth) only for requests to the
+//! configured API origin, and the budget handles ETags, pagination (`Link` headers; page size via
+//! `limit`, which the server clamps to its `MAX_RESPONSE_ITEMS`) and retries. Gitea's pull-request
+//! JSON is GitHub-shaped, so the GitHub parsers are reused where the fields agree. Gitea has no
+//! check runs and no deployments API: those methods return `Unsupported`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine;
+use http::{HeaderMap, HeaderValue, Method, header};
+use jiff::Timestamp;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Forge;
+use super::budget::{ApiRequest, BudgetConfig, RawResponse, Transport};
+use super::coords::{RepoCoordinates, encode_path_segment as enc};
+use super::credentials::Credentials;
+use super::error::ForgeError;
+use super::github;
+use super::shared::{CredentialState, api_url, http_client, reqwest_error};
+use super::types::*;
+
+// ---------------------------------------------------------------------------------------------
+// Transport
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct GiteaTransport {
+    http: reqwest::Client,
+    origin: url::Origin,
+    auth: Option<HeaderValue>,
+}
+
+impl fmt::Debug for GiteaTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GiteaTransport")
+            .field("origin", &self.origin.ascii_serialization())
+            .field("authenticated", &self.auth.is_some())
+            .finish()
+    }
+}
+
+impl GiteaTransport {
+    pub(crate) fn new(
+        api_base: &str,
+        creds: &Credentials,
+        ca_pem: Option<&[u8]>,
+        config: &BudgetConfig,
+    ) -> Result<Self, ForgeError> {
+        let origin = url::Url::parse(api_base)
+            .map_err(|e| ForgeError::invalid_config(format!("bad Gitea API base: {e}")))?
+            .origin();
+        let auth = match creds {
+            Credentials::Token(t) => Some(format!("token {}", t.expose_secret())),
+            Credentials::Basic { username, password } => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose_secret()))
+            )),
+            Credentials::Anonymous => None,
+            other => {
+                return Err(ForgeError::invalid_config(format!(
+                    "Gitea API access needs `token` or `username`/`password`, not {}",
+                    other.type_name()
+                )));
+            }
+        };
+        let auth = auth
+            .map(|a| {
+                HeaderValue::from_str(&a).map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                })
+            })
+            .transpose()
+            .map_err(|_| {
+                ForgeError::invalid_config(
+                    "credential contains characters not allowed in an HTTP header",
+                )
+            })?;
+        Ok(GiteaTransport {
+            http: http_client(ca_pem, config.request_timeout)?,
+            origin,
+            auth,
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for GiteaTransport {
+    async fn send(&self, req: &ApiRequest, extra: HeaderMap) -> Result<RawResponse, ForgeError> {
+        let url = url::Url::parse(&req.url)
+            .map_err(|e| ForgeError::invalid_config(format!("bad request URL: {e}")))?;
+        if url.origin() != self.origin {
+            return Err(ForgeError::invalid_response(format!(
+                "refusing to send Gitea credentials to {}",
+                url.origin().ascii_serialization()
+            )));
+        }
+        let mut builder = self
+            .http
+            .request(req.method.clone(), url)
+            .header(header::ACCEPT, "application/json")
+            .headers(extra);
+        if let Some(auth) = &self.auth {
+            builder = builder.header(header::AUTHORIZATION, auth.clone());
+        }
+        if let Some(body) = &req.body {
+            builder = builder.json(body);
+        }
+        let resp = builder.send().await.map_err(|e| reqwest_error(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| reqwest_error(&e))?;
+        Ok(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON shapes that differ from GitHub's
+// ---------------------------------------------------------------------------------------------
+
+/// Gitea's default `WORK_IN_PROGRESS_PREFIXES`; servers before `draft` existed mark drafts so.
+const WIP_PREFIXES: [&str; 2] = ["wip:", "[wip]"];
+
+pub(crate) fn to_pull(p: github::Pull) -> PullRequest {
+    let wip = {
+        let t = p.title.trim_start().to_ascii_lowercase();
+        WIP_PREFIXES.iter().any(|w| t.starts_with(w))
+    };
+    let mut pr = github::to_pull(p);
+    pr.draft = pr.draft || wip;
+    pr
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BranchJson {
+    pub name: String,
+    pub commit: BranchCommit,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BranchCommit {
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReviewJson {
+    pub user: Option<github::User>,
+    pub state: String,
+    #[serde(default)]
+    pub commit_id: Option<String>,
+    #[serde(default)]
+    pub submitted_at: Option<Timestamp>,
+    #[serde(default)]
+    pub dismissed: bool,
+}
+
+pub(crate) fn to_review(r: ReviewJson) -> Review {
+    let state = if r.dismissed {
+        ReviewState::Dismissed
+    } else {
+        match r.state.as_str() {
+            "APPROVED" => ReviewState::Approved,
+            "REQUEST_CHANGES" => ReviewState::ChangesRequested,
+            "PENDING" | "REQUEST_REVIEW" => ReviewState::Pending,
+            _ => ReviewState::Commented,
+        }
+    };
+    Review {
+        user: r.user.map(|u| u.login).unwrap_or_default(),
+        state,
+        commit_sha: r.commit_id,
+        submitted_at: r.submitted_at,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StatusJson {
+    pub context: String,
+    #[serde(alias = "state")]
+    pub status: String,
+    #[serde(default)]
+    pub target_url: Option<String>,
+    #[serde(default)]
+    pub updated_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CombinedStatus {
+    #[serde(default)]
+    pub statuses: Option<Vec<StatusJson>>,
+}
+
+pub(crate) fn to_check(s: StatusJson) -> CheckResult {
+    CheckResult {
+        state: github::status_state(&s.status),
+        name: s.context,
+        source: CheckSource::Status,
+        url: s.target_url,
+        updated_at: s.updated_at,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TeamSearch {
+    #[serde(default)]
+    data: Vec<TeamJson>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TeamJson {
+    id: u64,
+    name: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The forge
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct GiteaForge {
+    coords: RepoCoordinates,
+    state: Arc<CredentialState>,
+    credentials: Credentials,
+}
+
+impl fmt::Debug for GiteaForge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GiteaForge")
+            .field("repo", &self.coords)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+impl GiteaForge {
+    pub(crate) fn new(
+        coords: RepoCoordinates,
+        state: Arc<CredentialState>,
+        credentials: Credentials,
+    ) -> Self {
+        GiteaForge {
+            coords,
+            state,
+            credentials,
+        }
+    }
+
+    fn url(&self, suffix: &str, query: &[(&str, &str)]) -> String {
+        api_url(
+            &self.coords.api_base,
+            &format!(
+                "/repos/{}/{}{suffix}",
+                enc(&self.coords.owner),
+                enc(&self.coords.name)
+            ),
+            query,
+        )
+    }
+
+    fn limit(&self) -> String {
+        self.state.budget.config().per_page.to_string()
+    }
+
+    async fn identity(&self) -> Result<String, ForgeError> {
+        self.state
+            .identity
+            .get_or_try_init(|| async {
+                let me: github::User = self
+                    .state
+                    .get(&api_url(&self.coords.api_base, "/user", &[]), "/user")
+                    .await?;
+                Ok(me.login)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn raw_comments(&self, number: u64) -> Result<Vec<github::CommentJson>, ForgeError> {
+        let limit = self.limit();
+        self.state
+            .get_all(
+                &self.url(&format!("/issues/{number}/comments"), &[("limit", &limit)]),
+                "/repos/{owner}/{repo}/issues/{index}/comments",
+            )
+            .await
+    }
+}
+
+#[async_trait]
+impl Forge for GiteaForge {
+    fn kind(&self) -> ForgeKind {
+        ForgeKind::Gitea
+    }
+
+    fn coordinates(&self) -> &RepoCoordinates {
+        &self.coords
+    }
+
+    async fn default_branch(&self) -> Result<String, ForgeError> {
+        let repo: github::RepoJson = self
+            .state
+            .get(&self.url("", &[]), "/repos/{owner}/{repo}")
+            .await?;
+        Ok(repo.default_branch)
+    }
+
+    async fn list_branches(&self) -> Result<Vec<Branch>, ForgeError> {
+        let limit = self.limit();
+        let items: Vec<BranchJson> = self
+            .state
+            .get_all(
+                &self.url("/branches", &[("limit", &limit)]),
+                "/repos/{owner}/{repo}/branches",
+            )
+            .await?;
+        Ok(items
+            .into_iter()
+            .map(|b| Branch {
+                name: b.name,
+                sha: b.commit.id,
+            })
+            .collect())
+    }
+
+    async fn list_open_pull_requests(&self) -> Result<Vec<PullRequest>, ForgeError> {
+        let limit = self.limit();
+        let items: Vec<github::Pull> = self
+            .state
+            .get_all(
+                &self.url(
+                    "/pulls",
+                    &[("state", "open"), ("sort", "oldest"), ("limit", &limit)],
+                ),
+                "/repos/{owner}/{repo}/pulls",
+            )
+            .await?;
+        Ok(items.into_iter().map(to_pull).collect())
+    }
+
+    async fn get_pull_request(&self, number: u64) -> Result<PullRequest, ForgeError> {
+        let p: github::Pull = self
+            .state
+            .get(
+                &self.url(&format!("/pulls/{number}"), &[]),
+                "/repos/{owner}/{repo}/pulls/{index}",
+            )
+            .await?;
+        Ok(to_pull(p))
+    }
+
+    async fn list_changed_files(&self, number: u64) -> Result<Vec<ChangedFile>, ForgeError> {
+        let limit = self.limit();
+        let items: Vec<github::FileJson> = self
+            .state
+            .get_all(
+                &self.url(&format!("/pulls/{number}/files"), &[("limit", &limit)]),
+                "/repos/{owner}/{repo}/pulls/{index}/files",
+            )
+            .await?;
+        Ok(items.into_iter().map(github::to_file).collect())
+    }
+
+    async fn list_reviews(&self, number: u64) -> Result<Vec<Review>, ForgeError> {
+        let limit = self.limit();
+        let items: Vec<ReviewJson> = self
+            .state
+            .get_all(
+                &self.url(&format!("/pulls/{number}/reviews"), &[("limit", &limit)]),
+                "/repos/{owner}/{repo}/pulls/{index}/reviews",
+            )
+            .await?;
+        Ok(items.into_iter().map(to_review).collect())
+    }
+
+    async fn list_commits(&self, number: u64) -> Result<Vec<Commit>, ForgeError> {
+        let limit = self.limit();
+        let items: Vec<github::CommitJson> = self
+            .state
+            .get_all(
+                &self.url(&format!("/pulls/{number}/commits"), &[("limit", &limit)]),
+                "/repos/{owner}/{repo}/pulls/{index}/commits",
+            )
+            .await?;
+        Ok(items.into_iter().map(github::to_commit).collect())
+    }
+
+    async fn list_comments(&self, number: u64) -> Result<Vec<Comment>, ForgeError> {
+        Ok(self
+            .raw_comments(number)
+            .await?
+            .iter()
+            .map(github::to_comment)
+            .collect())
+    }
+
+    async fn checks_for_sha(&self, sha: &str) -> Result<Vec<CheckResult>, ForgeError> {
+        let limit = self.limit();
+        let mut all = Vec::new();
+        for page in self
+            .state
+            .get_pages(
+                &self.url(
+                    &format!("/commits/{}/status", enc(sha)),
+                    &[("limit", &limit)],
+                ),
+                "/repos/{owner}/{repo}/commits/{ref}/status",
+            )
+            .await?
+        {
+            let combined: CombinedStatus = page.json()?;
+            all.extend(
+                combined
+                    .statuses
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(to_check),
+            );
+        }
+        Ok(github::merge_checks(all))
+    }
+
+    async fn set_commit_status(&self, sha: &str, status: &CommitStatus) -> Result<(), ForgeError> {
+        let mut body = json!({
+            "state": github::status_state_str(status.state),
+            "context": status.context,
+            "description": truncate_chars(&status.description, STATUS_DESCRIPTION_MAX_CHARS),
+        });
+        if let Some(url) = &status.target_url {
+            body["target_url"] = json!(url);
+        }
+        self.state
+            .send_unit(
+                Method::POST,
+                &self.url(&format!("/statuses/{}", enc(sha)), &[]),
+                "/repos/{owner}/{repo}/statuses/{sha}",
+                body,
+                true,
+            )
+            .await
+    }
+
+    async fn upsert_check_run(&self, _run: &CheckRunOutput) -> Result<CheckRunId, ForgeError> {
+        Err(ForgeError::unsupported("upsert_check_run", "gitea"))
+    }
+
+    async fn create_deployment(
+        &self,
+        _req: &DeploymentRequest,
+    ) -> Result<DeploymentId, ForgeError> {
+        Err(ForgeError::unsupported("create_deployment", "gitea"))
+    }
+
+    async fn set_deployment_status(
+        &self,
+        _id: DeploymentId,
+        _state: DeploymentState,
+        _update: &DeploymentStatusUpdate,
+    ) -> Result<(), ForgeError> {
+        Err(ForgeError::unsupported("set_deployment_status", "gitea"))
+    }
+
+    async fn find_deployment(
+        &self,
+        _environment: &str,
+        _sha: &str,
+    ) -> Result<Option<DeploymentId>, ForgeError> {
+        Err(ForgeError::unsupported("find_deployment", "gitea"))
+    }
+
+    async fn upsert_sticky_comment(
+        &self,
+        number: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<CommentId, ForgeError> {
+        validate_marker(marker)?;
+        let wanted = body_with_marker(marker, body);
+        let _guard = self
+            .state
+            .sticky_lock(format!("{}#{number}#{marker}", self.coords.canonical_url()))
+            .await;
+        let comments: Vec<Comment> = self
+            .raw_comments(number)
+            .await?
+            .iter()
+            .map(github::to_comment)
+            .collect();
+        let me = self.identity().await?;
+        match find_sticky(&comments, marker, |c| c.author.eq_ignore_ascii_case(&me)) {
+            Some(c) if c.body == wanted => Ok(c.id),
+            Some(c) => {
+                let updated: github::IdJson = self
+                    .state
+                    .send(
+                        Method::PATCH,
+                        &self.url(&format!("/issues/comments/{}", c.id.0), &[]),
+                        "/repos/{owner}/{repo}/issues/comments/{id}",
+                        json!({ "body": wanted }),
+                        true,
+                    )
+                    .await?;
+                Ok(CommentId(updated.id))
+            }
+            None => {
+                let created: github::IdJson = self
+                    .state
+                    .send(
+                        Method::POST,
+                        &self.url(&format!("/issues/{number}/comments"), &[]),
+                        "/repos/{owner}/{repo}/issues/{index}/comments",
+                        json!({ "body": wanted }),
+                        false,
+                    )
+                    .await?;
+                Ok(CommentId(created.id))
+            }
+        }
+    }
+
+    async fn is_trusted(
+        &self,
+        user: &str,
+        trusted_users: &[String],
+        trusted_teams: &[String],
+    ) -> Result<bool, ForgeError> {
+        if trusted_users.iter().any(|u| u.eq_ignore_ascii_case(user)) {
+            return Ok(true);
+        }
+        for team in trusted_teams {
+            let (org, name) = team
+                .split_once('/')
+                .unwrap_or((self.coords.owner.as_str(), team.as_str()));
+            let found: TeamSearch = self
+                .state
+                .get(
+                    &api_url(
+                        &self.coords.api_base,
+                        &format!("/orgs/{}/teams/search", enc(org)),
+                        &[("q", name)],
+                    ),
+                    "/orgs/{org}/teams/search",
+                )
+                .await?;
+            for t in found
+                .data
+                .iter()
+                .filter(|t| t.name.eq_ignore_ascii_case(name))
+            {
+                let url = api_url(
+                    &self.coords.api_base,
+                    &format!("/teams/{}/members/{}", t.id, enc(user)),
+                    &[],
+                );
+                match self
+                    .state
+                    .get::<serde_json::Value>(&url, "/teams/{id}/members/{username}")
+                    .await
+                {
+                    Ok(_) => return Ok(true),
+                    // For this endpoint 404 is the answer "not a member".
+                    Err(ForgeError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn rate_limit(&self) -> Option<RateLimit> {
+        self.state.budget.rate_limit()
+    }
+
+    async fn git_credentials(&self) -> Result<Credentials, ForgeError> {
+        Ok(self.credentials.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_gitea_shapes() {
+        // A Gitea pull request (GitHub-shaped; `draft` absent on older servers).
+        let p: github::Pull = serde_json::from_value(json!({
+            "number": 7, "title": "WIP: try things", "user": {"login": "dev"},
+            "head": {"sha": "abc", "ref": "feature", "repo": {"full_name": "org/app"}},
+            "base": {"sha": "def", "ref": "main", "repo": {"full_name": "org/app"}},
+            "labels": [{"name": "preview"}], "html_url": "https://gitea/org/app/pulls/7",
+            "updated_at": "2024-05-01T10:00:00+02:00", "state": "open", "merged": false
+        }))
+        .unwrap();
+        let pr = to_pull(p);
+        assert!(pr.draft, "WIP prefix marks a draft");
+        assert!(!pr.fork);
+        assert_eq!(pr.updated_at.to_string(), "2024-05-01T08:00:00Z");
+        assert_eq!(pr.labels, vec!["preview".to_string()]);
+
+        let b: Vec<BranchJson> =
+            serde_json::from_value(json!([{"name": "main", "commit": {"id": "0123"}}])).unwrap();
+        assert_eq!(b[0].commit.id, "0123");
+
+        let r = to_review(
+            serde_json::from_value(json!({"user": {"login": "rev"}, "state": "REQUEST_CHANGES",
+                "commit_id": "abc", "submitted_at": "2024-05-01T10:00:00Z", "dismissed": false}))
+            .unwrap(),
+        );
+        assert_eq!(r.state, ReviewState::ChangesRequested);
+        let r = to_review(
+            serde_json::from_value(
+                json!({"user": {"login": "rev"}, "state": "APPROVED", "dismissed": true}),
+            )
+            .unwrap(),
+        );
+        assert_eq!(r.state, ReviewState::Dismissed);
+
+        let combined: CombinedStatus = serde_json::from_value(json!({
+            "state": "failure", "statuses": [
+                {"context": "ci", "status": "failure", "target_url": "https://ci"},
+                {"context": "lint", "state": "warning"}
+            ]
+        }))
+        .unwrap();
+        let checks: Vec<CheckResult> = combined
+            .statuses
+            .unwrap()
+            .into_iter()
+            .map(to_check)
+            .collect();
+        assert_eq!(checks[0].state, CheckState::Failure);
+        assert_eq!(checks[1].state, CheckState::Neutral);
+        let empty: CombinedStatus = serde_json::from_value(json!({"statuses": null})).unwrap();
+        assert!(empty.statuses.is_none());
+    }
+
+    #[test]
+    fn transport_refuses_other_credentials_and_origins() {
+        let ssh = Credentials::Ssh {
+            identity: secrecy::SecretString::from("k".to_string()),
+            known_hosts: "h".into(),
+        };
+        let cfg = BudgetConfig::default();
+        assert_eq!(
+            GiteaTransport::new("https://g/api/v1", &ssh, None, &cfg)
+                .unwrap_err()
+                .category(),
+            "InvalidConfig"
+        );
+        let t = GiteaTransport::new(
+            "https://g/api/v1",
+            &Credentials::Token(secrecy::SecretString::from("tok".to_string())),
+            None,
+            &cfg,
+        )
+        .unwrap();
+        assert!(!format!("{t:?}").contains("tok"));
+    }
+}

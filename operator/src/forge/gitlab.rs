@@ -1,0 +1,1105 @@
+//! GitLab (gitlab.com and self-managed) through the `gitlab` crate's `AsyncGitlab`.
+//!
+//! Flow: the transport builds the `AsyncGitlab` lazily on first use — `build_async` verifies the
+//! token with `GET /api/v4/user`, which is async and may fail, while [`super::ForgeClients`]
+//! hands out clients synchronously — and then sends every request through
+//! `AsyncClient::rest_async`, which returns the raw response with headers, so the budget sees
+//! `ETag`, `RateLimit-*` and `X-Next-Page`. A failed build is not cached; the next call retries.
+//!
+//! Merge requests are addressed by `iid`; approvals become [`Review`]s, notes are comments (the
+//! sticky comment is a note), commit statuses map to GitLab's `pending|running|success|failed|
+//! canceled`, and deployments/environments carry the preview link.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use gitlab::api::{ApiError, AsyncClient};
+use gitlab::{AsyncGitlab, CertificateBundle, GitlabBuilder, GitlabError, RestError};
+use http::{HeaderMap, HeaderValue, Method, header};
+use jiff::Timestamp;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Forge;
+use super::budget::{ApiRequest, RawResponse, Transport, error_message};
+use super::coords::{RepoCoordinates, encode_path_segment as enc};
+use super::credentials::Credentials;
+use super::error::ForgeError;
+use super::shared::{CredentialState, USER_AGENT, api_url, reqwest_error};
+use super::types::*;
+
+// ---------------------------------------------------------------------------------------------
+// Transport
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct GitlabTransport {
+    /// What `GitlabBuilder` calls the host: `host[:port][/relative-root]`.
+    host: String,
+    insecure: bool,
+    token: Option<SecretString>,
+    ca_pem: Option<Vec<u8>>,
+    client: tokio::sync::OnceCell<AsyncGitlab>,
+}
+
+impl fmt::Debug for GitlabTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitlabTransport")
+            .field("host", &self.host)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
+fn status_error(status: http::StatusCode, msg: &str) -> ForgeError {
+    match status.as_u16() {
+        401 | 403 => ForgeError::auth(format!("GitLab rejected the token ({status}): {msg}")),
+        404 => ForgeError::invalid_config(format!(
+            "no GitLab API answered GET /user ({status}); check url/apiUrl"
+        )),
+        429 => ForgeError::RateLimited {
+            reset: Timestamp::now() + jiff::SignedDuration::from_secs(60),
+            message: format!("GitLab rate limit while verifying the token: {msg}"),
+        },
+        s if s >= 500 => ForgeError::transient(format!("GitLab {status}: {msg}")),
+        _ => ForgeError::invalid_response(format!("GitLab {status}: {msg}")),
+    }
+}
+
+fn map_api_error(e: ApiError<RestError>) -> ForgeError {
+    match e {
+        ApiError::Client { source } => match source {
+            RestError::Communication { source } => reqwest_error(&source),
+            other => ForgeError::invalid_config(format!("cannot send GitLab request: {other}")),
+        },
+        ApiError::GitlabWithStatus { status, msg } => status_error(status, &msg),
+        ApiError::GitlabObjectWithStatus { status, obj }
+        | ApiError::GitlabUnrecognizedWithStatus { status, obj } => {
+            status_error(status, &obj.to_string())
+        }
+        ApiError::GitlabService { status, data } => status_error(status, &error_message(&data)),
+        ApiError::GitlabRateLimited { rl_reset, .. } => ForgeError::RateLimited {
+            reset: Timestamp::from_second(rl_reset.timestamp())
+                .unwrap_or_else(|_| Timestamp::now()),
+            message: "GitLab rate limit".into(),
+        },
+        ApiError::UrlParse { source } => {
+            ForgeError::invalid_config(format!("bad GitLab URL: {source}"))
+        }
+        other => ForgeError::invalid_response(format!("GitLab: {other}")),
+    }
+}
+
+fn map_build_error(e: GitlabError) -> ForgeError {
+    match e {
+        GitlabError::Api { source } => map_api_error(source),
+        GitlabError::Communication { source } => reqwest_error(&source),
+        GitlabError::UrlParse { source } => {
+            ForgeError::invalid_config(format!("bad GitLab URL: {source}"))
+        }
+        GitlabError::Http { status } => status_error(status, ""),
+        other => ForgeError::invalid_config(format!("cannot build GitLab client: {other}")),
+    }
+}
+
+impl GitlabTransport {
+    pub(crate) fn new(
+        api_base: &str,
+        creds: &Credentials,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ForgeError> {
+        let (insecure, rest) = if let Some(rest) = api_base.strip_prefix("https://") {
+            (false, rest)
+        } else if let Some(rest) = api_base.strip_prefix("http://") {
+            (true, rest)
+        } else {
+            return Err(ForgeError::invalid_config(format!(
+                "GitLab API base {api_base:?} must be http(s)"
+            )));
+        };
+        let host = rest
+            .trim_end_matches('/')
+            .strip_suffix("/api/v4")
+            .ok_or_else(|| {
+                ForgeError::invalid_config(format!(
+                    "GitLab API base {api_base:?} must end with /api/v4"
+                ))
+            })?
+            .to_string();
+        let token = match creds {
+            Credentials::Token(t) => Some(t.clone()),
+            Credentials::Anonymous => None,
+            other => {
+                return Err(ForgeError::invalid_config(format!(
+                    "GitLab API access needs a `token` credential, not {}",
+                    other.type_name()
+                )));
+            }
+        };
+        if let Some(pem) = ca_pem {
+            // Validate now so a bad CA is reported as configuration, not on every call.
+            CertificateBundle::pem_bundle(pem).map_err(|e| {
+                ForgeError::invalid_config(format!(
+                    "caSecretRef does not hold PEM certificates: {e}"
+                ))
+            })?;
+        }
+        Ok(GitlabTransport {
+            host,
+            insecure,
+            token,
+            ca_pem: ca_pem.map(<[u8]>::to_vec),
+            client: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn client(&self) -> Result<&AsyncGitlab, ForgeError> {
+        self.client
+            .get_or_try_init(|| async {
+                let mut builder = match &self.token {
+                    Some(t) => GitlabBuilder::new(self.host.clone(), t.expose_secret().to_string()),
+                    None => GitlabBuilder::new_unauthenticated(self.host.clone()),
+                };
+                builder.user_agent(USER_AGENT);
+                if self.insecure {
+                    builder.insecure();
+                }
+                if let Some(pem) = &self.ca_pem {
+                    let bundle = CertificateBundle::pem_bundle(pem)
+                        .map_err(|e| ForgeError::invalid_config(format!("caSecretRef: {e}")))?;
+                    builder.cert_custom(bundle);
+                }
+                builder.build_async().await.map_err(map_build_error)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Transport for GitlabTransport {
+    async fn send(&self, req: &ApiRequest, extra: HeaderMap) -> Result<RawResponse, ForgeError> {
+        let client = self.client().await?;
+        let mut builder = http::Request::builder()
+            .method(req.method.clone())
+            .uri(req.url.as_str())
+            .header(header::ACCEPT, HeaderValue::from_static("application/json"));
+        for (k, v) in &extra {
+            builder = builder.header(k, v);
+        }
+        let body = match &req.body {
+            Some(b) => {
+                builder = builder.header(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                serde_json::to_vec(b)
+                    .map_err(|e| ForgeError::invalid_config(format!("cannot encode body: {e}")))?
+            }
+            None => Vec::new(),
+        };
+        let resp = client
+            .rest_async(builder, body)
+            .await
+            .map_err(map_api_error)?;
+        let (parts, body) = resp.into_parts();
+        Ok(RawResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON shapes
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct UserJson {
+    pub username: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct MergeRequestJson {
+    pub iid: u64,
+    pub title: String,
+    pub author: Option<UserJson>,
+    #[serde(default)]
+    pub sha: Option<String>,
+    pub source_branch: String,
+    pub target_branch: String,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub draft: Option<bool>,
+    #[serde(default)]
+    pub work_in_progress: Option<bool>,
+    #[serde(default)]
+    pub source_project_id: Option<u64>,
+    #[serde(default)]
+    pub target_project_id: Option<u64>,
+    pub web_url: String,
+    pub updated_at: Timestamp,
+    pub state: String,
+}
+
+pub(crate) fn to_pull(m: MergeRequestJson) -> PullRequest {
+    let state = match m.state.as_str() {
+        "opened" => PullRequestState::Open,
+        "merged" => PullRequestState::Merged,
+        // closed and locked
+        _ => PullRequestState::Closed,
+    };
+    PullRequest {
+        number: m.iid,
+        title: m.title,
+        author: m.author.map(|a| a.username).unwrap_or_default(),
+        head_sha: m.sha.unwrap_or_default(),
+        head_ref: m.source_branch,
+        base_ref: m.target_branch,
+        labels: m.labels,
+        draft: m.draft.or(m.work_in_progress).unwrap_or(false),
+        fork: match (m.source_project_id, m.target_project_id) {
+            (Some(s), Some(t)) => s != t,
+            _ => true,
+        },
+        url: m.web_url,
+        updated_at: m.updated_at,
+        state,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DiffJson {
+    pub old_path: String,
+    pub new_path: String,
+    #[serde(default)]
+    pub new_file: bool,
+    #[serde(default)]
+    pub renamed_file: bool,
+    #[serde(default)]
+    pub deleted_file: bool,
+    #[serde(default)]
+    pub diff: String,
+}
+
+/// Added/removed line counts of a unified-diff hunk body (GitLab sends hunks without file
+/// headers, so every `+`/`-` line counts).
+pub(crate) fn count_diff(diff: &str) -> (u64, u64) {
+    diff.lines()
+        .fold((0, 0), |(a, d), line| match line.as_bytes().first() {
+            Some(b'+') => (a + 1, d),
+            Some(b'-') => (a, d + 1),
+            _ => (a, d),
+        })
+}
+
+pub(crate) fn to_file(d: DiffJson) -> ChangedFile {
+    let (additions, deletions) = count_diff(&d.diff);
+    let status = if d.new_file {
+        FileStatus::Added
+    } else if d.deleted_file {
+        FileStatus::Removed
+    } else if d.renamed_file {
+        FileStatus::Renamed
+    } else {
+        FileStatus::Modified
+    };
+    ChangedFile {
+        previous_path: (d.renamed_file || d.old_path != d.new_path).then_some(d.old_path),
+        path: d.new_path,
+        additions,
+        deletions,
+        status,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApprovedBy {
+    pub user: UserJson,
+    #[serde(default)]
+    pub approved_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ApprovalsJson {
+    #[serde(default)]
+    pub approved_by: Vec<ApprovedBy>,
+}
+
+pub(crate) fn to_reviews(a: ApprovalsJson) -> Vec<Review> {
+    a.approved_by
+        .into_iter()
+        .map(|ab| Review {
+            user: ab.user.username,
+            state: ReviewState::Approved,
+            // GitLab resets approvals on push itself (project setting); it reports no SHA.
+            commit_sha: None,
+            submitted_at: ab.approved_at,
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CommitJson {
+    pub id: String,
+    #[serde(default)]
+    pub author_name: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SignatureJson {
+    #[serde(default)]
+    pub verification_status: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NoteJson {
+    pub id: u64,
+    pub author: Option<UserJson>,
+    pub body: String,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub system: bool,
+}
+
+pub(crate) fn to_comment(n: &NoteJson) -> Comment {
+    Comment {
+        id: CommentId(n.id),
+        author: n
+            .author
+            .as_ref()
+            .map(|a| a.username.clone())
+            .unwrap_or_default(),
+        body: n.body.clone(),
+        created_at: n.created_at,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StatusJson {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub target_url: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<Timestamp>,
+    #[serde(default)]
+    pub started_at: Option<Timestamp>,
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
+}
+
+pub(crate) fn check_state(status: &str) -> CheckState {
+    match status {
+        "success" => CheckState::Success,
+        "failed" => CheckState::Failure,
+        "canceled" | "canceling" => CheckState::Error,
+        "skipped" => CheckState::Skipped,
+        // created, waiting_for_resource, preparing, pending, running, scheduled, manual
+        _ => CheckState::Pending,
+    }
+}
+
+pub(crate) fn to_check(s: StatusJson) -> CheckResult {
+    CheckResult {
+        state: check_state(&s.status),
+        name: s.name,
+        source: CheckSource::Status,
+        url: s.target_url,
+        updated_at: s.finished_at.or(s.started_at).or(s.created_at),
+    }
+}
+
+pub(crate) fn status_state_str(s: StatusState) -> &'static str {
+    match s {
+        StatusState::Pending => "pending",
+        StatusState::Success => "success",
+        // GitLab has no "error"; a gate that could not decide must still block.
+        StatusState::Failure | StatusState::Error => "failed",
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BranchJson {
+    pub name: String,
+    pub commit: BranchCommit,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct BranchCommit {
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ProjectJson {
+    #[serde(default)]
+    pub default_branch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EnvironmentRef {
+    pub id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeploymentJson {
+    pub id: u64,
+    pub sha: String,
+    #[serde(default)]
+    pub environment: Option<EnvironmentRef>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct IdJson {
+    pub id: u64,
+}
+
+fn is_same_state_transition(e: &ForgeError) -> bool {
+    // GitLab answers 400 "Cannot transition status via :run from :running" when the status is
+    // already what we ask for: the desired state holds.
+    matches!(e, ForgeError::InvalidConfig { message } if message.contains("Cannot transition status"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The forge
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct GitlabForge {
+    coords: RepoCoordinates,
+    state: Arc<CredentialState>,
+    credentials: Credentials,
+}
+
+impl fmt::Debug for GitlabForge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GitlabForge")
+            .field("repo", &self.coords)
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+impl GitlabForge {
+    pub(crate) fn new(
+        coords: RepoCoordinates,
+        state: Arc<CredentialState>,
+        credentials: Credentials,
+    ) -> Self {
+        GitlabForge {
+            coords,
+            state,
+            credentials,
+        }
+    }
+
+    fn url(&self, suffix: &str, query: &[(&str, &str)]) -> String {
+        api_url(
+            &self.coords.api_base,
+            &format!("/projects/{}{suffix}", self.coords.gitlab_project_id()),
+            query,
+        )
+    }
+
+    fn per_page(&self) -> String {
+        self.state.budget.config().per_page.to_string()
+    }
+
+    async fn identity(&self) -> Result<String, ForgeError> {
+        self.state
+            .identity
+            .get_or_try_init(|| async {
+                let me: UserJson = self
+                    .state
+                    .get(&api_url(&self.coords.api_base, "/user", &[]), "/user")
+                    .await?;
+                Ok(me.username)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn notes(&self, number: u64) -> Result<Vec<NoteJson>, ForgeError> {
+        let pp = self.per_page();
+        self.state
+            .get_all(
+                &self.url(
+                    &format!("/merge_requests/{number}/notes"),
+                    &[
+                        ("sort", "asc"),
+                        ("order_by", "created_at"),
+                        ("per_page", &pp),
+                    ],
+                ),
+                "/projects/{id}/merge_requests/{iid}/notes",
+            )
+            .await
+    }
+
+    async fn commit_verified(&self, sha: &str) -> Result<bool, ForgeError> {
+        match self
+            .state
+            .get::<SignatureJson>(
+                &self.url(&format!("/repository/commits/{}/signature", enc(sha)), &[]),
+                "/projects/{id}/repository/commits/{sha}/signature",
+            )
+            .await
+        {
+            Ok(sig) => Ok(sig.verification_status.as_deref() == Some("verified")),
+            // For this endpoint 404 is the answer "not signed".
+            Err(ForgeError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Forge for GitlabForge {
+    fn kind(&self) -> ForgeKind {
+        ForgeKind::Gitlab
+    }
+
+    fn coordinates(&self) -> &RepoCoordinates {
+        &self.coords
+    }
+
+    async fn default_branch(&self) -> Result<String, ForgeError> {
+        let p: ProjectJson = self.state.get(&self.url("", &[]), "/projects/{id}").await?;
+        p.default_branch.ok_or_else(|| {
+            ForgeError::not_found("project has no default branch (empty repository)")
+        })
+    }
+
+    async fn list_branches(&self) -> Result<Vec<Branch>, ForgeError> {
+        let pp = self.per_page();
+        let items: Vec<BranchJson> = self
+            .state
+            .get_all(
+                &self.url("/repository/branches", &[("per_page", &pp)]),
+                "/projects/{id}/repository/branches",
+            )
+            .await?;
+        Ok(items
+            .into_iter()
+            .map(|b| Branch {
+                name: b.name,
+                sha: b.commit.id,
+            })
+            .collect())
+    }
+
+    async fn list_open_pull_requests(&self) -> Result<Vec<PullRequest>, ForgeError> {
+        let pp = self.per_page();
+        let items: Vec<MergeRequestJson> = self
+            .state
+            .get_all(
+                &self.url(
+                    "/merge_requests",
+                    &[
+                        ("state", "opened"),
+                        ("order_by", "created_at"),
+                        ("sort", "asc"),
+                        ("per_page", &pp),
+                    ],
+                ),
+                "/projects/{id}/merge_requests",
+            )
+            .await?;
+        Ok(items.into_iter().map(to_pull).collect())
+    }
+
+    async fn get_pull_request(&self, number: u64) -> Result<PullRequest, ForgeError> {
+        let mr: MergeRequestJson = self
+            .state
+            .get(
+                &self.url(&format!("/merge_requests/{number}"), &[]),
+                "/projects/{id}/merge_requests/{iid}",
+            )
+            .await?;
+        Ok(to_pull(mr))
+    }
+
+    async fn list_changed_files(&self, number: u64) -> Result<Vec<ChangedFile>, ForgeError> {
+        let pp = self.per_page();
+        let items: Vec<DiffJson> = self
+            .state
+            .get_all(
+                &self.url(
+                    &format!("/merge_requests/{number}/diffs"),
+                    &[("per_page", &pp)],
+                ),
+                "/projects/{id}/merge_requests/{iid}/diffs",
+            )
+            .await?;
+        Ok(items.into_iter().map(to_file).collect())
+    }
+
+    async fn list_reviews(&self, number: u64) -> Result<Vec<Review>, ForgeError> {
+        let a: ApprovalsJson = self
+            .state
+            .get(
+                &self.url(&format!("/merge_requests/{number}/approvals"), &[]),
+                "/projects/{id}/merge_requests/{iid}/approvals",
+            )
+            .await?;
+        Ok(to_reviews(a))
+    }
+
+    async fn list_commits(&self, number: u64) -> Result<Vec<Commit>, ForgeError> {
+        let pp = self.per_page();
+        let items: Vec<CommitJson> = self
+            .state
+            .get_all(
+                &self.url(
+                    &format!("/merge_requests/{number}/commits"),
+                    &[("per_page", &pp)],
+                ),
+                "/projects/{id}/merge_requests/{iid}/commits",
+            )
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for c in items {
+            // One (conditional, cached) request per commit: GitLab lists no verification flag.
+            let verified = self.commit_verified(&c.id).await?;
+            out.push(Commit {
+                sha: c.id,
+                author: c.author_name.unwrap_or_default(),
+                message: c.message,
+                verified,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn list_comments(&self, number: u64) -> Result<Vec<Comment>, ForgeError> {
+        Ok(self
+            .notes(number)
+            .await?
+            .iter()
+            .filter(|n| !n.system)
+            .map(to_comment)
+            .collect())
+    }
+
+    async fn checks_for_sha(&self, sha: &str) -> Result<Vec<CheckResult>, ForgeError> {
+        let pp = self.per_page();
+        let items: Vec<StatusJson> = self
+            .state
+            .get_all(
+                &self.url(
+                    &format!("/repository/commits/{}/statuses", enc(sha)),
+                    &[("per_page", &pp)],
+                ),
+                "/projects/{id}/repository/commits/{sha}/statuses",
+            )
+            .await?;
+        Ok(super::github::merge_checks(
+            items.into_iter().map(to_check).collect(),
+        ))
+    }
+
+    async fn set_commit_status(&self, sha: &str, status: &CommitStatus) -> Result<(), ForgeError> {
+        let mut body = json!({
+            "state": status_state_str(status.state),
+            "name": status.context,
+            "description": truncate_chars(&status.description, STATUS_DESCRIPTION_MAX_CHARS),
+        });
+        if let Some(url) = &status.target_url {
+            body["target_url"] = json!(url);
+        }
+        match self
+            .state
+            .send_unit(
+                Method::POST,
+                &self.url(&format!("/statuses/{}", enc(sha)), &[]),
+                "/projects/{id}/statuses/{sha}",
+                body,
+                true,
+            )
+            .await
+        {
+            Err(e) if is_same_state_transition(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn upsert_check_run(&self, _run: &CheckRunOutput) -> Result<CheckRunId, ForgeError> {
+        Err(ForgeError::unsupported("upsert_check_run", "gitlab"))
+    }
+
+    async fn create_deployment(&self, req: &DeploymentRequest) -> Result<DeploymentId, ForgeError> {
+        let created: IdJson = self
+            .state
+            .send(
+                Method::POST,
+                &self.url("/deployments", &[]),
+                "/projects/{id}/deployments",
+                json!({
+                    "environment": req.environment,
+                    "sha": req.sha,
+                    "ref": req.git_ref,
+                    "tag": false,
+                    "status": "running",
+                }),
+                false,
+            )
+            .await?;
+        Ok(DeploymentId(created.id))
+    }
+
+    async fn set_deployment_status(
+        &self,
+        id: DeploymentId,
+        state: DeploymentState,
+        update: &DeploymentStatusUpdate,
+    ) -> Result<(), ForgeError> {
+        let deployment: DeploymentJson = self
+            .state
+            .get(
+                &self.url(&format!("/deployments/{}", id.0), &[]),
+                "/projects/{id}/deployments/{deployment_id}",
+            )
+            .await?;
+        let env_id = deployment.environment.map(|e| e.id);
+        if let (Some(env), Some(url)) = (env_id, &update.environment_url) {
+            self.state
+                .send_unit(
+                    Method::PUT,
+                    &self.url(&format!("/environments/{env}"), &[]),
+                    "/projects/{id}/environments/{environment_id}",
+                    json!({ "external_url": url }),
+                    true,
+                )
+                .await?;
+        }
+        let status = match state {
+            DeploymentState::Pending | DeploymentState::InProgress => "running",
+            DeploymentState::Success => "success",
+            DeploymentState::Failure | DeploymentState::Error => "failed",
+            DeploymentState::Inactive => {
+                let env = env_id.ok_or_else(|| {
+                    ForgeError::invalid_response("deployment has no environment to stop")
+                })?;
+                return self
+                    .state
+                    .send_unit(
+                        Method::POST,
+                        &self.url(&format!("/environments/{env}/stop"), &[]),
+                        "/projects/{id}/environments/{environment_id}/stop",
+                        json!({}),
+                        true,
+                    )
+                    .await;
+            }
+        };
+        match self
+            .state
+            .send_unit(
+                Method::PUT,
+                &self.url(&format!("/deployments/{}", id.0), &[]),
+                "/projects/{id}/deployments/{deployment_id}",
+                json!({ "status": status }),
+                true,
+            )
+            .await
+        {
+            Err(e) if is_same_state_transition(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn find_deployment(
+        &self,
+        environment: &str,
+        sha: &str,
+    ) -> Result<Option<DeploymentId>, ForgeError> {
+        let pp = self.per_page();
+        let items: Vec<DeploymentJson> = self
+            .state
+            .get_all(
+                &self.url(
+                    "/deployments",
+                    &[
+                        ("environment", environment),
+                        ("order_by", "id"),
+                        ("sort", "desc"),
+                        ("per_page", &pp),
+                    ],
+                ),
+                "/projects/{id}/deployments",
+            )
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter(|d| d.sha == sha)
+            .map(|d| DeploymentId(d.id))
+            .max())
+    }
+
+    async fn upsert_sticky_comment(
+        &self,
+        number: u64,
+        marker: &str,
+        body: &str,
+    ) -> Result<CommentId, ForgeError> {
+        validate_marker(marker)?;
+        let wanted = body_with_marker(marker, body);
+        let _guard = self
+            .state
+            .sticky_lock(format!("{}!{number}#{marker}", self.coords.canonical_url()))
+            .await;
+        let notes: Vec<Comment> = self
+            .notes(number)
+            .await?
+            .iter()
+            .filter(|n| !n.system)
+            .map(to_comment)
+            .collect();
+        let me = self.identity().await?;
+        match find_sticky(&notes, marker, |c| c.author.eq_ignore_ascii_case(&me)) {
+            Some(c) if c.body == wanted => Ok(c.id),
+            Some(c) => {
+                let n: IdJson = self
+                    .state
+                    .send(
+                        Method::PUT,
+                        &self.url(&format!("/merge_requests/{number}/notes/{}", c.id.0), &[]),
+                        "/projects/{id}/merge_requests/{iid}/notes/{note_id}",
+                        json!({ "body": wanted }),
+                        true,
+                    )
+                    .await?;
+                Ok(CommentId(n.id))
+            }
+            None => {
+                let n: IdJson = self
+                    .state
+                    .send(
+                        Method::POST,
+                        &self.url(&format!("/merge_requests/{number}/notes"), &[]),
+                        "/projects/{id}/merge_requests/{iid}/notes",
+                        json!({ "body": wanted }),
+                        false,
+                    )
+                    .await?;
+                Ok(CommentId(n.id))
+            }
+        }
+    }
+
+    async fn is_trusted(
+        &self,
+        user: &str,
+        trusted_users: &[String],
+        trusted_teams: &[String],
+    ) -> Result<bool, ForgeError> {
+        if trusted_users.iter().any(|u| u.eq_ignore_ascii_case(user)) {
+            return Ok(true);
+        }
+        if trusted_teams.is_empty() {
+            return Ok(false);
+        }
+        #[derive(Deserialize)]
+        struct UserId {
+            id: u64,
+        }
+        let users: Vec<UserId> = self
+            .state
+            .get(
+                &api_url(&self.coords.api_base, "/users", &[("username", user)]),
+                "/users",
+            )
+            .await?;
+        let Some(uid) = users.first().map(|u| u.id) else {
+            return Ok(false);
+        };
+        for group in trusted_teams {
+            let url = api_url(
+                &self.coords.api_base,
+                &format!("/groups/{}/members/all/{uid}", enc(group)),
+                &[],
+            );
+            match self
+                .state
+                .get::<serde_json::Value>(&url, "/groups/{id}/members/all/{user_id}")
+                .await
+            {
+                Ok(_) => return Ok(true),
+                // For this endpoint 404 is the answer "not a member".
+                Err(ForgeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
+    fn rate_limit(&self) -> Option<RateLimit> {
+        self.state.budget.rate_limit()
+    }
+
+    async fn git_credentials(&self) -> Result<Credentials, ForgeError> {
+        Ok(self.credentials.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../e2e/fixtures/gitlab/rest/",
+                $name
+            ))
+        };
+    }
+
+    #[test]
+    fn parses_merge_requests() {
+        let mrs: Vec<MergeRequestJson> =
+            serde_json::from_str(fixture!("list-project-merge-requests.json")).unwrap();
+        let prs: Vec<PullRequest> = mrs.into_iter().map(to_pull).collect();
+        assert_eq!(prs.len(), 1);
+        let pr = &prs[0];
+        assert_eq!(pr.number, 1);
+        assert_eq!(pr.author, "admin");
+        assert_eq!(pr.head_sha, "8888888888888888888888888888888888888888");
+        assert_eq!(
+            pr.labels,
+            vec!["Community contribution".to_string(), "Manage".to_string()]
+        );
+        assert_eq!(pr.state, PullRequestState::Merged);
+        assert!(!pr.draft);
+        assert!(pr.fork, "source_project_id 2 != target_project_id 3");
+
+        let single: MergeRequestJson =
+            serde_json::from_str(fixture!("get-single-merge-request.json")).unwrap();
+        let pr = to_pull(single);
+        assert_eq!(pr.number, 133);
+        assert_eq!(pr.state, PullRequestState::Open);
+        assert!(!pr.fork);
+        assert_eq!(pr.head_sha, "e82eb4a098e32c796079ca3915e07487fc4db24c");
+        assert_eq!(
+            pr.url,
+            "https://gitlab.com/marcel.amirault/test-project/-/merge_requests/133"
+        );
+
+        let mut v: serde_json::Value =
+            serde_json::from_str(fixture!("get-single-merge-request.json")).unwrap();
+        v["state"] = json!("opened");
+        v["source_project_id"] = json!(99);
+        v["target_project_id"] = json!(3);
+        v["draft"] = json!(true);
+        let pr = to_pull(serde_json::from_value(v.clone()).unwrap());
+        assert_eq!(pr.state, PullRequestState::Open);
+        assert!(pr.fork && pr.draft);
+        v["state"] = json!("locked");
+        assert_eq!(
+            to_pull(serde_json::from_value(v).unwrap()).state,
+            PullRequestState::Closed
+        );
+    }
+
+    #[test]
+    fn parses_diffs_and_counts_lines() {
+        let diffs: Vec<DiffJson> =
+            serde_json::from_str(fixture!("list-merge-request-diffs.json")).unwrap();
+        let files: Vec<ChangedFile> = diffs.into_iter().map(to_file).collect();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].path, "README");
+        assert_eq!(files[1].path, "VERSION");
+        assert!(
+            files
+                .iter()
+                .all(|f| f.status == FileStatus::Modified && f.previous_path.is_none())
+        );
+        // Real unified-diff bodies (the docs example indents its lines, so it counts nothing).
+        assert_eq!(
+            count_diff("@@ -1,3 +1,4 @@\n a\n-b\n+c\n+d\n--e\n\\ No newline"),
+            (2, 2)
+        );
+        let renamed = to_file(DiffJson {
+            old_path: "a".into(),
+            new_path: "b".into(),
+            new_file: false,
+            renamed_file: true,
+            deleted_file: false,
+            diff: String::new(),
+        });
+        assert_eq!(
+            (renamed.status, renamed.previous_path.as_deref()),
+            (FileStatus::Renamed, Some("a"))
+        );
+    }
+
+    #[test]
+    fn parses_approvals_notes_statuses_branches() {
+        let a: ApprovalsJson =
+            serde_json::from_str(fixture!("get-merge-request-approvals.json")).unwrap();
+        let reviews = to_reviews(a);
+        assert_eq!(reviews.len(), 1);
+        assert_eq!(reviews[0].user, "root");
+        assert_eq!(reviews[0].state, ReviewState::Approved);
+        assert_eq!(
+            reviews[0].submitted_at.unwrap().to_string(),
+            "2016-06-09T01:45:21.72Z"
+        );
+
+        let note: NoteJson =
+            serde_json::from_str(fixture!("create-merge-request-note.json")).unwrap();
+        let c = to_comment(&note);
+        assert_eq!(
+            (c.id, c.author.as_str(), c.body.as_str()),
+            (CommentId(301), "pipin", "Comment for MR")
+        );
+        assert!(!note.system);
+
+        let statuses: Vec<StatusJson> =
+            serde_json::from_str(fixture!("list-commit-statuses.json")).unwrap();
+        let checks: Vec<CheckResult> = statuses.into_iter().map(to_check).collect();
+        assert_eq!(checks[0].name, "bundler:audit");
+        assert!(checks.iter().all(|c| c.state == CheckState::Pending));
+        let posted: StatusJson = serde_json::from_str(fixture!("post-commit-status.json")).unwrap();
+        assert!(!posted.name.is_empty());
+        assert_eq!(check_state("failed"), CheckState::Failure);
+        assert_eq!(check_state("canceled"), CheckState::Error);
+        assert_eq!(check_state("running"), CheckState::Pending);
+        assert_eq!(status_state_str(StatusState::Error), "failed");
+
+        let branches: Vec<BranchJson> =
+            serde_json::from_str(fixture!("list-branches.json")).unwrap();
+        assert!(!branches.is_empty());
+        assert_eq!(branches[0].commit.id.len(), 40);
+        let single: BranchJson = serde_json::from_str(fixture!("get-single-branch.json")).unwrap();
+        assert!(!single.name.is_empty());
+        let commit: CommitJson = serde_json::from_str(fixture!("get-single-commit.json")).unwrap();
+        assert_eq!(commit.id.len(), 40);
+    }
+
+    #[test]
+    fn transport_needs_token_and_v4_base() {
+        let token = Credentials::Token(SecretString::from("t".to_string()));
+        let t = GitlabTransport::new("https://git.corp/gitlab/api/v4", &token, None).unwrap();
+        assert_eq!((t.host.as_str(), t.insecure), ("git.corp/gitlab", false));
+        let t = GitlabTransport::new("http://127.0.0.1:9/api/v4", &token, None).unwrap();
+        assert_eq!((t.host.as_str(), t.insecure), ("127.0.0.1:9", true));
+        assert!(GitlabTransport::new("https://h/api/v3", &token, None).is_err());
+        let basic = Credentials::Basic {
+            username: "u".into(),
+            password: SecretString::from("p".to_string()),
+        };
+        assert_eq!(
+            GitlabTransport::new("https://h/api/v4", &basic, None)
+                .unwrap_err()
+                .category(),
+            "InvalidConfig"
+        );
+        assert!(is_same_state_transition(&ForgeError::invalid_config(
+            "forge rejected the request (400 Bad Request): Cannot transition status via :run from :running"
+        )));
+    }
+}

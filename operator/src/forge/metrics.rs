@@ -1,0 +1,125 @@
+//! Prometheus metrics of the forge layer.
+//!
+//! One [`ForgeMetrics`] is created by the binary, registered once on the root registry, and handed
+//! to [`super::ForgeClients::new`]; every per-credential budget records into it. Labels are
+//! bounded: `endpoint` is a route template (`/repos/{owner}/{repo}/pulls`), never a URL with ids,
+//! and `credential` is a 12-hex-digit fingerprint, never a secret.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub forge: String,
+    pub endpoint: String,
+    /// HTTP status code, or `timeout` / `error` when no response arrived.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    pub forge: String,
+    pub credential: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionalLabels {
+    pub forge: String,
+    /// `hit` (answered 304 from our ETag cache) or `miss`.
+    pub result: String,
+}
+
+/// Cheaply cloneable handles; clones record into the same series.
+#[derive(Clone, Debug, Default)]
+pub struct ForgeMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub rate_limit_remaining: Family<RateLimitLabels, Gauge>,
+    pub conditional_requests: Family<ConditionalLabels, Counter>,
+}
+
+impl ForgeMetrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register on the root registry (names carry the `pullwarden_` prefix themselves; counters
+    /// get `_total` appended by the encoder).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pullwarden_forge_requests",
+            "Requests sent to forge APIs, by forge, endpoint template and HTTP status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "pullwarden_forge_rate_limit_remaining",
+            "Remaining API quota last reported by the forge, per credential fingerprint",
+            self.rate_limit_remaining.clone(),
+        );
+        registry.register(
+            "pullwarden_forge_conditional_requests",
+            "Conditional GETs by result: hit = 304 answered from the ETag cache (free on GitHub)",
+            self.conditional_requests.clone(),
+        );
+    }
+
+    pub(crate) fn request(&self, forge: &str, endpoint: &str, status: &str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                forge: forge.to_string(),
+                endpoint: endpoint.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn remaining(&self, forge: &str, credential: &str, remaining: u64) {
+        self.rate_limit_remaining
+            .get_or_create(&RateLimitLabels {
+                forge: forge.to_string(),
+                credential: credential.to_string(),
+            })
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn conditional(&self, forge: &str, hit: bool) {
+        self.conditional_requests
+            .get_or_create(&ConditionalLabels {
+                forge: forge.to_string(),
+                result: if hit { "hit" } else { "miss" }.to_string(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_encodes_expected_names() {
+        let m = ForgeMetrics::new();
+        let mut reg = Registry::default();
+        m.register(&mut reg);
+        m.request("github", "/repos/{owner}/{repo}/pulls", "200");
+        m.remaining("github", "abcdef012345", 4999);
+        m.conditional("github", true);
+        m.conditional("github", false);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(out.contains(
+            "pullwarden_forge_requests_total{forge=\"github\",endpoint=\"/repos/{owner}/{repo}/pulls\",status=\"200\"} 1"
+        ), "{out}");
+        assert!(out.contains(
+            "pullwarden_forge_rate_limit_remaining{forge=\"github\",credential=\"abcdef012345\"} 4999"
+        ), "{out}");
+        assert!(
+            out.contains(
+                "pullwarden_forge_conditional_requests_total{forge=\"github\",result=\"hit\"} 1"
+            ),
+            "{out}"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Pullwarden: a Kubernetes operator that owns the pull-request loop.
+//!
+//! Architecture map (one module per concern):
+//! - [`api`]: the custom resource types (`pullwarden.dev/v1alpha1`) and shared conditions.
+//! - [`controller`]: one kube-runtime controller per kind, all sharing one [`context::Context`].
+//! - [`forge`]: GitHub, GitLab, Gitea and plain-git providers behind one trait, with one API
+//!   budget per credential.
+//! - [`git`]: git2-based `ls-remote` and shallow fetches of preview templates.
+//! - [`policy`]: PolicyGate rule logic (pure).
+//! - [`webhook`]: the inbound webhook ingress (signature checks, dedupe, routing).
+//! - [`telemetry`]: logging and Prometheus metrics.
+pub mod api;
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod forge;
+pub mod git;
+pub mod leader;
+pub mod policy;
+pub mod run;
+pub mod server;
+pub mod telemetry;
+pub mod webhook;

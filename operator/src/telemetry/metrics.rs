@@ -1,0 +1,241 @@
+//! The operator's Prometheus metrics.
+
+use crate::forge::ForgeMetrics;
+use crate::webhook::WebhookMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: String,
+    pub category: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GateLabels {
+    pub result: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub plugin_type: String,
+    pub result: String,
+}
+
+fn histogram_seconds() -> Histogram {
+    // 5ms .. ~40s: reconciles are mostly API round trips.
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+fn histogram_minutes() -> Histogram {
+    // 1s .. ~9h: preview time-to-ready and PR lead times.
+    Histogram::new(exponential_buckets(1.0, 2.5, 16))
+}
+
+/// Every metric family of the operator. Cheap to clone (all families are `Arc`s inside).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub reconciles: Family<KindLabels, Counter>,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_duration: Family<KindLabels, Histogram>,
+    pub previews: Family<PhaseLabels, Gauge>,
+    pub preview_time_to_ready: Histogram,
+    pub gate_decisions: Family<GateLabels, Counter>,
+    pub health_state: Family<HealthLabels, Gauge>,
+    pub probe_latency: Histogram,
+    pub plugin_deliveries: Family<DeliveryLabels, Counter>,
+    pub pr_lead_time: Histogram,
+    pub pr_time_to_first_review: Histogram,
+    pub leader: Gauge,
+    pub forge: ForgeMetrics,
+    pub webhook: WebhookMetrics,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        let reconcile_duration =
+            Family::<KindLabels, Histogram>::new_with_constructor(histogram_seconds as fn() -> Histogram);
+        let previews = Family::<PhaseLabels, Gauge>::default();
+        let preview_time_to_ready = histogram_minutes();
+        let gate_decisions = Family::<GateLabels, Counter>::default();
+        let health_state = Family::<HealthLabels, Gauge>::default();
+        let probe_latency = histogram_seconds();
+        let plugin_deliveries = Family::<DeliveryLabels, Counter>::default();
+        let pr_lead_time = histogram_minutes();
+        let pr_time_to_first_review = histogram_minutes();
+        let leader = Gauge::default();
+        let forge = ForgeMetrics::default();
+        let webhook = WebhookMetrics::default();
+
+        registry.register(
+            "pullwarden_reconciles",
+            "Reconciles run, by kind",
+            reconciles.clone(),
+        );
+        registry.register(
+            "pullwarden_reconcile_errors",
+            "Reconciles that failed, by kind and error category",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "pullwarden_reconcile_duration_seconds",
+            "Reconcile duration, by kind",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "pullwarden_previews",
+            "PreviewEnvironments by phase",
+            previews.clone(),
+        );
+        registry.register(
+            "pullwarden_preview_time_to_ready_seconds",
+            "Time from a new head SHA to the preview being Ready",
+            preview_time_to_ready.clone(),
+        );
+        registry.register(
+            "pullwarden_gate_decisions",
+            "PolicyGate evaluations, by result and mode",
+            gate_decisions.clone(),
+        );
+        registry.register(
+            "pullwarden_health_state",
+            "HealthCheck state (0 Unknown, 1 OK, 2 Degraded)",
+            health_state.clone(),
+        );
+        registry.register(
+            "pullwarden_probe_latency_seconds",
+            "HealthCheck probe latency",
+            probe_latency.clone(),
+        );
+        registry.register(
+            "pullwarden_plugin_deliveries",
+            "Plugin deliveries, by plugin type and result",
+            plugin_deliveries.clone(),
+        );
+        registry.register(
+            "pullwarden_pull_request_lead_time_seconds",
+            "Pull request lead time, opened to merged",
+            pr_lead_time.clone(),
+        );
+        registry.register(
+            "pullwarden_pull_request_time_to_first_review_seconds",
+            "Time from a pull request being opened to its first review",
+            pr_time_to_first_review.clone(),
+        );
+        registry.register(
+            "pullwarden_leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        forge.register(&mut registry);
+        webhook.register(&mut registry);
+
+        Metrics {
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            previews,
+            preview_time_to_ready,
+            gate_decisions,
+            health_state,
+            probe_latency,
+            plugin_deliveries,
+            pr_lead_time,
+            pr_time_to_first_review,
+            leader,
+            forge,
+            webhook,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Starts measuring one reconcile of `kind`; the duration is recorded when dropped.
+    pub fn reconcile(&self, kind: &str) -> ReconcileMeasurer {
+        let labels = KindLabels { kind: kind.to_owned() };
+        self.reconciles.get_or_create(&labels).inc();
+        ReconcileMeasurer { start: Instant::now(), labels, metric: self.reconcile_duration.clone() }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn reconcile_failure(&self, kind: &str, category: &str) {
+        self.reconcile_errors
+            .get_or_create(&ErrorLabels { kind: kind.to_owned(), category: category.to_owned() })
+            .inc();
+    }
+}
+
+/// Records a reconcile's duration when dropped.
+#[derive(Debug)]
+pub struct ReconcileMeasurer {
+    start: Instant,
+    labels: KindLabels,
+    metric: Family<KindLabels, Histogram>,
+}
+
+impl Drop for ReconcileMeasurer {
+    fn drop(&mut self) {
+        self.metric.get_or_create(&self.labels).observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_metrics_are_encoded_with_labels() {
+        let m = Metrics::new();
+        drop(m.reconcile("Repository"));
+        m.reconcile_failure("Repository", "SecretNotFound");
+        let text = m.encode();
+        assert!(text.contains("pullwarden_reconciles_total{kind=\"Repository\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "pullwarden_reconcile_errors_total{kind=\"Repository\",category=\"SecretNotFound\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("pullwarden_reconcile_duration_seconds_count{kind=\"Repository\"} 1"));
+    }
+}

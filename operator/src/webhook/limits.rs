@@ -1,0 +1,327 @@
+//! Bounded in-memory state of the ingress: the delivery-id de-duplication cache and the
+//! token-bucket rate limiters. Everything is bounded (least recently used entries are evicted)
+//! because keys come from the network, and time is passed in (`now`) so the logic is pure and
+//! testable without sleeping.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+/// A map with a capacity that evicts the least recently *touched* entry. Touch order is kept
+/// in a `BTreeMap` keyed by a monotonically increasing sequence number, so every operation is
+/// `O(log n)`.
+#[derive(Debug)]
+pub(crate) struct BoundedLru<K, V> {
+    entries: HashMap<K, (u64, V)>,
+    order: BTreeMap<u64, K>,
+    next_seq: u64,
+    capacity: usize,
+}
+
+impl<K: Clone + Eq + Hash, V> BoundedLru<K, V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// The entry for `key`, marking it most recently used.
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let seq = self.bump();
+        let (old_seq, value) = self.entries.get_mut(key)?;
+        let old = std::mem::replace(old_seq, seq);
+        if let Some(k) = self.order.remove(&old) {
+            self.order.insert(seq, k);
+        }
+        Some(value)
+    }
+
+    /// The entry for `key` without touching it.
+    pub(crate) fn peek(&self, key: &K) -> Option<&V> {
+        self.entries.get(key).map(|(_, v)| v)
+    }
+
+    /// Insert or replace `key` as the most recently used entry, evicting the least recently
+    /// used one when full.
+    pub(crate) fn insert(&mut self, key: K, value: V) {
+        let seq = self.bump();
+        if let Some((old_seq, _)) = self.entries.insert(key.clone(), (seq, value)) {
+            self.order.remove(&old_seq);
+        }
+        self.order.insert(seq, key);
+        while self.entries.len() > self.capacity {
+            self.pop_oldest();
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        let (seq, value) = self.entries.remove(key)?;
+        self.order.remove(&seq);
+        Some(value)
+    }
+
+    /// The least recently used entry.
+    pub(crate) fn oldest(&self) -> Option<(&K, &V)> {
+        let (_, key) = self.order.first_key_value()?;
+        self.entries.get(key).map(|(_, v)| (key, v))
+    }
+
+    pub(crate) fn pop_oldest(&mut self) -> Option<(K, V)> {
+        let (_, key) = self.order.pop_first()?;
+        let (_, value) = self.entries.remove(&key)?;
+        Some((key, value))
+    }
+}
+
+/// Delivery ids seen recently. An id is remembered for `ttl` after it was first recorded
+/// (repeats do not extend it), in insertion order, so expired ids are always the oldest.
+#[derive(Debug)]
+pub(crate) struct DedupeCache<K> {
+    seen: BoundedLru<K, Instant>,
+    ttl: Duration,
+}
+
+impl<K: Clone + Eq + Hash> DedupeCache<K> {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            seen: BoundedLru::new(capacity),
+            ttl,
+        }
+    }
+
+    /// Record `key`; `false` if it was already recorded within the TTL (a duplicate).
+    /// Checking and recording are one step so concurrent redeliveries cannot both pass.
+    pub(crate) fn record(&mut self, key: K, now: Instant) -> bool {
+        self.expire(now);
+        if self.seen.peek(&key).is_some() {
+            return false;
+        }
+        self.seen.insert(key, now);
+        true
+    }
+
+    /// Forget `key` (used when the delivery was refused after all, so a redelivery counts).
+    pub(crate) fn forget(&mut self, key: &K) {
+        self.seen.remove(key);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((_, recorded)) = self.seen.oldest() {
+            if now.saturating_duration_since(*recorded) < self.ttl {
+                break;
+            }
+            self.seen.pop_oldest();
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+/// A token bucket: `tokens` refill at `rate` per second up to `burst`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Token buckets per key, bounded: an evicted key starts again with a full bucket, which only
+/// matters if more than `capacity` keys are active at once.
+#[derive(Debug)]
+pub(crate) struct RateLimiter<K> {
+    buckets: BoundedLru<K, Bucket>,
+    rate: f64,
+    burst: f64,
+}
+
+impl<K: Clone + Eq + Hash> RateLimiter<K> {
+    /// `rate` tokens per second (non-positive or NaN: no refill), `burst` of at least one.
+    pub(crate) fn new(capacity: usize, rate: f64, burst: u32) -> Self {
+        Self {
+            buckets: BoundedLru::new(capacity),
+            rate: if rate.is_finite() && rate > 0.0 {
+                rate
+            } else {
+                0.0
+            },
+            burst: f64::from(burst.max(1)),
+        }
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> Bucket {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        Bucket {
+            tokens: (bucket.tokens + elapsed * self.rate).min(self.burst),
+            updated: now,
+        }
+    }
+
+    fn current(&mut self, key: &K, now: Instant) -> Bucket {
+        let full = Bucket {
+            tokens: self.burst,
+            updated: now,
+        };
+        let bucket = self.buckets.get_mut(key).map_or(full, |b| *b);
+        self.refilled(bucket, now)
+    }
+
+    /// Take one token, or say how long until one is available.
+    pub(crate) fn try_acquire(&mut self, key: &K, now: Instant) -> Result<(), Duration> {
+        let mut bucket = self.current(key, now);
+        let result = if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(self.wait_for_token(bucket))
+        };
+        self.buckets.insert(key.clone(), bucket);
+        result
+    }
+
+    /// Whether a token is available (without taking it); how long to wait otherwise.
+    pub(crate) fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        match self.buckets.peek(key) {
+            None => Ok(()),
+            Some(bucket) => {
+                let bucket = self.refilled(*bucket, now);
+                if bucket.tokens >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(self.wait_for_token(bucket))
+                }
+            }
+        }
+    }
+
+    /// Take one token if there is one (charging a failure never fails).
+    pub(crate) fn charge(&mut self, key: &K, now: Instant) {
+        let mut bucket = self.current(key, now);
+        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        self.buckets.insert(key.clone(), bucket);
+    }
+
+    fn wait_for_token(&self, bucket: Bucket) -> Duration {
+        if self.rate == 0.0 {
+            return Duration::MAX;
+        }
+        Duration::from_secs_f64(((1.0 - bucket.tokens) / self.rate).max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn lru_evicts_least_recently_used() {
+        let mut lru = BoundedLru::new(2);
+        lru.insert("a", 1);
+        lru.insert("b", 2);
+        assert_eq!(lru.get_mut(&"a"), Some(&mut 1)); // "b" is now the oldest
+        lru.insert("c", 3);
+        assert_eq!(lru.len(), 2);
+        assert_eq!(lru.peek(&"b"), None);
+        assert_eq!(lru.peek(&"a"), Some(&1));
+        assert_eq!(lru.peek(&"c"), Some(&3));
+        assert_eq!(lru.remove(&"a"), Some(1));
+        assert_eq!(lru.pop_oldest(), Some(("c", 3)));
+        assert_eq!(lru.pop_oldest(), None);
+    }
+
+    #[test]
+    fn dedupe_detects_repeats_until_ttl_and_is_bounded() {
+        let t0 = Instant::now();
+        let mut cache = DedupeCache::new(3, Duration::from_secs(60));
+        assert!(cache.record("d1", t0));
+        assert!(!cache.record("d1", t0 + Duration::from_secs(30)));
+        // The repeat did not extend the TTL.
+        assert!(cache.record("d1", t0 + Duration::from_secs(60)));
+
+        let t1 = t0 + Duration::from_secs(100);
+        for id in ["x", "y", "z", "w"] {
+            assert!(cache.record(id, t1));
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.record("x", t1), "oldest id was evicted at capacity");
+
+        cache.forget(&"w");
+        assert!(cache.record("w", t1));
+    }
+
+    #[test]
+    fn dedupe_expires_old_entries_on_use() {
+        let t0 = Instant::now();
+        let mut cache = DedupeCache::new(100, Duration::from_secs(10));
+        for i in 0..50 {
+            cache.record(i, t0);
+        }
+        cache.record(1000, t0 + Duration::from_secs(11));
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn token_bucket_allows_burst_then_refills() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(10, 2.0, 3);
+        for _ in 0..3 {
+            assert_eq!(limiter.try_acquire(&"k", t0), Ok(()));
+        }
+        let wait = limiter.try_acquire(&"k", t0).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(500));
+        assert_eq!(limiter.try_acquire(&"other", t0), Ok(()));
+        assert!(
+            limiter
+                .try_acquire(&"k", t0 + Duration::from_millis(400))
+                .is_err()
+        );
+        assert_eq!(
+            limiter.try_acquire(&"k", t0 + Duration::from_millis(900)),
+            Ok(())
+        );
+        // Refill is capped at the burst.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            assert_eq!(limiter.try_acquire(&"k", later), Ok(()));
+        }
+        assert!(limiter.try_acquire(&"k", later).is_err());
+    }
+
+    #[test]
+    fn check_and_charge_model_failure_budgets() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(10, 1.0, 2);
+        assert_eq!(limiter.check(&"ip", t0), Ok(()));
+        limiter.charge(&"ip", t0);
+        assert_eq!(limiter.check(&"ip", t0), Ok(()));
+        limiter.charge(&"ip", t0);
+        limiter.charge(&"ip", t0);
+        assert_eq!(limiter.check(&"ip", t0), Err(Duration::from_secs(1)));
+        assert_eq!(limiter.check(&"ip", t0 + Duration::from_secs(1)), Ok(()));
+    }
+
+    #[test]
+    fn zero_rate_never_refills() {
+        let t0 = Instant::now();
+        let mut limiter = RateLimiter::new(10, 0.0, 0);
+        assert_eq!(limiter.try_acquire(&"k", t0), Ok(()));
+        assert_eq!(
+            limiter.try_acquire(&"k", t0 + Duration::from_secs(1_000_000)),
+            Err(Duration::MAX)
+        );
+    }
+}
