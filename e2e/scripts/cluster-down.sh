@@ -80,6 +80,14 @@ stop() {
     sleep 0.1
   done
 }
+# Processes the test harness started against this plane (operators, emulators) registered
+# themselves as extra-*.pid; they go first so nothing outlives the API server it talks to.
+extras=()
+for f in "$piddir"/extra-*.pid; do
+  [ -e "$f" ] || continue
+  extras+=("$(basename "$f" .pid)")
+done
+if [ "${#extras[@]}" -gt 0 ]; then stop "${extras[@]}"; fi
 stop watchdog
 # Reverse start order: clients of the apiserver first, etcd last.
 stop kwok kube-scheduler kube-controller-manager

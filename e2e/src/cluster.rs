@@ -451,7 +451,11 @@ pub async fn apply_crds_from(client: &Client, dir: &Path) -> Result<Vec<String>>
         .with_context(|| format!("reading CRD directory {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
-    files.retain(|p| matches!(p.extension().and_then(OsStr::to_str), Some("yaml" | "yml")));
+    // kustomization.yaml lists the CRD files for kustomize; it is not itself a manifest.
+    files.retain(|p| {
+        matches!(p.extension().and_then(OsStr::to_str), Some("yaml" | "yml"))
+            && p.file_name().and_then(OsStr::to_str) != Some("kustomization.yaml")
+    });
     files.sort();
 
     let mut crds = Vec::new();

@@ -3,3 +3,4 @@
 //! forge emulator standing in for GitHub, GitLab and Gitea.
 pub mod cluster;
 pub mod emulator;
+pub mod operator;

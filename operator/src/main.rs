@@ -37,9 +37,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Crd { out_dir: Some(dir) } => {
             std::fs::create_dir_all(&dir)?;
-            for crd in pullwarden::api::all_crds() {
-                let path = dir.join(pullwarden::api::crd_file_name(&crd));
-                std::fs::write(&path, pullwarden::api::crd_yaml(&crd))?;
+            for (name, content) in pullwarden::api::crd_files() {
+                let path = dir.join(name);
+                std::fs::write(&path, content)?;
                 println!("wrote {}", path.display());
             }
             Ok(())

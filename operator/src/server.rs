@@ -14,12 +14,11 @@ use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// The replica's role as far as readiness is concerned.
+/// The replica's role as far as readiness is concerned (0 = starting).
 #[derive(Debug, Default)]
 pub struct Role(AtomicU8);
 
 impl Role {
-    const STARTING: u8 = 0;
     const STANDBY: u8 = 1;
     const LEADER: u8 = 2;
 
@@ -67,6 +66,6 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
             let detail = if pending.is_empty() { "waiting for CRDs".to_string() } else { pending.join(", ") };
             (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: watches not synced yet: {detail}"))
         }
-        Role::STARTING | _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting".into()),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting".into()),
     }
 }

@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use super::faults::FaultRule;
 use super::model::{
     ActorSpec, AppSpec, BranchSpec, CheckRunSpec, CollaboratorSpec, CommentSpec, FaultSpec,
-    HookSpec, InstallationSpec, LabelSpec, MembershipSpec, PullSpec, PullUpdate, PushSpec,
-    RateLimitSpec, RepoSpec, ReviewSpec, StatusSpec, TokenInfo, TokenSpec, UserInfo, UserSpec,
+    ForkSpec, HookSpec, InstallationSpec, LabelSpec, MembershipSpec, PullSpec, PullUpdate,
+    PushSpec, RateLimitSpec, RepoSpec, ReviewSpec, StatusSpec, TokenInfo, TokenSpec, UserInfo,
+    UserSpec,
 };
 use super::ops;
 use super::ratelimit::Bucket;
@@ -37,6 +38,7 @@ enum A {
     SetMembership,
     RemoveMembership,
     CreateRepo,
+    ForkRepo,
     ListRepos,
     RepoInfo,
     SetCollaborator,
@@ -112,6 +114,7 @@ static ROUTES: &[Route<A>] = &[
     r!("POST", "/_emulator/repos", CreateRepo),
     r!("GET", "/_emulator/repos", ListRepos),
     r!("GET", "/_emulator/repos/{path*}/-/info", RepoInfo),
+    r!("POST", "/_emulator/repos/{path*}/-/forks", ForkRepo),
     r!(
         "PUT",
         "/_emulator/repos/{path*}/-/collaborators/{user}",
@@ -395,7 +398,19 @@ pub async fn handle(shared: &Shared, parts: &http::request::Parts, b: Bytes) -> 
             }
             A::CreateRepo => {
                 let spec: RepoSpec = body(&b)?;
-                ok(StatusCode::CREATED, &ops::create_repo(shared, spec).await?)
+                ok(StatusCode::CREATED, &ops::create_repo(shared, spec, None).await?)
+            }
+            A::ForkRepo => {
+                let fork: ForkSpec = body(&b)?;
+                let forge = {
+                    let st = shared.state.lock().await;
+                    st.repos
+                        .get(&p("path"))
+                        .map(|r| r.forge)
+                        .ok_or_else(|| AdminErr(StatusCode::NOT_FOUND, format!("no repository {}", p("path"))))?
+                };
+                let spec = RepoSpec { forge, path: fork.path, private: fork.private, ..Default::default() };
+                ok(StatusCode::CREATED, &ops::create_repo(shared, spec, Some(p("path"))).await?)
             }
             A::ListRepos => {
                 let st = shared.state.lock().await;

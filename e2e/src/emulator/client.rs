@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::model::{
     ActorSpec, AppSpec, BranchSpec, CheckRunInfo, CheckRunSpec, CollaboratorSpec, CommentInfo,
-    CommentSpec, DeliveryInfo, DeploymentInfo, FaultInfo, FaultSpec, HookInfo, HookSpec,
+    CommentSpec, DeliveryInfo, DeploymentInfo, FaultInfo, FaultSpec, ForkSpec, HookInfo, HookSpec,
     InstallationSpec, LabelSpec, MembershipSpec, PullInfo, PullSpec, PullUpdate, PushResult,
     PushSpec, RateLimitSpec, RepoInfo, RepoSpec, RequestCounts, ReviewInfo, ReviewSpec, StatusInfo,
     StatusSpec, TokenInfo, TokenSpec, UserInfo, UserSpec,
@@ -173,6 +173,18 @@ impl AdminClient {
     /// Creates a repository (real bare git repository + first commit).
     pub async fn create_repo(&self, spec: RepoSpec) -> Result<RepoInfo> {
         self.post("/repos", &spec).await
+    }
+
+    /// Forks `parent` to `path` (same forge, parent's history and branches).
+    pub async fn fork_repo(&self, parent: &str, path: &str) -> Result<RepoInfo> {
+        self.post(
+            &format!("{}/forks", Self::repo(parent)),
+            &ForkSpec {
+                path: path.into(),
+                private: false,
+            },
+        )
+        .await
     }
 
     /// Reads a repository back (branch heads from the real refs).

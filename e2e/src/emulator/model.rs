@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Which forge a repository (or a token, a fault rule) belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Forge {
     /// GitHub (REST at `/` and `/api/v3`).
+    #[default]
     Github,
     /// GitLab (REST at `/api/v4`).
     Gitlab,
@@ -158,7 +161,7 @@ pub struct CollaboratorSpec {
 }
 
 /// Creates a repository (`POST /_emulator/repos`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct RepoSpec {
     /// Which forge serves it.
     pub forge: Forge,
@@ -176,10 +179,17 @@ pub struct RepoSpec {
     /// Skip the initial commit (the repository then has no branches at all).
     #[serde(default)]
     pub empty: bool,
-    /// Create as a fork of this repository (full path, same forge): the new repository starts
-    /// with the parent's branches and history, as a forge fork does.
+}
+
+/// Forks a repository (`POST /_emulator/repos/{parent}/-/forks`): the new repository starts
+/// with the parent's branches and history, as a forge fork does.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ForkSpec {
+    /// Full path of the fork (same forge as the parent).
+    pub path: String,
+    /// Private fork.
     #[serde(default)]
-    pub fork_of: Option<String>,
+    pub private: bool,
 }
 
 /// A repository as the admin API reports it.

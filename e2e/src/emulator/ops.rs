@@ -35,8 +35,13 @@ fn valid_segment(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Creates a repository with a real bare git repository and (unless `empty`) a first commit.
-pub async fn create_repo(shared: &Shared, spec: RepoSpec) -> Result<RepoInfo> {
+/// Creates a repository with a real bare git repository and (unless `empty`) a first commit;
+/// with `fork_of`, the repository starts as a copy of the parent's branches instead.
+pub async fn create_repo(
+    shared: &Shared,
+    spec: RepoSpec,
+    fork_of: Option<String>,
+) -> Result<RepoInfo> {
     let path = spec.path.trim_matches('/').to_string();
     let segs: Vec<&str> = path.split('/').collect();
     let ok_depth = match spec.forge {
@@ -50,7 +55,7 @@ pub async fn create_repo(shared: &Shared, spec: RepoSpec) -> Result<RepoInfo> {
     if st.repos.contains_key(&path) {
         bail!("repository {path} already exists");
     }
-    let parent = match &spec.fork_of {
+    let parent = match &fork_of {
         Some(p) => {
             let parent = repo_ref(&st, p)?;
             if parent.forge != spec.forge {
@@ -80,7 +85,7 @@ pub async fn create_repo(shared: &Shared, spec: RepoSpec) -> Result<RepoInfo> {
         default_branch: default_branch.clone(),
         private: spec.private,
         description: spec.description.clone(),
-        fork_of: spec.fork_of.clone(),
+        fork_of: fork_of.clone(),
         created_at: t,
         updated_at: t,
         pushed_at: t,

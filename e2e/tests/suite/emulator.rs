@@ -44,7 +44,6 @@ fn repo_spec(forge: Forge, path: &str) -> RepoSpec {
         private: false,
         description: None,
         empty: false,
-        fork_of: None,
     }
 }
 
@@ -2040,10 +2039,7 @@ async fn fork_pull_requests_follow_the_head_in_the_fork() {
         .await
         .expect("repo");
     let fork = emu
-        .create_repo(RepoSpec {
-            fork_of: Some("acme/app".into()),
-            ..repo_spec(Forge::Github, "mallory/app")
-        })
+        .fork_repo("acme/app", "mallory/app")
         .await
         .expect("fork");
     assert_eq!(

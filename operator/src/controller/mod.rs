@@ -201,7 +201,7 @@ pub async fn wait_for_crd<K: PullwardenKind>(ctx: &Context) {
         match api.list_metadata(&ListParams::default().limit(1)).await {
             Ok(_) => return,
             Err(e) => {
-                if attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     warn!(kind = K::KIND, error = %e, "waiting for the CustomResourceDefinition to be installed and established");
                 }
                 attempt += 1;
@@ -268,17 +268,18 @@ where
         .await;
 }
 
+/// The reconcile function of a kind, as the controller runtime calls it.
+pub type ReconcileFn<K> =
+    fn(Arc<DeserializeGuard<K>>, Arc<ControllerContext>) -> futures::future::BoxFuture<'static, Result<Action, Error>>;
+
 /// A kind's controller, packaged for [`run_all`].
 pub struct KindController<K: PullwardenKind> {
     controller: kube::runtime::Controller<DeserializeGuard<K>>,
-    reconcile: fn(Arc<DeserializeGuard<K>>, Arc<ControllerContext>) -> futures::future::BoxFuture<'static, Result<Action, Error>>,
+    reconcile: ReconcileFn<K>,
 }
 
 impl<K: PullwardenKind> KindController<K> {
-    pub fn new(
-        controller: kube::runtime::Controller<DeserializeGuard<K>>,
-        reconcile: fn(Arc<DeserializeGuard<K>>, Arc<ControllerContext>) -> futures::future::BoxFuture<'static, Result<Action, Error>>,
-    ) -> Self {
+    pub fn new(controller: kube::runtime::Controller<DeserializeGuard<K>>, reconcile: ReconcileFn<K>) -> Self {
         KindController { controller, reconcile }
     }
 

@@ -137,7 +137,11 @@ impl Credentials {
         }
     }
 
-    pub fn github_app(app_id: u64, installation_id: u64, private_key_pem: impl Into<String>) -> Self {
+    pub fn github_app(
+        app_id: u64,
+        installation_id: u64,
+        private_key_pem: impl Into<String>,
+    ) -> Self {
         Credentials::GithubApp {
             app_id,
             installation_id,

@@ -1,0 +1,317 @@
+//! Runs the real `pullwarden` binary as a process against a test cluster.
+//!
+//! The operator runs as the `pullwarden-system/pullwarden` ServiceAccount bound to the
+//! ClusterRole shipped in `config/rbac`, not as cluster-admin: every end-to-end test therefore
+//! also proves that the least-privilege RBAC is enough.
+//!
+//! Processes are killed on drop. When the control plane was started by this test process, each
+//! operator's pid is also recorded in the plane's pid directory, so the watchdog that tears the
+//! plane down when the test process dies (even by SIGKILL) stops the operators too.
+
+use crate::cluster::{Cluster, repo_root};
+use anyhow::{Context as _, Result, anyhow, bail};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+use kube::api::PostParams;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+/// Namespace and name of the operator's ServiceAccount (see config/rbac).
+pub const OPERATOR_NAMESPACE: &str = "pullwarden-system";
+pub const OPERATOR_SERVICE_ACCOUNT: &str = "pullwarden";
+
+/// The `pullwarden` binary next to the test executable (cargo builds it for
+/// `cargo test --workspace`; `PULLWARDEN_BIN` overrides).
+pub fn operator_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("PULLWARDEN_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/suite-<hash> → target/<profile>/pullwarden
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("pullwarden"))
+        .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?;
+    if !candidate.exists() {
+        bail!("{} does not exist: run `cargo build -p pullwarden` (or `just test`)", candidate.display());
+    }
+    let bin_mtime = candidate.metadata()?.modified()?;
+    if let Some(newer) = newest_source(&repo_root().join("operator/src"))
+        && newer > bin_mtime
+    {
+        bail!("{} is older than operator/src: run `cargo build -p pullwarden` (or `just test`)", candidate.display());
+    }
+    Ok(candidate)
+}
+
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() { newest_source(&path) } else { entry.metadata().ok()?.modified().ok() };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// A free loopback address.
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
+
+static RBAC: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+
+/// A kubeconfig authenticating as the operator's ServiceAccount, after applying `config/rbac`
+/// (idempotent; done once per test process).
+pub async fn operator_kubeconfig(cluster: &Cluster) -> Result<PathBuf> {
+    let lock = RBAC.get_or_init(|| Mutex::new(None));
+    let mut guard = lock.lock().await;
+    if let Some(path) = guard.as_ref() {
+        return Ok(path.clone());
+    }
+    // Already existing (a reused cluster) is fine.
+    let _ = cluster.kubectl(["create", "namespace", OPERATOR_NAMESPACE]).await;
+    let rbac = repo_root().join("config/rbac");
+    cluster
+        .kubectl(["apply", "--server-side", "--field-manager=pullwarden.dev/e2e", "-k", rbac.to_str().unwrap()])
+        .await
+        .context("applying config/rbac")?;
+
+    let client = cluster.client().await?;
+    let sa: Api<ServiceAccount> = Api::namespaced(client, OPERATOR_NAMESPACE);
+    let request = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(24 * 3600), ..Default::default() },
+        ..Default::default()
+    };
+    let token = sa
+        .create_token_request(OPERATOR_SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .context("requesting a token for the operator ServiceAccount")?
+        .status
+        .ok_or_else(|| anyhow!("TokenRequest without status"))?
+        .token;
+
+    let admin = kube::config::Kubeconfig::read_from(first_path(cluster.kubeconfig()))?;
+    let ctx_name = admin.current_context.clone().ok_or_else(|| anyhow!("kubeconfig without current-context"))?;
+    let ctx = admin
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx_name)
+        .and_then(|c| c.context.clone())
+        .ok_or_else(|| anyhow!("current context not found"))?;
+    let cluster_entry = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == ctx.cluster)
+        .and_then(|c| c.cluster.clone())
+        .ok_or_else(|| anyhow!("cluster entry not found"))?;
+    let mut yaml = serde_yaml::Mapping::new();
+    yaml.insert("apiVersion".into(), "v1".into());
+    yaml.insert("kind".into(), "Config".into());
+    yaml.insert("current-context".into(), "operator".into());
+    yaml.insert(
+        "clusters".into(),
+        serde_yaml::to_value(vec![serde_json::json!({"name": "test", "cluster": cluster_entry})])?,
+    );
+    yaml.insert(
+        "users".into(),
+        serde_yaml::to_value(vec![serde_json::json!({"name": "operator", "user": {"token": token}})])?,
+    );
+    yaml.insert(
+        "contexts".into(),
+        serde_yaml::to_value(vec![serde_json::json!({"name": "operator", "context": {"cluster": "test", "user": "operator"}})])?,
+    );
+    let dir = tempfile::Builder::new().prefix("pullwarden-operator-").tempdir()?.keep();
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&yaml)?)?;
+    *guard = Some(path.clone());
+    Ok(path)
+}
+
+fn first_path(kubeconfig: &std::ffi::OsStr) -> PathBuf {
+    std::env::split_paths(kubeconfig).next().unwrap_or_default()
+}
+
+/// Options for one operator process.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorOptions {
+    /// `--namespace`: watch only this namespace (tests isolate themselves this way).
+    pub namespace: Option<String>,
+    /// `--leader-elect` with the lease in this namespace.
+    pub leader_election_namespace: Option<String>,
+    /// Replica identity.
+    pub identity: Option<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// A running operator process.
+#[derive(Debug)]
+pub struct Operator {
+    child: Option<Child>,
+    pub admin_addr: SocketAddr,
+    pub webhook_addr: SocketAddr,
+    pub log_path: PathBuf,
+    pid_file: Option<PathBuf>,
+}
+
+impl Operator {
+    /// Starts the operator and waits until its admin server answers.
+    pub async fn start(cluster: &Cluster, opts: OperatorOptions) -> Result<Operator> {
+        let kubeconfig = operator_kubeconfig(cluster).await?;
+        let admin_addr = free_addr();
+        let webhook_addr = free_addr();
+        let log_dir = tempfile::Builder::new().prefix("pullwarden-operator-log-").tempdir()?.keep();
+        let log_path = log_dir.join("operator.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(operator_binary()?);
+        cmd.arg("run")
+            .arg("--admin-addr")
+            .arg(admin_addr.to_string())
+            .arg("--webhook-addr")
+            .arg(webhook_addr.to_string())
+            .arg("--git-cache-dir")
+            .arg(log_dir.join("git-cache"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", std::env::var("PULLWARDEN_TEST_LOG").unwrap_or_else(|_| "info,pullwarden=debug".into()))
+            .env_remove("POD_NAME")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(ns) = &opts.namespace {
+            cmd.arg("--namespace").arg(ns);
+        }
+        if let Some(ns) = &opts.leader_election_namespace {
+            cmd.arg("--leader-elect").arg("--leader-election-namespace").arg(ns);
+        }
+        if let Some(id) = &opts.identity {
+            cmd.arg("--identity").arg(id);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting the pullwarden binary")?;
+        let pid_file = cluster.state_dir().map(|dir| dir.join("pids").join(format!("extra-operator-{}.pid", child.id())));
+        if let Some(pid_file) = &pid_file {
+            // Same format as cluster-lib.sh: "<pid> <start time>", so cluster-down can tell a
+            // recycled pid from ours.
+            if let Some(start) = proc_start_time(child.id()) {
+                std::fs::write(pid_file, format!("{} {start}\n", child.id()))?;
+            }
+        }
+        let op = Operator { child: Some(child), admin_addr, webhook_addr, log_path, pid_file };
+        op.wait_http("/healthz", Duration::from_secs(30)).await?;
+        Ok(op)
+    }
+
+    /// Pid of the process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    async fn wait_http(&self, path: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        loop {
+            match self.get(path).await {
+                Ok((200, body)) => return Ok(body),
+                Ok((code, body)) => last = format!("{code}: {body}"),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                bail!("operator {path} not OK after {timeout:?} (last: {last}); log tail:\n{}", self.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        self.wait_http("/readyz", timeout).await.map(|_| ())
+    }
+
+    /// GET on the admin server: (status, body).
+    pub async fn get(&self, path: &str) -> Result<(u16, String)> {
+        let url = format!("http://{}{}", self.admin_addr, path);
+        let resp = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await?))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> Result<String> {
+        let (code, body) = self.get("/metrics").await?;
+        if code != 200 {
+            bail!("/metrics answered {code}");
+        }
+        Ok(body)
+    }
+
+    /// The value of one sample line (`name{labels}`) in `/metrics`, if present.
+    pub async fn metric(&self, sample: &str) -> Result<Option<f64>> {
+        let text = self.metrics().await?;
+        Ok(text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())))
+    }
+
+    /// The last `lines` lines of the operator's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.forget_pid();
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<Option<i32>> {
+        let Some(mut child) = self.child.take() else { return Ok(None) };
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.forget_pid();
+                return Ok(status.code());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.forget_pid();
+                bail!("operator did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn forget_pid(&mut self) {
+        if let Some(p) = self.pid_file.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks), as cluster-lib.sh records it.
+fn proc_start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
