@@ -39,13 +39,19 @@ pub fn operator_binary() -> Result<PathBuf> {
         .map(|p| p.join("pullwarden"))
         .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?;
     if !candidate.exists() {
-        bail!("{} does not exist: run `cargo build -p pullwarden` (or `just test`)", candidate.display());
+        bail!(
+            "{} does not exist: run `cargo build -p pullwarden` (or `just test`)",
+            candidate.display()
+        );
     }
     let bin_mtime = candidate.metadata()?.modified()?;
     if let Some(newer) = newest_source(&repo_root().join("operator/src"))
         && newer > bin_mtime
     {
-        bail!("{} is older than operator/src: run `cargo build -p pullwarden` (or `just test`)", candidate.display());
+        bail!(
+            "{} is older than operator/src: run `cargo build -p pullwarden` (or `just test`)",
+            candidate.display()
+        );
     }
     Ok(candidate)
 }
@@ -54,7 +60,11 @@ fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
     let mut newest = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
-        let t = if path.is_dir() { newest_source(&path) } else { entry.metadata().ok()?.modified().ok() };
+        let t = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            entry.metadata().ok()?.modified().ok()
+        };
         newest = newest.max(t);
     }
     newest
@@ -77,17 +87,28 @@ pub async fn operator_kubeconfig(cluster: &Cluster) -> Result<PathBuf> {
         return Ok(path.clone());
     }
     // Already existing (a reused cluster) is fine.
-    let _ = cluster.kubectl(["create", "namespace", OPERATOR_NAMESPACE]).await;
+    let _ = cluster
+        .kubectl(["create", "namespace", OPERATOR_NAMESPACE])
+        .await;
     let rbac = repo_root().join("config/rbac");
     cluster
-        .kubectl(["apply", "--server-side", "--field-manager=pullwarden.dev/e2e", "-k", rbac.to_str().unwrap()])
+        .kubectl([
+            "apply",
+            "--server-side",
+            "--field-manager=pullwarden.dev/e2e",
+            "-k",
+            rbac.to_str().unwrap(),
+        ])
         .await
         .context("applying config/rbac")?;
 
     let client = cluster.client().await?;
     let sa: Api<ServiceAccount> = Api::namespaced(client, OPERATOR_NAMESPACE);
     let request = TokenRequest {
-        spec: TokenRequestSpec { expiration_seconds: Some(24 * 3600), ..Default::default() },
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(24 * 3600),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let token = sa
@@ -99,7 +120,10 @@ pub async fn operator_kubeconfig(cluster: &Cluster) -> Result<PathBuf> {
         .token;
 
     let admin = kube::config::Kubeconfig::read_from(first_path(cluster.kubeconfig()))?;
-    let ctx_name = admin.current_context.clone().ok_or_else(|| anyhow!("kubeconfig without current-context"))?;
+    let ctx_name = admin
+        .current_context
+        .clone()
+        .ok_or_else(|| anyhow!("kubeconfig without current-context"))?;
     let ctx = admin
         .contexts
         .iter()
@@ -118,17 +142,24 @@ pub async fn operator_kubeconfig(cluster: &Cluster) -> Result<PathBuf> {
     yaml.insert("current-context".into(), "operator".into());
     yaml.insert(
         "clusters".into(),
-        serde_yaml::to_value(vec![serde_json::json!({"name": "test", "cluster": cluster_entry})])?,
+        serde_yaml::to_value(vec![
+            serde_json::json!({"name": "test", "cluster": cluster_entry}),
+        ])?,
     );
     yaml.insert(
         "users".into(),
-        serde_yaml::to_value(vec![serde_json::json!({"name": "operator", "user": {"token": token}})])?,
+        serde_yaml::to_value(vec![
+            serde_json::json!({"name": "operator", "user": {"token": token}}),
+        ])?,
     );
     yaml.insert(
         "contexts".into(),
         serde_yaml::to_value(vec![serde_json::json!({"name": "operator", "context": {"cluster": "test", "user": "operator"}})])?,
     );
-    let dir = tempfile::Builder::new().prefix("pullwarden-operator-").tempdir()?.keep();
+    let dir = tempfile::Builder::new()
+        .prefix("pullwarden-operator-")
+        .tempdir()?
+        .keep();
     let path = dir.join("kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&yaml)?)?;
     *guard = Some(path.clone());
@@ -146,6 +177,8 @@ pub struct OperatorOptions {
     pub namespace: Option<String>,
     /// `--leader-elect` with the lease in this namespace.
     pub leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    pub leader_election_id: Option<String>,
     /// Replica identity.
     pub identity: Option<String>,
     /// Extra environment.
@@ -168,7 +201,10 @@ impl Operator {
         let kubeconfig = operator_kubeconfig(cluster).await?;
         let admin_addr = free_addr();
         let webhook_addr = free_addr();
-        let log_dir = tempfile::Builder::new().prefix("pullwarden-operator-log-").tempdir()?.keep();
+        let log_dir = tempfile::Builder::new()
+            .prefix("pullwarden-operator-log-")
+            .tempdir()?
+            .keep();
         let log_path = log_dir.join("operator.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(operator_binary()?);
@@ -180,7 +216,11 @@ impl Operator {
             .arg("--git-cache-dir")
             .arg(log_dir.join("git-cache"))
             .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", std::env::var("PULLWARDEN_TEST_LOG").unwrap_or_else(|_| "info,pullwarden=debug".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("PULLWARDEN_TEST_LOG")
+                    .unwrap_or_else(|_| "info,pullwarden=debug".into()),
+            )
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -189,7 +229,12 @@ impl Operator {
             cmd.arg("--namespace").arg(ns);
         }
         if let Some(ns) = &opts.leader_election_namespace {
-            cmd.arg("--leader-elect").arg("--leader-election-namespace").arg(ns);
+            cmd.arg("--leader-elect")
+                .arg("--leader-election-namespace")
+                .arg(ns);
+        }
+        if let Some(id) = &opts.leader_election_id {
+            cmd.arg("--leader-election-id").arg(id);
         }
         if let Some(id) = &opts.identity {
             cmd.arg("--identity").arg(id);
@@ -198,7 +243,10 @@ impl Operator {
             cmd.env(k, v);
         }
         let child = cmd.spawn().context("starting the pullwarden binary")?;
-        let pid_file = cluster.state_dir().map(|dir| dir.join("pids").join(format!("extra-operator-{}.pid", child.id())));
+        let pid_file = cluster.state_dir().map(|dir| {
+            dir.join("pids")
+                .join(format!("extra-operator-{}.pid", child.id()))
+        });
         if let Some(pid_file) = &pid_file {
             // Same format as cluster-lib.sh: "<pid> <start time>", so cluster-down can tell a
             // recycled pid from ours.
@@ -206,7 +254,13 @@ impl Operator {
                 std::fs::write(pid_file, format!("{} {start}\n", child.id()))?;
             }
         }
-        let op = Operator { child: Some(child), admin_addr, webhook_addr, log_path, pid_file };
+        let op = Operator {
+            child: Some(child),
+            admin_addr,
+            webhook_addr,
+            log_path,
+            pid_file,
+        };
         op.wait_http("/healthz", Duration::from_secs(30)).await?;
         Ok(op)
     }
@@ -226,7 +280,10 @@ impl Operator {
                 Err(e) => last = e.to_string(),
             }
             if Instant::now() >= deadline {
-                bail!("operator {path} not OK after {timeout:?} (last: {last}); log tail:\n{}", self.log_tail(40));
+                bail!(
+                    "operator {path} not OK after {timeout:?} (last: {last}); log tail:\n{}",
+                    self.log_tail(40)
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -240,7 +297,11 @@ impl Operator {
     /// GET on the admin server: (status, body).
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
         let url = format!("http://{}{}", self.admin_addr, path);
-        let resp = reqwest::Client::new().get(url).timeout(Duration::from_secs(5)).send().await?;
+        let resp = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
         let status = resp.status().as_u16();
         Ok((status, resp.text().await?))
     }
@@ -257,7 +318,10 @@ impl Operator {
     /// The value of one sample line (`name{labels}`) in `/metrics`, if present.
     pub async fn metric(&self, sample: &str) -> Result<Option<f64>> {
         let text = self.metrics().await?;
-        Ok(text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok())))
+        Ok(text.lines().find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.trim().parse().ok())
+        }))
     }
 
     /// The last `lines` lines of the operator's log.
@@ -278,8 +342,13 @@ impl Operator {
 
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn terminate(&mut self, timeout: Duration) -> Result<Option<i32>> {
-        let Some(mut child) = self.child.take() else { return Ok(None) };
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait()? {

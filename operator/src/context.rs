@@ -4,8 +4,8 @@ use crate::forge::{BudgetConfig, ForgeClients};
 use crate::telemetry::Metrics;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use std::path::PathBuf;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -64,7 +64,10 @@ impl WatchSync {
     /// A new flag for one watch.
     pub fn register(&self, name: &'static str) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
-        self.flags.lock().expect("watch sync lock").push((name, flag.clone()));
+        self.flags
+            .lock()
+            .expect("watch sync lock")
+            .push((name, flag.clone()));
         flag
     }
 
@@ -77,7 +80,11 @@ impl WatchSync {
     /// Names of the watches that have not synced yet.
     pub fn pending(&self) -> Vec<&'static str> {
         let flags = self.flags.lock().expect("watch sync lock");
-        flags.iter().filter(|(_, f)| !f.load(Ordering::Acquire)).map(|(n, _)| *n).collect()
+        flags
+            .iter()
+            .filter(|(_, f)| !f.load(Ordering::Acquire))
+            .map(|(n, _)| *n)
+            .collect()
     }
 }
 
@@ -96,14 +103,21 @@ pub struct Triggers {
 impl Default for Triggers {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Triggers { repository_tx: tx, repository_rx: Mutex::new(Some(rx)), last_events: Mutex::default() }
+        Triggers {
+            repository_tx: tx,
+            repository_rx: Mutex::new(Some(rx)),
+            last_events: Mutex::default(),
+        }
     }
 }
 
 impl Triggers {
     /// Asks for an immediate reconcile of a Repository and records the event time.
     pub fn repository_event(&self, key: ObjectKey, at: jiff::Timestamp) {
-        self.last_events.lock().expect("triggers lock").insert(key.clone(), at);
+        self.last_events
+            .lock()
+            .expect("triggers lock")
+            .insert(key.clone(), at);
         // The receiver lives as long as the Repository controller; when it is not running
         // (standby replica) the hint is simply dropped.
         let _ = self.repository_tx.send(key);
@@ -116,13 +130,19 @@ impl Triggers {
 
     /// The time of the last verified webhook event for a Repository.
     pub fn last_event(&self, key: &ObjectKey) -> Option<jiff::Timestamp> {
-        self.last_events.lock().expect("triggers lock").get(key).copied()
+        self.last_events
+            .lock()
+            .expect("triggers lock")
+            .get(key)
+            .copied()
     }
 }
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 

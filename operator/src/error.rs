@@ -24,15 +24,28 @@ pub enum Error {
 
     /// A referenced Secret exists but does not hold what is needed.
     #[error("Secret {namespace}/{name}: {problem}")]
-    SecretInvalid { namespace: String, name: String, problem: String },
+    SecretInvalid {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
 
     /// A referenced Pullwarden object does not exist.
     #[error("{kind} {namespace}/{name} not found")]
-    ReferenceNotFound { kind: &'static str, namespace: String, name: String },
+    ReferenceNotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
 
     /// A referenced Pullwarden object exists but is not usable yet.
     #[error("{kind} {namespace}/{name} is not ready: {reason}")]
-    ReferenceNotReady { kind: &'static str, namespace: String, name: String, reason: String },
+    ReferenceNotReady {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        reason: String,
+    },
 
     /// A preview's rendered manifests were refused by the safety rules; nothing was applied.
     #[error("manifests refused: {0}")]
@@ -48,7 +61,10 @@ pub enum Error {
 
     /// A sync failed at the forge; the status keeps the data of the last good sync.
     #[error("{source}; status shows the data of the last successful sync ({last_sync})")]
-    ForgeStale { source: ForgeError, last_sync: String },
+    ForgeStale {
+        source: ForgeError,
+        last_sync: String,
+    },
 
     /// The Kubernetes API answered with an error.
     #[error("Kubernetes API: {0}")]
@@ -103,13 +119,15 @@ impl Error {
                 Retry::After(Duration::from_secs(60))
             }
             Error::RenderFailed(_) => Retry::After(Duration::from_secs(120)),
-            Error::Forge(e) | Error::ForgeStale { source: e, .. } => match e.requeue_after(jiff::Timestamp::now()) {
-                Some(delay) => Retry::After(delay),
-                // Credentials, URLs and missing repositories need a human; retry slowly so a
-                // fixed token is picked up without hammering the forge meanwhile.
-                None if !e.is_retryable() => Retry::After(Duration::from_secs(300)),
-                None => Retry::Backoff,
-            },
+            Error::Forge(e) | Error::ForgeStale { source: e, .. } => {
+                match e.requeue_after(jiff::Timestamp::now()) {
+                    Some(delay) => Retry::After(delay),
+                    // Credentials, URLs and missing repositories need a human; retry slowly so a
+                    // fixed token is picked up without hammering the forge meanwhile.
+                    None if !e.is_retryable() => Retry::After(Duration::from_secs(300)),
+                    None => Retry::Backoff,
+                }
+            }
             Error::Kube(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
                 Retry::OnChange
             }

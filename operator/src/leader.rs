@@ -49,7 +49,12 @@ pub struct Observed {
 }
 
 /// Whether `identity` may take (or keep) the lease given what was observed.
-pub fn may_acquire(observed: Option<&Observed>, identity: &str, now: Instant, lease_duration: Duration) -> bool {
+pub fn may_acquire(
+    observed: Option<&Observed>,
+    identity: &str,
+    now: Instant,
+    lease_duration: Duration,
+) -> bool {
     match observed {
         None => true,
         Some(o) => match o.holder.as_deref() {
@@ -70,16 +75,27 @@ pub struct LeaderElector {
 
 impl LeaderElector {
     pub fn new(client: kube::Client, config: ElectionConfig) -> Self {
-        LeaderElector { api: Api::namespaced(client, &config.namespace), config, observed: None }
+        LeaderElector {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            observed: None,
+        }
     }
 
     fn observe(&mut self, lease: &Lease) {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone();
         let renew = spec.renew_time.as_ref().map(|t| t.0.to_string());
-        let unchanged = self.observed.as_ref().is_some_and(|o| o.holder == holder && o.renew_time == renew);
+        let unchanged = self
+            .observed
+            .as_ref()
+            .is_some_and(|o| o.holder == holder && o.renew_time == renew);
         if !unchanged {
-            self.observed = Some(Observed { holder, renew_time: renew, changed_at: Instant::now() });
+            self.observed = Some(Observed {
+                holder,
+                renew_time: renew,
+                changed_at: Instant::now(),
+            });
         }
     }
 
@@ -90,7 +106,10 @@ impl LeaderElector {
         let existing = self.api.get_opt(&self.config.lease_name).await?;
         let Some(mut lease) = existing else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.lease_name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.lease_name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(duration_secs),
@@ -110,7 +129,12 @@ impl LeaderElector {
             };
         };
         self.observe(&lease);
-        if !may_acquire(self.observed.as_ref(), &self.config.identity, Instant::now(), self.config.lease_duration) {
+        if !may_acquire(
+            self.observed.as_ref(),
+            &self.config.identity,
+            Instant::now(),
+            self.config.lease_duration,
+        ) {
             return Ok(false);
         }
         let mut spec = lease.spec.clone().unwrap_or_default();
@@ -123,7 +147,11 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(duration_secs);
         spec.renew_time = Some(now);
         lease.spec = Some(spec);
-        match self.api.replace(&self.config.lease_name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.lease_name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(updated) => {
                 self.observe(&updated);
                 if !was_ours {
@@ -179,13 +207,19 @@ impl LeaderElector {
         let Ok(Some(mut lease)) = self.api.get_opt(&self.config.lease_name).await else {
             return;
         };
-        let Some(spec) = lease.spec.as_mut() else { return };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return;
         }
         spec.holder_identity = None;
         spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
-        match self.api.replace(&self.config.lease_name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.lease_name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => info!("released leadership"),
             Err(e) => warn!(error = %e, "could not release the lease"),
         }
@@ -200,11 +234,32 @@ mod tests {
     fn expiry_is_judged_by_local_observation() {
         let t0 = Instant::now();
         let d = Duration::from_secs(15);
-        let other = Observed { holder: Some("b".into()), renew_time: Some("x".into()), changed_at: t0 };
-        assert!(!may_acquire(Some(&other), "a", t0 + Duration::from_secs(14), d));
-        assert!(may_acquire(Some(&other), "a", t0 + Duration::from_secs(15), d));
-        assert!(may_acquire(Some(&other), "b", t0, d), "the holder may always renew");
-        let released = Observed { holder: None, renew_time: None, changed_at: t0 };
+        let other = Observed {
+            holder: Some("b".into()),
+            renew_time: Some("x".into()),
+            changed_at: t0,
+        };
+        assert!(!may_acquire(
+            Some(&other),
+            "a",
+            t0 + Duration::from_secs(14),
+            d
+        ));
+        assert!(may_acquire(
+            Some(&other),
+            "a",
+            t0 + Duration::from_secs(15),
+            d
+        ));
+        assert!(
+            may_acquire(Some(&other), "b", t0, d),
+            "the holder may always renew"
+        );
+        let released = Observed {
+            holder: None,
+            renew_time: None,
+            changed_at: t0,
+        };
         assert!(may_acquire(Some(&released), "a", t0, d));
         assert!(may_acquire(None, "a", t0, d));
     }

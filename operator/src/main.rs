@@ -5,10 +5,20 @@ use pullwarden::run::RunOptions;
 use pullwarden::telemetry::{LogFormat, init_logging};
 
 #[derive(Debug, Parser)]
-#[command(name = "pullwarden", version, about = "Kubernetes operator for the whole pull-request loop")]
+#[command(
+    name = "pullwarden",
+    version,
+    about = "Kubernetes operator for the whole pull-request loop"
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "PULLWARDEN_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PULLWARDEN_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,

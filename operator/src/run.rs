@@ -33,6 +33,13 @@ pub struct RunOptions {
     /// `default`).
     #[arg(long, env = "PULLWARDEN_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
+    /// Name of the leader Lease (replicas with the same name and namespace elect one leader).
+    #[arg(
+        long,
+        default_value = "pullwarden-leader",
+        env = "PULLWARDEN_LEADER_ELECTION_ID"
+    )]
+    pub leader_election_id: String,
     /// This replica's identity (default: the Pod name from `POD_NAME`, else the host name + pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
@@ -62,7 +69,9 @@ async fn termination_signal() {
 }
 
 /// A cloneable future that resolves once `rx` sees `true`.
-fn signalled(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static {
+fn signalled(
+    mut rx: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static {
     let fut = async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -72,12 +81,17 @@ fn signalled(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output =
 /// Runs the operator until SIGTERM (exit 0) or lost leadership (error: the process must exit so
 /// it never acts on stale leadership).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
     let identity = opts.identity.clone().unwrap_or_else(default_identity);
     let config = Config {
         namespace: opts.namespace.clone(),
         instance: identity.clone(),
-        git_cache_dir: opts.git_cache_dir.clone().unwrap_or_else(|| Config::default().git_cache_dir),
+        git_cache_dir: opts
+            .git_cache_dir
+            .clone()
+            .unwrap_or_else(|| Config::default().git_cache_dir),
         ..Config::default()
     };
     let metrics = Metrics::new();
@@ -92,12 +106,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("binding the admin server to {}", opts.admin_addr))?;
     info!(addr = %opts.admin_addr, "admin server listening");
     let admin_task = tokio::spawn(
-        axum::serve(admin, admin_router(ctx.clone(), role.clone())).with_graceful_shutdown(stop.clone()).into_future(),
+        axum::serve(admin, admin_router(ctx.clone(), role.clone()))
+            .with_graceful_shutdown(stop.clone())
+            .into_future(),
     );
 
     let directory = KubeDirectory::start(ctx.clone());
     let webhook_state = WebhookState::new(
-        WebhookConfig { max_body_bytes: opts.webhook_max_body_bytes, ..WebhookConfig::default() },
+        WebhookConfig {
+            max_body_bytes: opts.webhook_max_body_bytes,
+            ..WebhookConfig::default()
+        },
         Arc::new(directory),
         metrics.webhook.clone(),
     );
@@ -105,7 +124,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the webhook server to {}", opts.webhook_addr))?;
     info!(addr = %opts.webhook_addr, "webhook server listening");
-    let webhook_task = tokio::spawn(crate::webhook::serve(webhook_listener, webhook_state, stop.clone()));
+    let webhook_task = tokio::spawn(crate::webhook::serve(
+        webhook_listener,
+        webhook_state,
+        stop.clone(),
+    ));
 
     let signal_tx = stop_tx.clone();
     tokio::spawn(async move {
@@ -121,7 +144,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .or_else(|| opts.namespace.clone())
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or_else(|| "default".into());
-        let mut elector = LeaderElector::new(client.clone(), ElectionConfig::new(&lease_ns, &identity));
+        let election = ElectionConfig {
+            lease_name: opts.leader_election_id.clone(),
+            ..ElectionConfig::new(&lease_ns, &identity)
+        };
+        let mut elector = LeaderElector::new(client.clone(), election);
         role.set_standby();
         info!(identity = %identity, namespace = %lease_ns, "campaigning for leadership");
         if elector.acquire(stop.clone()).await {

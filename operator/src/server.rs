@@ -52,20 +52,36 @@ pub fn admin_router(ctx: Context, role: Arc<Role>) -> Router {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.ctx.metrics.encode(),
     )
 }
 
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, String) {
     match state.role.get() {
-        Role::STANDBY => (StatusCode::OK, "ok: standby, waiting for the leader lease".into()),
+        Role::STANDBY => (
+            StatusCode::OK,
+            "ok: standby, waiting for the leader lease".into(),
+        ),
         Role::LEADER if state.ctx.is_synced() => (StatusCode::OK, "ok".into()),
         Role::LEADER => {
             let pending = state.ctx.watch_synced.pending();
-            let detail = if pending.is_empty() { "waiting for CRDs".to_string() } else { pending.join(", ") };
-            (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: watches not synced yet: {detail}"))
+            let detail = if pending.is_empty() {
+                "waiting for CRDs".to_string()
+            } else {
+                pending.join(", ")
+            };
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: watches not synced yet: {detail}"),
+            )
         }
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "not ready: starting".into()),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: starting".into(),
+        ),
     }
 }

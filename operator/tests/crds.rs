@@ -28,23 +28,50 @@ fn crds_directory_matches_the_types() {
         .collect();
     actual.sort();
     expected.sort();
-    assert_eq!(actual, expected, "crds/ holds files that the types do not generate");
+    assert_eq!(
+        actual, expected,
+        "crds/ holds files that the types do not generate"
+    );
 }
 
 #[test]
 fn every_kind_has_the_shared_names_and_subresources() {
     for crd in all_crds() {
         let names = &crd.spec.names;
-        assert_eq!(names.categories.as_deref(), Some(&["pullwarden".to_string()][..]), "{}", names.kind);
+        assert_eq!(
+            names.categories.as_deref(),
+            Some(&["pullwarden".to_string()][..]),
+            "{}",
+            names.kind
+        );
         let short = names.short_names.clone().unwrap_or_default();
         assert!(!short.is_empty(), "{} has no short name", names.kind);
         // Kuberhealthy owns `hc`/`healthcheck`, Tekton Pipelines-as-Code owns `repo`, core owns `pv`.
         for forbidden in ["hc", "healthcheck", "repo", "pv", "pr"] {
-            assert!(!short.iter().any(|s| s == forbidden), "{} uses short name {forbidden}", names.kind);
+            assert!(
+                !short.iter().any(|s| s == forbidden),
+                "{} uses short name {forbidden}",
+                names.kind
+            );
         }
         assert_eq!(crd.spec.scope, "Namespaced");
         let version = &crd.spec.versions[0];
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{}", names.kind);
-        assert!(version.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 3), "{}", names.kind);
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{}",
+            names.kind
+        );
+        assert!(
+            version
+                .additional_printer_columns
+                .as_ref()
+                .is_some_and(|c| c.len() >= 3),
+            "{}",
+            names.kind
+        );
     }
 }

@@ -6,7 +6,8 @@ use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, repo_root};
 
 /// Examples use the namespace `team-shop`; tests put them into their own namespace.
 fn example(file: &str, namespace: &str) -> String {
-    let text = std::fs::read_to_string(repo_root().join("examples").join(file)).expect("example file");
+    let text =
+        std::fs::read_to_string(repo_root().join("examples").join(file)).expect("example file");
     text.replace("namespace: team-shop", &format!("namespace: {namespace}"))
 }
 
@@ -16,30 +17,74 @@ async fn examples_are_accepted_and_read_back_with_printer_columns() {
     let client = cluster.client().await.unwrap();
     apply_crds(&client).await.unwrap();
     let ns = TestNamespace::new(cluster, "examples").await.unwrap();
-    for file in ["repository.yaml", "previewenvironment.yaml", "policygate.yaml", "healthcheck.yaml", "plugin.yaml"] {
+    for file in [
+        "repository.yaml",
+        "previewenvironment.yaml",
+        "policygate.yaml",
+        "healthcheck.yaml",
+        "plugin.yaml",
+    ] {
         let out = cluster
             .kubectl_with_stdin(["apply", "-f", "-"], &example(file, ns.name()))
             .await
             .unwrap_or_else(|e| panic!("{file} was rejected: {e:#}"));
-        assert!(out.contains("created") || out.contains("configured"), "{file}: {out}");
+        assert!(
+            out.contains("created") || out.contains("configured"),
+            "{file}: {out}"
+        );
     }
     // Printer columns and the shared category.
-    let table = cluster.kubectl(["get", "pullwarden", "-n", ns.name()]).await.unwrap();
-    for needle in ["repository.pullwarden.dev/shop", "PROVIDER", "previewenvironment.pullwarden.dev/shop-demo", "PHASE", "policygate.pullwarden.dev/shop-merge-policy", "MODE", "healthcheck.pullwarden.dev/shop-storefront", "STATE", "plugin.pullwarden.dev/shop-slack"] {
-        assert!(table.contains(needle), "`kubectl get pullwarden` lacks {needle}:\n{table}");
+    let table = cluster
+        .kubectl(["get", "pullwarden", "-n", ns.name()])
+        .await
+        .unwrap();
+    for needle in [
+        "repository.pullwarden.dev/shop",
+        "PROVIDER",
+        "previewenvironment.pullwarden.dev/shop-demo",
+        "PHASE",
+        "policygate.pullwarden.dev/shop-merge-policy",
+        "MODE",
+        "healthcheck.pullwarden.dev/shop-storefront",
+        "STATE",
+        "plugin.pullwarden.dev/shop-slack",
+    ] {
+        assert!(
+            table.contains(needle),
+            "`kubectl get pullwarden` lacks {needle}:\n{table}"
+        );
     }
     // Short names.
     for short in ["pwrepo", "preview", "gate", "pwhc", "pwplugin"] {
-        cluster.kubectl(["get", short, "-n", ns.name()]).await.unwrap_or_else(|e| panic!("short name {short}: {e:#}"));
+        cluster
+            .kubectl(["get", short, "-n", ns.name()])
+            .await
+            .unwrap_or_else(|e| panic!("short name {short}: {e:#}"));
     }
     // Defaults were applied by the API server from the schema.
     let interval = cluster
-        .kubectl(["get", "healthcheck", "shop-storefront", "-n", ns.name(), "-o", "jsonpath={.spec.probe.http.method}"])
+        .kubectl([
+            "get",
+            "healthcheck",
+            "shop-storefront",
+            "-n",
+            ns.name(),
+            "-o",
+            "jsonpath={.spec.probe.http.method}",
+        ])
         .await
         .unwrap();
     assert_eq!(interval.trim(), "GET");
     let mode = cluster
-        .kubectl(["get", "preview", "shop-demo", "-n", ns.name(), "-o", "jsonpath={.spec.template.keepLabel}"])
+        .kubectl([
+            "get",
+            "preview",
+            "shop-demo",
+            "-n",
+            ns.name(),
+            "-o",
+            "jsonpath={.spec.template.keepLabel}",
+        ])
         .await
         .unwrap();
     assert_eq!(mode.trim(), "keep-preview");
@@ -52,7 +97,10 @@ async fn kubectl_explain_shows_field_documentation() {
     // The OpenAPI document can lag the Established condition by a moment.
     let mut last = String::new();
     for _ in 0..50 {
-        match cluster.kubectl(["explain", "repository.spec.pullRequests.forks"]).await {
+        match cluster
+            .kubectl(["explain", "repository.spec.pullRequests.forks"])
+            .await
+        {
             Ok(out) if out.contains("requireApproval") => {
                 assert!(out.contains("trusted user"), "{out}");
                 return;
@@ -206,16 +254,35 @@ async fn bad_objects_are_rejected_with_a_clear_message() {
     let ns = TestNamespace::new(cluster, "bad-objects").await.unwrap();
     let mut failures = Vec::new();
     for bad in BAD_OBJECTS {
-        let doc = format!("apiVersion: pullwarden.dev/v1alpha1\n{}", bad.yaml.replacen("metadata: {name: bad}", &format!("metadata: {{name: bad, namespace: {}}}", ns.name()), 1));
-        match cluster.kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], &doc).await {
+        let doc = format!(
+            "apiVersion: pullwarden.dev/v1alpha1\n{}",
+            bad.yaml.replacen(
+                "metadata: {name: bad}",
+                &format!("metadata: {{name: bad, namespace: {}}}", ns.name()),
+                1
+            )
+        );
+        match cluster
+            .kubectl_with_stdin(["apply", "--dry-run=server", "-f", "-"], &doc)
+            .await
+        {
             Ok(out) => failures.push(format!("{}: accepted ({out})", bad.what)),
             Err(e) => {
                 let msg = format!("{e:#}");
                 if !msg.contains(bad.expect) {
-                    failures.push(format!("{}: rejected, but the message lacks {:?}:\n{msg}", bad.what, bad.expect));
+                    failures.push(format!(
+                        "{}: rejected, but the message lacks {:?}:\n{msg}",
+                        bad.what, bad.expect
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} bad objects misbehaved:\n{}", failures.len(), BAD_OBJECTS.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} bad objects misbehaved:\n{}",
+        failures.len(),
+        BAD_OBJECTS.len(),
+        failures.join("\n\n")
+    );
 }

@@ -3,3 +3,5 @@ mod cluster_harness;
 mod crds_schema;
 mod emulator;
 mod forge_clients;
+mod leader_election;
+mod operator_basics;

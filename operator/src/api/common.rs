@@ -82,7 +82,11 @@ mod tests {
         let d: Duration = "1h30m".parse().unwrap();
         assert_eq!(parse_duration("interval", &d).unwrap().as_secs(), 5400);
         let neg: Duration = "-5s".parse().unwrap();
-        assert!(parse_duration("interval", &neg).unwrap_err().contains("negative"));
+        assert!(
+            parse_duration("interval", &neg)
+                .unwrap_err()
+                .contains("negative")
+        );
     }
 
     #[test]

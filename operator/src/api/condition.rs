@@ -117,13 +117,22 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn ready(reason: &str, message: impl Into<String>) -> Self {
-        Outcome::Ready { reason: reason.into(), message: message.into() }
+        Outcome::Ready {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
     pub fn progressing(reason: &str, message: impl Into<String>) -> Self {
-        Outcome::Progressing { reason: reason.into(), message: message.into() }
+        Outcome::Progressing {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
     pub fn stalled(reason: &str, message: impl Into<String>) -> Self {
-        Outcome::Stalled { reason: reason.into(), message: message.into() }
+        Outcome::Stalled {
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -136,18 +145,58 @@ pub fn apply_outcome(
 ) {
     match outcome {
         Outcome::Ready { reason, message } => {
-            set_condition(conditions, READY, ConditionStatus::True, reason, message.clone(), observed_generation, now);
+            set_condition(
+                conditions,
+                READY,
+                ConditionStatus::True,
+                reason,
+                message.clone(),
+                observed_generation,
+                now,
+            );
             remove_condition(conditions, RECONCILING);
             remove_condition(conditions, STALLED);
         }
         Outcome::Progressing { reason, message } => {
-            set_condition(conditions, READY, ConditionStatus::False, reason, message.clone(), observed_generation, now);
-            set_condition(conditions, RECONCILING, ConditionStatus::True, reason, message.clone(), observed_generation, now);
+            set_condition(
+                conditions,
+                READY,
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+                observed_generation,
+                now,
+            );
+            set_condition(
+                conditions,
+                RECONCILING,
+                ConditionStatus::True,
+                reason,
+                message.clone(),
+                observed_generation,
+                now,
+            );
             remove_condition(conditions, STALLED);
         }
         Outcome::Stalled { reason, message } => {
-            set_condition(conditions, READY, ConditionStatus::False, reason, message.clone(), observed_generation, now);
-            set_condition(conditions, STALLED, ConditionStatus::True, reason, message.clone(), observed_generation, now);
+            set_condition(
+                conditions,
+                READY,
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+                observed_generation,
+                now,
+            );
+            set_condition(
+                conditions,
+                STALLED,
+                ConditionStatus::True,
+                reason,
+                message.clone(),
+                observed_generation,
+                now,
+            );
             remove_condition(conditions, RECONCILING);
         }
     }
@@ -176,14 +225,38 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut conds = Vec::new();
-        set_condition(&mut conds, READY, ConditionStatus::False, "SecretNotFound", "a", Some(1), t(10));
-        set_condition(&mut conds, READY, ConditionStatus::False, "AuthFailed", "b", Some(2), t(20));
+        set_condition(
+            &mut conds,
+            READY,
+            ConditionStatus::False,
+            "SecretNotFound",
+            "a",
+            Some(1),
+            t(10),
+        );
+        set_condition(
+            &mut conds,
+            READY,
+            ConditionStatus::False,
+            "AuthFailed",
+            "b",
+            Some(2),
+            t(20),
+        );
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].last_transition_time, Time(t(10)));
         assert_eq!(conds[0].reason, "AuthFailed");
         assert_eq!(conds[0].message, "b");
         assert_eq!(conds[0].observed_generation, Some(2));
-        set_condition(&mut conds, READY, ConditionStatus::True, "Synced", "c", Some(2), t(30));
+        set_condition(
+            &mut conds,
+            READY,
+            ConditionStatus::True,
+            "Synced",
+            "c",
+            Some(2),
+            t(30),
+        );
         assert_eq!(conds[0].last_transition_time, Time(t(30)));
         assert_eq!(conds[0].status, "True");
     }
@@ -191,10 +264,20 @@ mod tests {
     #[test]
     fn outcomes_follow_kstatus() {
         let mut conds = Vec::new();
-        apply_outcome(&mut conds, &Outcome::progressing("Syncing", "x"), Some(1), t(1));
+        apply_outcome(
+            &mut conds,
+            &Outcome::progressing("Syncing", "x"),
+            Some(1),
+            t(1),
+        );
         assert!(is_condition_true(&conds, RECONCILING));
         assert!(!is_condition_true(&conds, READY));
-        apply_outcome(&mut conds, &Outcome::stalled("InvalidSpec", "y"), Some(1), t(2));
+        apply_outcome(
+            &mut conds,
+            &Outcome::stalled("InvalidSpec", "y"),
+            Some(1),
+            t(2),
+        );
         assert!(find_condition(&conds, RECONCILING).is_none());
         assert!(is_condition_true(&conds, STALLED));
         apply_outcome(&mut conds, &Outcome::ready("Synced", "z"), Some(1), t(3));

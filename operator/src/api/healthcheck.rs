@@ -20,11 +20,32 @@ use std::collections::BTreeMap;
     shortname = "pwhc",
     category = "pullwarden",
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "Failures", type_ = "integer", json_path = ".status.consecutiveFailures"),
-    printcolumn(name = "Latency", type_ = "string", json_path = ".status.lastProbe.latency"),
-    printcolumn(name = "Availability", type_ = "string", json_path = ".status.availability"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Failures",
+        type_ = "integer",
+        json_path = ".status.consecutiveFailures"
+    ),
+    printcolumn(
+        name = "Latency",
+        type_ = "string",
+        json_path = ".status.lastProbe.latency"
+    ),
+    printcolumn(
+        name = "Availability",
+        type_ = "string",
+        json_path = ".status.availability"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("duration(self.timeout) <= duration(self.interval)").message("timeout must not exceed interval"))]
 #[x_kube(validation = Rule::new("!has(self.probe.tcp) || !has(self.target.url) || !self.target.url.startsWith('http')").message("a tcp probe needs a host:port target (url tcp://host:port or a service), not an http URL"))]
@@ -133,7 +154,10 @@ pub struct HttpProbe {
     pub headers_secret_ref: Option<SecretReference>,
     /// Accepted status codes or ranges.
     #[serde(default = "default_expect_status")]
-    #[schemars(length(min = 1, max = 16), inner(regex(pattern = r"^[1-5][0-9]{2}(-[1-5][0-9]{2})?$")))]
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(regex(pattern = r"^[1-5][0-9]{2}(-[1-5][0-9]{2})?$"))
+    )]
     pub expect_status: Vec<String>,
     /// The body must contain this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,10 +20,26 @@ use std::collections::BTreeMap;
     shortname = "pwplugin",
     category = "pullwarden",
     printcolumn(name = "Type", type_ = "string", json_path = ".status.type"),
-    printcolumn(name = "Delivered", type_ = "integer", json_path = ".status.deliveriesSucceeded"),
-    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.deliveriesFailed"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Delivered",
+        type_ = "integer",
+        json_path = ".status.deliveriesSucceeded"
+    ),
+    printcolumn(
+        name = "Failed",
+        type_ = "integer",
+        json_path = ".status.deliveriesFailed"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("[has(self.webhook), has(self.slack), has(self.wasm)].filter(x, x).size() == 1").message("set exactly one of webhook, slack or wasm"))]
 #[serde(rename_all = "camelCase")]
@@ -47,7 +63,9 @@ pub struct PluginSpec {
 }
 
 /// Event names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 pub enum PluginEvent {
     #[serde(rename = "pullRequest.opened")]
     PullRequestOpened,
@@ -188,7 +206,11 @@ pub struct WasmLimits {
 
 impl Default for WasmLimits {
     fn default() -> Self {
-        WasmLimits { timeout: default_wasm_timeout(), memory_mib: default_wasm_memory(), fuel: None }
+        WasmLimits {
+            timeout: default_wasm_timeout(),
+            memory_mib: default_wasm_memory(),
+            fuel: None,
+        }
     }
 }
 

@@ -23,8 +23,16 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Rules", type_ = "integer", json_path = ".status.ruleCount"),
     printcolumn(name = "Passed", type_ = "integer", json_path = ".status.passedCount"),
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedCount"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.repositorySelector) != has(self.repositoryRef)").message("set exactly one of repositorySelector or repositoryRef"))]
 #[x_kube(validation = Rule::new("self.rules.all(r, self.rules.exists_one(o, o.name == r.name))").message("rule names must be unique"))]

@@ -21,13 +21,31 @@ use std::collections::BTreeMap;
     shortname = "preview",
     shortname = "pwpe",
     category = "pullwarden",
-    printcolumn(name = "Repository", type_ = "string", json_path = ".spec.repositoryRef.name"),
+    printcolumn(
+        name = "Repository",
+        type_ = "string",
+        json_path = ".spec.repositoryRef.name"
+    ),
     printcolumn(name = "PR", type_ = "integer", json_path = ".spec.pullRequest"),
-    printcolumn(name = "Branch", type_ = "string", json_path = ".spec.branch", priority = 1),
+    printcolumn(
+        name = "Branch",
+        type_ = "string",
+        json_path = ".spec.branch",
+        priority = 1
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "SHA", type_ = "string", json_path = ".status.deployedSha", priority = 1),
+    printcolumn(
+        name = "SHA",
+        type_ = "string",
+        json_path = ".status.deployedSha",
+        priority = 1
+    ),
     printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("has(self.pullRequest) != has(self.branch)").message("set exactly one of pullRequest or branch"))]
 #[serde(rename_all = "camelCase")]
@@ -255,7 +273,9 @@ pub struct PreviewEnvironmentStatus {
 }
 
 /// One applied object.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct InventoryEntry {
     pub api_version: String,

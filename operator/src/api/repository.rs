@@ -20,12 +20,32 @@ use serde::{Deserialize, Serialize};
     category = "pullwarden",
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url", priority = 1),
-    printcolumn(name = "Default", type_ = "string", json_path = ".status.defaultBranch"),
-    printcolumn(name = "PRs", type_ = "integer", json_path = ".status.pullRequestCount"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Default",
+        type_ = "string",
+        json_path = ".status.defaultBranch"
+    ),
+    printcolumn(
+        name = "PRs",
+        type_ = "integer",
+        json_path = ".status.pullRequestCount"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.url.startsWith('https://') || self.url.startsWith('ssh://') || self.url.matches('^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:.+$') || (self.url.startsWith('http://') && self.allowInsecureHTTP)").message("url must be https://, ssh:// or scp-like (git@host:path); plain http:// needs allowInsecureHTTP: true"))]
 #[x_kube(validation = Rule::new("duration(self.interval) >= duration('10s')").message("interval must be at least 10s (polling faster only burns forge quota; use webhooks)"))]
@@ -148,7 +168,10 @@ pub struct BranchSelector {
 
 impl Default for BranchSelector {
     fn default() -> Self {
-        BranchSelector { include: default_include(), exclude: Vec::new() }
+        BranchSelector {
+            include: default_include(),
+            exclude: Vec::new(),
+        }
     }
 }
 

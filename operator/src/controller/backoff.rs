@@ -27,7 +27,10 @@ impl BackoffTracker {
     }
 
     pub fn reset(&self, key: &str) {
-        self.failures.lock().expect("backoff lock poisoned").remove(key);
+        self.failures
+            .lock()
+            .expect("backoff lock poisoned")
+            .remove(key);
     }
 }
 
@@ -41,9 +44,18 @@ mod tests {
         let d1 = b.next_delay("a");
         let d2 = b.next_delay("a");
         let d3 = b.next_delay("a");
-        assert!(d1 >= Duration::from_millis(1600) && d1 <= Duration::from_millis(2400), "{d1:?}");
-        assert!(d2 >= Duration::from_millis(3200) && d2 <= Duration::from_millis(4800), "{d2:?}");
-        assert!(d3 >= Duration::from_millis(6400) && d3 <= Duration::from_millis(9600), "{d3:?}");
+        assert!(
+            d1 >= Duration::from_millis(1600) && d1 <= Duration::from_millis(2400),
+            "{d1:?}"
+        );
+        assert!(
+            d2 >= Duration::from_millis(3200) && d2 <= Duration::from_millis(4800),
+            "{d2:?}"
+        );
+        assert!(
+            d3 >= Duration::from_millis(6400) && d3 <= Duration::from_millis(9600),
+            "{d3:?}"
+        );
         for _ in 0..30 {
             b.next_delay("a");
         }

@@ -7,7 +7,9 @@
 
 use crate::api::{Provider, Repository};
 use crate::context::Context;
-use crate::webhook::{self, ForgeEvent, ObjectKey, RepositoryDirectory, WebhookCandidate, WebhookSecret};
+use crate::webhook::{
+    self, ForgeEvent, ObjectKey, RepositoryDirectory, WebhookCandidate, WebhookSecret,
+};
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
@@ -64,26 +66,43 @@ fn provider_matches(forge: webhook::Forge, provider: Provider) -> bool {
 
 #[async_trait::async_trait]
 impl RepositoryDirectory for KubeDirectory {
-    async fn candidates(&self, forge: webhook::Forge, repository_urls: &[String]) -> Vec<WebhookCandidate> {
+    async fn candidates(
+        &self,
+        forge: webhook::Forge,
+        repository_urls: &[String],
+    ) -> Vec<WebhookCandidate> {
         let mut out = Vec::new();
         for repo in self.store.state() {
-            let Some(verification) = &repo.spec.webhook else { continue };
+            let Some(verification) = &repo.spec.webhook else {
+                continue;
+            };
             if !provider_matches(forge, repo.spec.provider) {
                 continue;
             }
-            let Some(url) = webhook::canonicalize_repo_url(&repo.spec.url) else { continue };
+            let Some(url) = webhook::canonicalize_repo_url(&repo.spec.url) else {
+                continue;
+            };
             if !repository_urls.contains(&url) {
                 continue;
             }
             let namespace = repo.namespace().unwrap_or_default();
-            match super::refs::secret_key(&self.ctx, &namespace, &verification.secret_ref.name, &verification.key).await {
+            match super::refs::secret_key(
+                &self.ctx,
+                &namespace,
+                &verification.secret_ref.name,
+                &verification.key,
+            )
+            .await
+            {
                 Ok(secret) => out.push(WebhookCandidate {
                     target: ObjectKey::new(namespace, repo.name_any()),
                     secret: WebhookSecret::new(secret),
                 }),
                 // The Repository controller reports the missing Secret on the object; here the
                 // candidate simply cannot verify.
-                Err(e) => debug!(repository = %repo.name_any(), error = %e, "webhook secret unavailable"),
+                Err(e) => {
+                    debug!(repository = %repo.name_any(), error = %e, "webhook secret unavailable")
+                }
             }
         }
         out
@@ -93,7 +112,9 @@ impl RepositoryDirectory for KubeDirectory {
         let now = jiff::Timestamp::now();
         for t in targets {
             debug!(namespace = %t.namespace, name = %t.name, event = %event.event_name, "webhook accepted");
-            self.ctx.triggers.repository_event((t.namespace.clone(), t.name.clone()), now);
+            self.ctx
+                .triggers
+                .repository_event((t.namespace.clone(), t.name.clone()), now);
         }
     }
 }

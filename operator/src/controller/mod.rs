@@ -18,8 +18,8 @@ pub mod healthcheck;
 pub mod plugin;
 pub mod policygate;
 pub mod preview;
-pub mod repository;
 pub mod refs;
+pub mod repository;
 pub mod status;
 
 mod backoff;
@@ -85,7 +85,10 @@ pub struct ControllerContext {
 
 impl ControllerContext {
     pub fn new(ctx: Context) -> Arc<Self> {
-        Arc::new(ControllerContext { ctx, backoff: BackoffTracker::default() })
+        Arc::new(ControllerContext {
+            ctx,
+            backoff: BackoffTracker::default(),
+        })
     }
 }
 
@@ -99,7 +102,11 @@ pub fn scoped_api<K: PullwardenKind>(ctx: &Context) -> Api<K> {
 
 /// The value of `pullwarden.dev/reconcile-requested-at`, echoed in status once handled.
 pub fn requested_at<K: Resource>(obj: &K) -> Option<String> {
-    obj.meta().annotations.as_ref()?.get(RECONCILE_REQUESTED_AT).cloned()
+    obj.meta()
+        .annotations
+        .as_ref()?
+        .get(RECONCILE_REQUESTED_AT)
+        .cloned()
 }
 
 /// Runs a kind's reconcile with the shared error handling (see the module docs).
@@ -133,7 +140,15 @@ where
         Err(err) => {
             ctx.metrics.reconcile_failure(K::KIND, err.category());
             warn!(kind = K::KIND, object = %key, category = err.category(), error = %err, "reconcile failed");
-            publish(ctx, obj.as_ref(), EventType::Warning, err.category(), "Reconcile", &err.to_string()).await;
+            publish(
+                ctx,
+                obj.as_ref(),
+                EventType::Warning,
+                err.category(),
+                "Reconcile",
+                &err.to_string(),
+            )
+            .await;
             if let Err(write_err) = status::write_error_conditions(ctx, obj.as_ref(), &err).await {
                 warn!(kind = K::KIND, object = %key, error = %write_err, "could not write error status");
             }
@@ -213,7 +228,10 @@ pub async fn wait_for_crd<K: PullwardenKind>(ctx: &Context) {
 
 /// Runs every controller until `shutdown` resolves. Sets `ctx.synced` once every watch has
 /// listed its objects.
-pub async fn run_all(ctx: Context, shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static) {
+pub async fn run_all(
+    ctx: Context,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
     wait_for_crd::<api::Repository>(&ctx).await;
     wait_for_crd::<api::PreviewEnvironment>(&ctx).await;
     wait_for_crd::<api::PolicyGate>(&ctx).await;
@@ -269,8 +287,10 @@ where
 }
 
 /// The reconcile function of a kind, as the controller runtime calls it.
-pub type ReconcileFn<K> =
-    fn(Arc<DeserializeGuard<K>>, Arc<ControllerContext>) -> futures::future::BoxFuture<'static, Result<Action, Error>>;
+pub type ReconcileFn<K> = fn(
+    Arc<DeserializeGuard<K>>,
+    Arc<ControllerContext>,
+) -> futures::future::BoxFuture<'static, Result<Action, Error>>;
 
 /// A kind's controller, packaged for [`run_all`].
 pub struct KindController<K: PullwardenKind> {
@@ -279,8 +299,14 @@ pub struct KindController<K: PullwardenKind> {
 }
 
 impl<K: PullwardenKind> KindController<K> {
-    pub fn new(controller: kube::runtime::Controller<DeserializeGuard<K>>, reconcile: ReconcileFn<K>) -> Self {
-        KindController { controller, reconcile }
+    pub fn new(
+        controller: kube::runtime::Controller<DeserializeGuard<K>>,
+        reconcile: ReconcileFn<K>,
+    ) -> Self {
+        KindController {
+            controller,
+            reconcile,
+        }
     }
 
     pub fn store(&self) -> Store<DeserializeGuard<K>> {
@@ -291,7 +317,9 @@ impl<K: PullwardenKind> KindController<K> {
         self,
         shutdown: impl Future<Output = ()> + Send + Sync + 'static,
         cctx: Arc<ControllerContext>,
-    ) -> impl futures::Stream<Item = Result<(ObjectRef<DeserializeGuard<K>>, Action), impl std::fmt::Display>> {
+    ) -> impl futures::Stream<
+        Item = Result<(ObjectRef<DeserializeGuard<K>>, Action), impl std::fmt::Display>,
+    > {
         self.controller
             .graceful_shutdown_on(shutdown)
             .run(self.reconcile, error_policy::<K>, cctx)
@@ -300,14 +328,18 @@ impl<K: PullwardenKind> KindController<K> {
 
 impl<K: PullwardenKind> std::fmt::Debug for KindController<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KindController").field("kind", &K::KIND).finish()
+        f.debug_struct("KindController")
+            .field("kind", &K::KIND)
+            .finish()
     }
 }
 
 /// The watch stream of a kind, filtered so that status-only updates don't trigger reconciles.
-pub fn primary_controller<K: PullwardenKind>(ctx: &Context) -> kube::runtime::Controller<DeserializeGuard<K>> {
-    use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
+pub fn primary_controller<K: PullwardenKind>(
+    ctx: &Context,
+) -> kube::runtime::Controller<DeserializeGuard<K>> {
     use futures::StreamExt as _;
+    use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
     let api: Api<DeserializeGuard<K>> = match &ctx.config.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),

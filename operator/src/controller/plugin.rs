@@ -3,7 +3,9 @@
 //! Today it dereferences every Secret and ConfigMap the plugin needs and reports its type.
 //! Delivering events is not implemented yet; `Ready` says so (reason `DeliveryNotImplemented`).
 
-use super::{ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status};
+use super::{
+    ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status,
+};
 use crate::api::{Outcome, Plugin, PluginStatus};
 use crate::error::Error;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -45,26 +47,44 @@ async fn reconcile(plugin: Arc<Plugin>, cctx: Arc<ControllerContext>) -> Result<
         }
         "webhook"
     } else if let Some(s) = &spec.slack {
-        refs::secret_key(ctx, &ns, &s.webhook_secret_ref.name, &s.webhook_secret_ref.key).await?;
+        refs::secret_key(
+            ctx,
+            &ns,
+            &s.webhook_secret_ref.name,
+            &s.webhook_secret_ref.key,
+        )
+        .await?;
         "slack"
     } else if let Some(w) = &spec.wasm {
-        crate::api::parse_duration("wasm.limits.timeout", &w.limits.timeout).map_err(Error::InvalidSpec)?;
+        crate::api::parse_duration("wasm.limits.timeout", &w.limits.timeout)
+            .map_err(Error::InvalidSpec)?;
         if let Some(cm) = &w.source.config_map_ref {
             let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
-            let map = api.get_opt(&cm.name).await?.ok_or_else(|| Error::ReferenceNotFound {
-                kind: "ConfigMap",
-                namespace: ns.clone(),
-                name: cm.name.clone(),
-            })?;
-            let present = map.binary_data.as_ref().is_some_and(|d| d.contains_key(&cm.key))
+            let map = api
+                .get_opt(&cm.name)
+                .await?
+                .ok_or_else(|| Error::ReferenceNotFound {
+                    kind: "ConfigMap",
+                    namespace: ns.clone(),
+                    name: cm.name.clone(),
+                })?;
+            let present = map
+                .binary_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(&cm.key))
                 || map.data.as_ref().is_some_and(|d| d.contains_key(&cm.key));
             if !present {
-                return Err(Error::InvalidSpec(format!("ConfigMap {} has no key `{}`", cm.name, cm.key)));
+                return Err(Error::InvalidSpec(format!(
+                    "ConfigMap {} has no key `{}`",
+                    cm.name, cm.key
+                )));
             }
         }
         "wasm"
     } else {
-        return Err(Error::InvalidSpec("set exactly one of webhook, slack or wasm".into()));
+        return Err(Error::InvalidSpec(
+            "set exactly one of webhook, slack or wasm".into(),
+        ));
     };
 
     let st = PluginStatus {
@@ -72,7 +92,9 @@ async fn reconcile(plugin: Arc<Plugin>, cctx: Arc<ControllerContext>) -> Result<
             plugin.as_ref(),
             &Outcome::stalled(
                 "DeliveryNotImplemented",
-                format!("{type_} plugin configuration is valid; delivering events is not implemented in this version"),
+                format!(
+                    "{type_} plugin configuration is valid; delivering events is not implemented in this version"
+                ),
             ),
         ),
         type_: Some(type_.into()),

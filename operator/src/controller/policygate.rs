@@ -5,13 +5,15 @@
 //! counts. Evaluation of pull requests and the status write-back are not implemented yet; the
 //! `Ready` condition says so (reason `EvaluationNotImplemented`) instead of pretending.
 
-use super::{ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status};
+use super::{
+    ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status,
+};
 use crate::api::{Outcome, Plugin, PolicyGate, PolicyGateStatus, Repository};
 use crate::error::Error;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::core::Selector;
 use kube::runtime::controller::Action;
-use kube::ResourceExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,19 +42,31 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
                 .try_into()
                 .map_err(|e| Error::InvalidSpec(format!("repositorySelector: {e}")))?;
             let api: Api<Repository> = Api::namespaced(ctx.client.clone(), &namespace);
-            api.list_metadata(&ListParams::default().labels_from(&selector)).await?.items.len()
+            api.list_metadata(&ListParams::default().labels_from(&selector))
+                .await?
+                .items
+                .len()
         }
-        (None, None) => return Err(Error::InvalidSpec("set repositoryRef or repositorySelector".into())),
+        (None, None) => {
+            return Err(Error::InvalidSpec(
+                "set repositoryRef or repositorySelector".into(),
+            ));
+        }
     };
     let plugin_api: Api<Plugin> = Api::namespaced(ctx.client.clone(), &namespace);
     for name in plugins {
-        let plugin = plugin_api.get_opt(&name).await?.ok_or_else(|| Error::ReferenceNotFound {
-            kind: "Plugin",
-            namespace: namespace.clone(),
-            name: name.clone(),
-        })?;
+        let plugin = plugin_api
+            .get_opt(&name)
+            .await?
+            .ok_or_else(|| Error::ReferenceNotFound {
+                kind: "Plugin",
+                namespace: namespace.clone(),
+                name: name.clone(),
+            })?;
         if plugin.spec.wasm.is_none() {
-            return Err(Error::InvalidSpec(format!("rule plugin {name:?} is not a wasm Plugin")));
+            return Err(Error::InvalidSpec(format!(
+                "rule plugin {name:?} is not a wasm Plugin"
+            )));
         }
     }
 
@@ -63,7 +77,10 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
     );
     let mut st = gate.status.clone().unwrap_or_default();
     st = PolicyGateStatus {
-        common: status::common_status(gate.as_ref(), &Outcome::stalled("EvaluationNotImplemented", message)),
+        common: status::common_status(
+            gate.as_ref(),
+            &Outcome::stalled("EvaluationNotImplemented", message),
+        ),
         rule_count: u32::try_from(gate.spec.rules.len()).unwrap_or(u32::MAX),
         repository_count: u32::try_from(repository_count).unwrap_or(u32::MAX),
         ..st

@@ -9,22 +9,40 @@ use kube::Api;
 use std::collections::BTreeMap;
 
 /// The data of Secret `namespace/name` (base64-decoded by the client).
-pub async fn secret_data(ctx: &Context, namespace: &str, name: &str) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+pub async fn secret_data(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     match api.get_opt(name).await? {
-        None => Err(Error::SecretNotFound { namespace: namespace.into(), name: name.into() }),
+        None => Err(Error::SecretNotFound {
+            namespace: namespace.into(),
+            name: name.into(),
+        }),
         Some(secret) => Ok(secret
             .data
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, v.0))
-            .chain(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())))
+            .chain(
+                secret
+                    .string_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes())),
+            )
             .collect()),
     }
 }
 
 /// One key of a Secret; a missing key is `SecretInvalid` naming the key.
-pub async fn secret_key(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>, Error> {
+pub async fn secret_key(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Vec<u8>, Error> {
     let mut data = secret_data(ctx, namespace, name).await?;
     data.remove(key).ok_or_else(|| Error::SecretInvalid {
         namespace: namespace.into(),
@@ -50,7 +68,10 @@ pub fn coordinates(spec: &RepositorySpec) -> Result<RepoCoordinates, Error> {
 }
 
 /// Credentials and optional CA bundle of a Repository.
-pub async fn credentials(ctx: &Context, repo: &Repository) -> Result<(Credentials, Option<Vec<u8>>), Error> {
+pub async fn credentials(
+    ctx: &Context,
+    repo: &Repository,
+) -> Result<(Credentials, Option<Vec<u8>>), Error> {
     let namespace = repo.metadata.namespace.clone().unwrap_or_default();
     let Some(auth) = &repo.spec.auth else {
         return Ok((Credentials::Anonymous, None));
@@ -74,9 +95,11 @@ pub async fn credentials(ctx: &Context, repo: &Repository) -> Result<(Credential
 /// The Repository `namespace/name`.
 pub async fn repository(ctx: &Context, namespace: &str, name: &str) -> Result<Repository, Error> {
     let api: Api<Repository> = Api::namespaced(ctx.client.clone(), namespace);
-    api.get_opt(name).await?.ok_or_else(|| Error::ReferenceNotFound {
-        kind: "Repository",
-        namespace: namespace.into(),
-        name: name.into(),
-    })
+    api.get_opt(name)
+        .await?
+        .ok_or_else(|| Error::ReferenceNotFound {
+            kind: "Repository",
+            namespace: namespace.into(),
+            name: name.into(),
+        })
 }

@@ -10,22 +10,28 @@ use super::PullwardenKind;
 use crate::api::{self, Outcome};
 use crate::context::Context;
 use crate::error::Error;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::json;
 use tracing::warn;
 
 /// Server-side applies `status` on `obj` unless it is unchanged.
-pub async fn apply_status<K, S>(ctx: &Context, obj: &K, component: &str, status: &S) -> Result<(), Error>
+pub async fn apply_status<K, S>(
+    ctx: &Context,
+    obj: &K,
+    component: &str,
+    status: &S,
+) -> Result<(), Error>
 where
     K: PullwardenKind,
     S: Serialize,
 {
-    let new = serde_json::to_value(status).map_err(|e| Error::Internal(format!("serialise status: {e}")))?;
+    let new = serde_json::to_value(status)
+        .map_err(|e| Error::Internal(format!("serialise status: {e}")))?;
     let current = serde_json::to_value(obj)
         .ok()
         .and_then(|v| v.get("status").cloned())
@@ -39,49 +45,85 @@ where
         "kind": K::kind(&()),
         "status": new,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(&Context::field_manager(component)).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(&Context::field_manager(component)).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 /// The conditions `obj` should carry after `err`.
 pub fn error_conditions<K: PullwardenKind>(obj: &K, err: &Error) -> Vec<Condition> {
-    let mut conditions = obj.common().map(|c| c.conditions.clone()).unwrap_or_default();
+    let mut conditions = obj
+        .common()
+        .map(|c| c.conditions.clone())
+        .unwrap_or_default();
     let outcome = if err.is_stalled() {
         Outcome::stalled(err.category(), err.to_string())
     } else {
         Outcome::progressing(err.category(), err.to_string())
     };
-    api::apply_outcome(&mut conditions, &outcome, obj.meta().generation, jiff::Timestamp::now());
+    api::apply_outcome(
+        &mut conditions,
+        &outcome,
+        obj.meta().generation,
+        jiff::Timestamp::now(),
+    );
     conditions
 }
 
 /// Writes the conditions describing `err` (only when they changed).
-pub async fn write_error_conditions<K: PullwardenKind>(ctx: &Context, obj: &K, err: &Error) -> Result<(), kube::Error> {
+pub async fn write_error_conditions<K: PullwardenKind>(
+    ctx: &Context,
+    obj: &K,
+    err: &Error,
+) -> Result<(), kube::Error> {
     let conditions = error_conditions(obj, err);
     let common = obj.common();
-    let unchanged = common.is_some_and(|c| c.conditions == conditions && c.observed_generation == obj.meta().generation);
+    let unchanged = common.is_some_and(|c| {
+        c.conditions == conditions && c.observed_generation == obj.meta().generation
+    });
     if unchanged {
         return Ok(());
     }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = json!({ "status": { "conditions": conditions, "observedGeneration": obj.meta().generation } });
-    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 
 /// Reports an object that cannot be deserialized: a Stalled condition (written through the
 /// dynamic API, which does not need the typed object) and a Warning event.
-pub async fn report_invalid_object<K: PullwardenKind>(ctx: &Context, meta: &ObjectMeta, message: &str) {
+pub async fn report_invalid_object<K: PullwardenKind>(
+    ctx: &Context,
+    meta: &ObjectMeta,
+    message: &str,
+) {
     let (Some(name), Some(namespace)) = (meta.name.as_deref(), meta.namespace.as_deref()) else {
         return;
     };
     let resource = ApiResource::erase::<K>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), namespace, &resource);
     let mut conditions: Vec<Condition> = Vec::new();
-    api::apply_outcome(&mut conditions, &Outcome::stalled("InvalidObject", message), meta.generation, jiff::Timestamp::now());
-    let patch = json!({ "status": { "conditions": conditions, "observedGeneration": meta.generation } });
-    if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    api::apply_outcome(
+        &mut conditions,
+        &Outcome::stalled("InvalidObject", message),
+        meta.generation,
+        jiff::Timestamp::now(),
+    );
+    let patch =
+        json!({ "status": { "conditions": conditions, "observedGeneration": meta.generation } });
+    if let Err(e) = api
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
         warn!(kind = K::KIND, namespace, name, error = %e, "could not write status of an unreadable object");
     }
     let reference = ObjectReference {
@@ -109,12 +151,22 @@ pub async fn report_invalid_object<K: PullwardenKind>(ctx: &Context, meta: &Obje
 
 /// Builds the common part of a status for a successful reconcile.
 pub fn common_status<K: PullwardenKind>(obj: &K, outcome: &Outcome) -> api::CommonStatus {
-    let mut conditions = obj.common().map(|c| c.conditions.clone()).unwrap_or_default();
-    api::apply_outcome(&mut conditions, outcome, obj.meta().generation, jiff::Timestamp::now());
+    let mut conditions = obj
+        .common()
+        .map(|c| c.conditions.clone())
+        .unwrap_or_default();
+    api::apply_outcome(
+        &mut conditions,
+        outcome,
+        obj.meta().generation,
+        jiff::Timestamp::now(),
+    );
     api::CommonStatus {
         observed_generation: obj.meta().generation,
         conditions,
-        last_handled_reconcile_at: super::requested_at(obj)
-            .or_else(|| obj.common().and_then(|c| c.last_handled_reconcile_at.clone())),
+        last_handled_reconcile_at: super::requested_at(obj).or_else(|| {
+            obj.common()
+                .and_then(|c| c.last_handled_reconcile_at.clone())
+        }),
     }
 }

@@ -57,7 +57,12 @@ fn tokenize(input: &str) -> Result<Vec<(usize, Token)>, String> {
                 }
                 out.push((start, Token::Ident(input[start..i].to_owned())));
             }
-            _ => return Err(format!("unexpected character {:?} at offset {i}", c as char)),
+            _ => {
+                return Err(format!(
+                    "unexpected character {:?} at offset {i}",
+                    c as char
+                ));
+            }
         }
     }
     Ok(out)
@@ -74,7 +79,10 @@ impl Parser {
         self.tokens.get(self.pos).map(|(_, t)| t)
     }
     fn offset(&self) -> usize {
-        self.tokens.get(self.pos).map(|(o, _)| *o).unwrap_or(self.len)
+        self.tokens
+            .get(self.pos)
+            .map(|(o, _)| *o)
+            .unwrap_or(self.len)
     }
     fn or(&mut self) -> Result<Expr, String> {
         let mut left = self.and()?;
@@ -121,10 +129,17 @@ impl Expr {
     /// Parses `input`; errors name the offset.
     pub fn parse(input: &str) -> Result<Expr, String> {
         let tokens = tokenize(input)?;
-        let mut p = Parser { tokens, pos: 0, len: input.len() };
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            len: input.len(),
+        };
         let expr = p.or()?;
         if p.pos != p.tokens.len() {
-            return Err(format!("unexpected trailing input at offset {}", p.offset()));
+            return Err(format!(
+                "unexpected trailing input at offset {}",
+                p.offset()
+            ));
         }
         Ok(expr)
     }
@@ -152,7 +167,9 @@ impl Expr {
     /// Evaluates with rule results; an unknown rule is an error, never "false".
     pub fn eval(&self, results: &BTreeMap<String, bool>) -> Result<bool, String> {
         Ok(match self {
-            Expr::Rule(n) => *results.get(n).ok_or_else(|| format!("unknown rule {n:?}"))?,
+            Expr::Rule(n) => *results
+                .get(n)
+                .ok_or_else(|| format!("unknown rule {n:?}"))?,
             Expr::Not(e) => !e.eval(results)?,
             Expr::And(a, b) => a.eval(results)? && b.eval(results)?,
             Expr::Or(a, b) => a.eval(results)? || b.eval(results)?,
@@ -171,25 +188,59 @@ mod tests {
     #[test]
     fn precedence_and_grouping() {
         let e = Expr::parse("approvals && (no_secrets || docs_only)").unwrap();
-        assert_eq!(e.rule_names().into_iter().collect::<Vec<_>>(), vec!["approvals", "docs_only", "no_secrets"]);
-        assert!(e.eval(&results(&[("approvals", true), ("no_secrets", false), ("docs_only", true)])).unwrap());
-        assert!(!e.eval(&results(&[("approvals", false), ("no_secrets", true), ("docs_only", true)])).unwrap());
+        assert_eq!(
+            e.rule_names().into_iter().collect::<Vec<_>>(),
+            vec!["approvals", "docs_only", "no_secrets"]
+        );
+        assert!(
+            e.eval(&results(&[
+                ("approvals", true),
+                ("no_secrets", false),
+                ("docs_only", true)
+            ]))
+            .unwrap()
+        );
+        assert!(
+            !e.eval(&results(&[
+                ("approvals", false),
+                ("no_secrets", true),
+                ("docs_only", true)
+            ]))
+            .unwrap()
+        );
         let e = Expr::parse("a || b && !c").unwrap();
         assert_eq!(
             e,
             Expr::Or(
                 Box::new(Expr::Rule("a".into())),
-                Box::new(Expr::And(Box::new(Expr::Rule("b".into())), Box::new(Expr::Not(Box::new(Expr::Rule("c".into()))))))
+                Box::new(Expr::And(
+                    Box::new(Expr::Rule("b".into())),
+                    Box::new(Expr::Not(Box::new(Expr::Rule("c".into()))))
+                ))
             )
         );
     }
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(Expr::parse("a &&").unwrap_err().contains("end of expression"));
+        assert!(
+            Expr::parse("a &&")
+                .unwrap_err()
+                .contains("end of expression")
+        );
         assert!(Expr::parse("(a || b").unwrap_err().contains("expected `)`"));
-        assert!(Expr::parse("a & b").unwrap_err().contains("unexpected character"));
+        assert!(
+            Expr::parse("a & b")
+                .unwrap_err()
+                .contains("unexpected character")
+        );
         assert!(Expr::parse("a b").unwrap_err().contains("trailing"));
-        assert!(Expr::parse("a").unwrap().eval(&results(&[])).unwrap_err().contains("unknown rule"));
+        assert!(
+            Expr::parse("a")
+                .unwrap()
+                .eval(&results(&[]))
+                .unwrap_err()
+                .contains("unknown rule")
+        );
     }
 }

@@ -7,7 +7,9 @@ use globset::GlobBuilder;
 use std::collections::BTreeSet;
 
 fn check_regex(rule: &str, field: &str, pattern: &str) -> Result<(), String> {
-    regex::Regex::new(pattern).map(|_| ()).map_err(|e| format!("rule {rule}: {field}: invalid regular expression: {e}"))
+    regex::Regex::new(pattern)
+        .map(|_| ())
+        .map_err(|e| format!("rule {rule}: {field}: invalid regular expression: {e}"))
 }
 
 fn check_globs(rule: &str, field: &str, globs: &[String]) -> Result<(), String> {
@@ -43,7 +45,11 @@ fn check_rule(rule: &GateRule) -> Result<(), String> {
     }
     if let Some(s) = &rule.secret_scan {
         for p in &s.extra_patterns {
-            check_regex(n, &format!("secretScan.extraPatterns[{}]", p.name), &p.regex)?;
+            check_regex(
+                n,
+                &format!("secretScan.extraPatterns[{}]", p.name),
+                &p.regex,
+            )?;
         }
     }
     Ok(())
@@ -58,10 +64,16 @@ pub fn validate_gate(spec: &PolicyGateSpec) -> Result<Vec<String>, String> {
     if let Some(expr) = &spec.expression {
         let parsed = Expr::parse(expr).map_err(|e| format!("expression: {e}"))?;
         if let Some(unknown) = parsed.rule_names().into_iter().find(|n| !names.contains(n)) {
-            return Err(format!("expression references rule {unknown:?}, which is not defined"));
+            return Err(format!(
+                "expression references rule {unknown:?}, which is not defined"
+            ));
         }
     }
-    Ok(spec.rules.iter().filter_map(|r| r.plugin.as_ref().map(|p| p.ref_.name.clone())).collect())
+    Ok(spec
+        .rules
+        .iter()
+        .filter_map(|r| r.plugin.as_ref().map(|p| p.ref_.name.clone()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -77,16 +89,31 @@ mod tests {
         let g = gate(
             "repositoryRef: {name: web}\nrules:\n- name: approvals\n  approvals: {count: 2}\n- name: docs_only\n  changedFiles: {paths: ['docs/**']}\n- name: wasm\n  plugin: {ref: {name: license-check}}\nexpression: approvals && (docs_only || wasm)",
         );
-        assert_eq!(validate_gate(&g).unwrap(), vec!["license-check".to_string()]);
+        assert_eq!(
+            validate_gate(&g).unwrap(),
+            vec!["license-check".to_string()]
+        );
     }
 
     #[test]
     fn refuses_bad_regexes_globs_and_unknown_rules() {
-        let bad_regex = gate("repositoryRef: {name: w}\nrules:\n- name: t\n  title: {matches: '('}");
-        assert!(validate_gate(&bad_regex).unwrap_err().contains("title.matches"));
-        let bad_glob = gate("repositoryRef: {name: w}\nrules:\n- name: f\n  changedFiles: {paths: ['[']}");
-        assert!(validate_gate(&bad_glob).unwrap_err().contains("changedFiles.paths"));
-        let unknown = gate("repositoryRef: {name: w}\nrules:\n- name: a\n  labels: {require: [x]}\nexpression: a && b");
+        let bad_regex =
+            gate("repositoryRef: {name: w}\nrules:\n- name: t\n  title: {matches: '('}");
+        assert!(
+            validate_gate(&bad_regex)
+                .unwrap_err()
+                .contains("title.matches")
+        );
+        let bad_glob =
+            gate("repositoryRef: {name: w}\nrules:\n- name: f\n  changedFiles: {paths: ['[']}");
+        assert!(
+            validate_gate(&bad_glob)
+                .unwrap_err()
+                .contains("changedFiles.paths")
+        );
+        let unknown = gate(
+            "repositoryRef: {name: w}\nrules:\n- name: a\n  labels: {require: [x]}\nexpression: a && b",
+        );
         assert!(validate_gate(&unknown).unwrap_err().contains("\"b\""));
     }
 }

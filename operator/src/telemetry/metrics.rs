@@ -86,8 +86,9 @@ impl Metrics {
         let mut registry = Registry::default();
         let reconciles = Family::<KindLabels, Counter>::default();
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        let reconcile_duration =
-            Family::<KindLabels, Histogram>::new_with_constructor(histogram_seconds as fn() -> Histogram);
+        let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(
+            histogram_seconds as fn() -> Histogram,
+        );
         let previews = Family::<PhaseLabels, Gauge>::default();
         let preview_time_to_ready = histogram_minutes();
         let gate_decisions = Family::<GateLabels, Counter>::default();
@@ -192,15 +193,24 @@ impl Metrics {
 
     /// Starts measuring one reconcile of `kind`; the duration is recorded when dropped.
     pub fn reconcile(&self, kind: &str) -> ReconcileMeasurer {
-        let labels = KindLabels { kind: kind.to_owned() };
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
         self.reconciles.get_or_create(&labels).inc();
-        ReconcileMeasurer { start: Instant::now(), labels, metric: self.reconcile_duration.clone() }
+        ReconcileMeasurer {
+            start: Instant::now(),
+            labels,
+            metric: self.reconcile_duration.clone(),
+        }
     }
 
     /// Counts a failed reconcile.
     pub fn reconcile_failure(&self, kind: &str, category: &str) {
         self.reconcile_errors
-            .get_or_create(&ErrorLabels { kind: kind.to_owned(), category: category.to_owned() })
+            .get_or_create(&ErrorLabels {
+                kind: kind.to_owned(),
+                category: category.to_owned(),
+            })
             .inc();
     }
 }
@@ -215,7 +225,9 @@ pub struct ReconcileMeasurer {
 
 impl Drop for ReconcileMeasurer {
     fn drop(&mut self) {
-        self.metric.get_or_create(&self.labels).observe(self.start.elapsed().as_secs_f64());
+        self.metric
+            .get_or_create(&self.labels)
+            .observe(self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -229,13 +241,18 @@ mod tests {
         drop(m.reconcile("Repository"));
         m.reconcile_failure("Repository", "SecretNotFound");
         let text = m.encode();
-        assert!(text.contains("pullwarden_reconciles_total{kind=\"Repository\"} 1"), "{text}");
+        assert!(
+            text.contains("pullwarden_reconciles_total{kind=\"Repository\"} 1"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "pullwarden_reconcile_errors_total{kind=\"Repository\",category=\"SecretNotFound\"} 1"
             ),
             "{text}"
         );
-        assert!(text.contains("pullwarden_reconcile_duration_seconds_count{kind=\"Repository\"} 1"));
+        assert!(
+            text.contains("pullwarden_reconcile_duration_seconds_count{kind=\"Repository\"} 1")
+        );
     }
 }

@@ -17,7 +17,9 @@
 pub mod previews;
 pub mod select;
 
-use super::{ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status};
+use super::{
+    ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status,
+};
 use crate::api::{
     self, BranchStatus, Outcome, PullRequestStatus, RateLimitStatus, Repository, RepositoryStatus,
 };
@@ -41,10 +43,14 @@ pub fn controller(cctx: Arc<ControllerContext>) -> KindController<Repository> {
         let stream = tokio_stream_from(rx).map(|(ns, name)| ObjectRef::new(&name).within(&ns));
         controller = controller.reconcile_on(stream);
     }
-    KindController::new(controller, |obj, cctx| Box::pin(reconcile_guarded(obj, cctx, reconcile)))
+    KindController::new(controller, |obj, cctx| {
+        Box::pin(reconcile_guarded(obj, cctx, reconcile))
+    })
 }
 
-fn tokio_stream_from<T: Send + 'static>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send {
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -66,8 +72,10 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
 
     // 1. validate
     let coords = refs::coordinates(&repo.spec)?;
-    let selector = Selector::new(&repo.spec.branches, repo.spec.pull_requests.as_ref()).map_err(Error::InvalidSpec)?;
-    let interval = api::parse_duration("interval", &repo.spec.interval).map_err(Error::InvalidSpec)?;
+    let selector = Selector::new(&repo.spec.branches, repo.spec.pull_requests.as_ref())
+        .map_err(Error::InvalidSpec)?;
+    let interval =
+        api::parse_duration("interval", &repo.spec.interval).map_err(Error::InvalidSpec)?;
     let max_interval = match &repo.spec.max_interval {
         Some(d) => api::parse_duration("maxInterval", d).map_err(Error::InvalidSpec)?,
         None => interval,
@@ -82,15 +90,20 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         refs::secret_key(ctx, &namespace, &webhook.secret_ref.name, &webhook.key).await?;
     }
 
-    let webhook_path = repo
-        .spec
-        .webhook
-        .as_ref()
-        .map(|_| format!("{}/{}", ctx.config.webhook_base_path, repo.spec.provider.as_str()));
+    let webhook_path = repo.spec.webhook.as_ref().map(|_| {
+        format!(
+            "{}/{}",
+            ctx.config.webhook_base_path,
+            repo.spec.provider.as_str()
+        )
+    });
 
     if repo.spec.suspend {
         let mut st = repo.status.clone().unwrap_or_default();
-        st.common = status::common_status(repo.as_ref(), &Outcome::progressing("Suspended", "spec.suspend is true: not syncing"));
+        st.common = status::common_status(
+            repo.as_ref(),
+            &Outcome::progressing("Suspended", "spec.suspend is true: not syncing"),
+        );
         // Suspended is not "working": drop the Reconciling condition kstatus would read as busy.
         api::remove_condition(&mut st.common.conditions, api::RECONCILING);
         st.webhook_path = webhook_path;
@@ -99,7 +112,9 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     }
 
     // 3 + 4. sync and select
-    let forge = ctx.forges.client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
+    let forge = ctx
+        .forges
+        .client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
     let last_sync = repo
         .status
         .as_ref()
@@ -128,7 +143,10 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         _ => false,
     };
     let changed = snapshot_changed(&previous, &snapshot) || event_since_sync;
-    let previous_interval = match (previous.last_sync_time.as_ref(), previous.next_sync_time.as_ref()) {
+    let previous_interval = match (
+        previous.last_sync_time.as_ref(),
+        previous.next_sync_time.as_ref(),
+    ) {
         (Some(last), Some(next)) => next.0.duration_since(last.0).try_into().ok(),
         _ => None,
     };
@@ -138,7 +156,10 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     );
 
     let message = match (forge.kind(), &preview_summary) {
-        (ForgeKind::Git, _) => format!("{} branches tracked (plain git: branches only)", snapshot.branches.len()),
+        (ForgeKind::Git, _) => format!(
+            "{} branches tracked (plain git: branches only)",
+            snapshot.branches.len()
+        ),
         (_, Some(p)) => format!(
             "{} branches tracked, {} pull requests selected, {}",
             snapshot.branches.len(),
@@ -154,7 +175,9 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     let mut new_status = status_from_snapshot(&snapshot);
     new_status.common = status::common_status(repo.as_ref(), &Outcome::ready("Synced", message));
     new_status.last_sync_time = Some(Time(now));
-    new_status.next_sync_time = Some(Time(now + jiff::SignedDuration::try_from(next).unwrap_or_default()));
+    new_status.next_sync_time = Some(Time(
+        now + jiff::SignedDuration::try_from(next).unwrap_or_default(),
+    ));
     new_status.last_event_time = last_event.map(Time).or(previous.last_event_time.clone());
     new_status.rate_limit = forge.rate_limit().map(|r| RateLimitStatus {
         remaining: r.remaining,
@@ -187,19 +210,35 @@ pub async fn sync(forge: &dyn Forge, selector: &Selector) -> Result<Snapshot, Fo
                         pull_requests.push(pr);
                     }
                 }
-                Decision::Rejected(why) => debug!(pr = pr.number, ?why, "pull request not selected"),
+                Decision::Rejected(why) => {
+                    debug!(pr = pr.number, ?why, "pull request not selected")
+                }
             }
         }
     }
-    pull_requests.sort_by(|a, b| b.updated_at.cmp(&a.updated_at).then(a.number.cmp(&b.number)));
-    Ok(Snapshot { default_branch, branches, pull_requests })
+    pull_requests.sort_by(|a, b| {
+        b.updated_at
+            .cmp(&a.updated_at)
+            .then(a.number.cmp(&b.number))
+    });
+    Ok(Snapshot {
+        default_branch,
+        branches,
+        pull_requests,
+    })
 }
 
 /// A fork pull request is approved by a `/ok-to-preview` comment from a trusted user.
-async fn fork_approved(forge: &dyn Forge, pr: &PullRequest, sel: &api::PullRequestSelector) -> Result<bool, ForgeError> {
+async fn fork_approved(
+    forge: &dyn Forge,
+    pr: &PullRequest,
+    sel: &api::PullRequestSelector,
+) -> Result<bool, ForgeError> {
     for comment in forge.list_comments(pr.number).await? {
         if select::is_approval_comment(&comment.body)
-            && forge.is_trusted(&comment.author, &sel.trusted_users, &sel.trusted_teams).await?
+            && forge
+                .is_trusted(&comment.author, &sel.trusted_users, &sel.trusted_teams)
+                .await?
         {
             return Ok(true);
         }
@@ -214,10 +253,18 @@ fn status_from_snapshot(snapshot: &Snapshot) -> RepositoryStatus {
             .branches
             .iter()
             .take(STATUS_LIST_LIMIT)
-            .map(|b| BranchStatus { name: b.name.clone(), sha: b.sha.clone() })
+            .map(|b| BranchStatus {
+                name: b.name.clone(),
+                sha: b.sha.clone(),
+            })
             .collect(),
         branch_count: u32::try_from(snapshot.branches.len()).unwrap_or(u32::MAX),
-        pull_requests: snapshot.pull_requests.iter().take(STATUS_LIST_LIMIT).map(pr_status).collect(),
+        pull_requests: snapshot
+            .pull_requests
+            .iter()
+            .take(STATUS_LIST_LIMIT)
+            .map(pr_status)
+            .collect(),
         pull_request_count: u32::try_from(snapshot.pull_requests.len()).unwrap_or(u32::MAX),
         ..Default::default()
     }

@@ -30,7 +30,10 @@ pub const PULL_REQUEST_LABEL: &str = "pullwarden.dev/pull-request";
 /// Checks a template for what the schema cannot: the path stays inside the repository.
 pub fn validate_template(template: &PreviewTemplate) -> Result<(), String> {
     if template.path.split('/').any(|seg| seg == "..") {
-        return Err(format!("preview.path {:?} must not contain `..`", template.path));
+        return Err(format!(
+            "preview.path {:?} must not contain `..`",
+            template.path
+        ));
     }
     Ok(())
 }
@@ -47,15 +50,24 @@ pub fn preview_name(repo: &str, number: u64) -> String {
 
 /// The pull requests that get a preview under the cap: keep-labelled first, then most recently
 /// pushed (updated), at most `cap`.
-pub fn capped<'a>(selected: &'a [PullRequest], cap: Option<u32>, keep_label: &str) -> Vec<&'a PullRequest> {
+pub fn capped<'a>(
+    selected: &'a [PullRequest],
+    cap: Option<u32>,
+    keep_label: &str,
+) -> Vec<&'a PullRequest> {
     let mut prs: Vec<&PullRequest> = selected.iter().collect();
     prs.sort_by(|a, b| {
         let ka = a.labels.iter().any(|l| l == keep_label);
         let kb = b.labels.iter().any(|l| l == keep_label);
-        kb.cmp(&ka).then(b.updated_at.cmp(&a.updated_at)).then(a.number.cmp(&b.number))
+        kb.cmp(&ka)
+            .then(b.updated_at.cmp(&a.updated_at))
+            .then(a.number.cmp(&b.number))
     });
     if let Some(cap) = cap {
-        let keep = prs.iter().filter(|p| p.labels.iter().any(|l| l == keep_label)).count();
+        let keep = prs
+            .iter()
+            .filter(|p| p.labels.iter().any(|l| l == keep_label))
+            .count();
         prs.truncate((cap as usize).max(keep));
     }
     prs
@@ -82,22 +94,37 @@ impl DeleteReason {
 }
 
 /// Creates, moves and deletes this Repository's previews. Returns a one-line summary.
-pub async fn reconcile_previews(ctx: &Context, repo: &Repository, forge: &dyn Forge, snapshot: &Snapshot) -> Result<String, Error> {
+pub async fn reconcile_previews(
+    ctx: &Context,
+    repo: &Repository,
+    forge: &dyn Forge,
+    snapshot: &Snapshot,
+) -> Result<String, Error> {
     let Some(preview) = &repo.spec.preview else {
         return Ok(String::new());
     };
     let namespace = repo.namespace().unwrap_or_default();
     let repo_name = repo.name_any();
     let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = api.list(&ListParams::default().labels(&format!("{REPOSITORY_LABEL}={repo_name}"))).await?;
+    let existing = api
+        .list(&ListParams::default().labels(&format!("{REPOSITORY_LABEL}={repo_name}")))
+        .await?;
     let owned: BTreeMap<u64, PreviewEnvironment> = existing
         .items
         .into_iter()
-        .filter(|p| p.owner_references().iter().any(|o| Some(&o.uid) == repo.metadata.uid.as_ref()))
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == repo.metadata.uid.as_ref())
+        })
         .filter_map(|p| p.spec.pull_request.map(|n| (n, p)))
         .collect();
 
-    let wanted = capped(&snapshot.pull_requests, preview.max_previews, &preview.template.keep_label);
+    let wanted = capped(
+        &snapshot.pull_requests,
+        preview.max_previews,
+        &preview.template.keep_label,
+    );
     let wanted_numbers: BTreeSet<u64> = wanted.iter().map(|p| p.number).collect();
     let open_numbers: BTreeSet<u64> = snapshot.pull_requests.iter().map(|p| p.number).collect();
 
@@ -122,12 +149,16 @@ pub async fn reconcile_previews(ctx: &Context, repo: &Repository, forge: &dyn Fo
         deletions.push((pe.name_any(), reason));
     }
 
-    let owner = repo.controller_owner_ref(&()).ok_or_else(|| Error::Internal("repository has no uid".into()))?;
+    let owner = repo
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Internal("repository has no uid".into()))?;
     let params = PatchParams::apply(&Context::field_manager("repository")).force();
     for pr in &wanted {
         let name = preview_name(&repo_name, pr.number);
         let spec = PreviewEnvironmentSpec {
-            repository_ref: crate::api::LocalObjectReference { name: repo_name.clone() },
+            repository_ref: crate::api::LocalObjectReference {
+                name: repo_name.clone(),
+            },
             pull_request: Some(pr.number),
             branch: None,
             head_sha: Some(pr.head_sha.clone()),
@@ -185,10 +216,21 @@ mod tests {
 
     #[test]
     fn cap_keeps_newest_and_never_drops_keep_labelled() {
-        let prs = vec![pr(1, 10, &[]), pr(2, 30, &[]), pr(3, 5, &["keep-preview"]), pr(4, 20, &[])];
-        let kept: Vec<u64> = capped(&prs, Some(2), "keep-preview").iter().map(|p| p.number).collect();
+        let prs = vec![
+            pr(1, 10, &[]),
+            pr(2, 30, &[]),
+            pr(3, 5, &["keep-preview"]),
+            pr(4, 20, &[]),
+        ];
+        let kept: Vec<u64> = capped(&prs, Some(2), "keep-preview")
+            .iter()
+            .map(|p| p.number)
+            .collect();
         assert_eq!(kept, vec![3, 2]);
-        let all: Vec<u64> = capped(&prs, None, "keep-preview").iter().map(|p| p.number).collect();
+        let all: Vec<u64> = capped(&prs, None, "keep-preview")
+            .iter()
+            .map(|p| p.number)
+            .collect();
         assert_eq!(all.len(), 4);
         // More keep-labelled previews than the cap: all of them stay.
         let keeps = vec![pr(1, 1, &["k"]), pr(2, 2, &["k"])];

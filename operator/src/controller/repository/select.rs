@@ -73,7 +73,10 @@ pub enum Decision {
 }
 
 impl Selector {
-    pub fn new(branches: &BranchSelector, pr: Option<&PullRequestSelector>) -> Result<Self, String> {
+    pub fn new(
+        branches: &BranchSelector,
+        pr: Option<&PullRequestSelector>,
+    ) -> Result<Self, String> {
         let empty = Vec::new();
         Ok(Selector {
             branches: GlobFilter::new("branches", &branches.include, &branches.exclude)?,
@@ -88,7 +91,10 @@ impl Selector {
 
     /// Tracked branches, sorted by name.
     pub fn branches(&self, branches: Vec<Branch>) -> Vec<Branch> {
-        let mut out: Vec<Branch> = branches.into_iter().filter(|b| self.branches.matches(&b.name)).collect();
+        let mut out: Vec<Branch> = branches
+            .into_iter()
+            .filter(|b| self.branches.matches(&b.name))
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
@@ -109,7 +115,12 @@ impl Selector {
         if !self.target_branches.matches(&pr.base_ref) {
             return Decision::Rejected(Rejection::TargetBranch(pr.base_ref.clone()));
         }
-        if !sel.authors.is_empty() && !sel.authors.iter().any(|a| a.eq_ignore_ascii_case(&pr.author)) {
+        if !sel.authors.is_empty()
+            && !sel
+                .authors
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&pr.author))
+        {
             return Decision::Rejected(Rejection::Author(pr.author.clone()));
         }
         if pr.fork {
@@ -143,7 +154,12 @@ pub fn is_approval_comment(body: &str) -> bool {
 
 /// Adaptive polling: back to `interval` after a change, otherwise double the previous interval
 /// up to `max_interval`. The caller adds jitter.
-pub fn next_poll_interval(previous: Option<Duration>, changed: bool, interval: Duration, max_interval: Duration) -> Duration {
+pub fn next_poll_interval(
+    previous: Option<Duration>,
+    changed: bool,
+    interval: Duration,
+    max_interval: Duration,
+) -> Duration {
     let max_interval = max_interval.max(interval);
     if changed {
         return interval;
@@ -188,32 +204,49 @@ mod tests {
 
     #[test]
     fn labels_drafts_targets_and_authors() {
-        let s = selector("labels: [preview]\nnotLabels: [wip]\ntargetBranches: ['release/*', main]\nauthors: [OctoCat]");
+        let s = selector(
+            "labels: [preview]\nnotLabels: [wip]\ntargetBranches: ['release/*', main]\nauthors: [OctoCat]",
+        );
         assert_eq!(s.decide(&pr(1)), Decision::Selected);
         let mut p = pr(2);
         p.labels.clear();
-        assert_eq!(s.decide(&p), Decision::Rejected(Rejection::MissingLabel("preview".into())));
+        assert_eq!(
+            s.decide(&p),
+            Decision::Rejected(Rejection::MissingLabel("preview".into()))
+        );
         let mut p = pr(3);
         p.labels.push("wip".into());
-        assert_eq!(s.decide(&p), Decision::Rejected(Rejection::ExcludedLabel("wip".into())));
+        assert_eq!(
+            s.decide(&p),
+            Decision::Rejected(Rejection::ExcludedLabel("wip".into()))
+        );
         let mut p = pr(4);
         p.base_ref = "release/1.0".into();
         assert_eq!(s.decide(&p), Decision::Selected);
         p.base_ref = "release/1.0/hotfix".into();
-        assert_eq!(s.decide(&p), Decision::Rejected(Rejection::TargetBranch("release/1.0/hotfix".into())));
+        assert_eq!(
+            s.decide(&p),
+            Decision::Rejected(Rejection::TargetBranch("release/1.0/hotfix".into()))
+        );
         let mut p = pr(5);
         p.draft = true;
         assert_eq!(s.decide(&p), Decision::Rejected(Rejection::Draft));
         let mut p = pr(6);
         p.author = "mallory".into();
-        assert_eq!(s.decide(&p), Decision::Rejected(Rejection::Author("mallory".into())));
+        assert_eq!(
+            s.decide(&p),
+            Decision::Rejected(Rejection::Author("mallory".into()))
+        );
     }
 
     #[test]
     fn fork_policies() {
         let mut p = pr(7);
         p.fork = true;
-        assert_eq!(selector("{}").decide(&p), Decision::Rejected(Rejection::ForkDenied));
+        assert_eq!(
+            selector("{}").decide(&p),
+            Decision::Rejected(Rejection::ForkDenied)
+        );
         assert_eq!(selector("forks: allow").decide(&p), Decision::Selected);
         let approval = selector("forks: requireApproval\ntrustedUsers: [maintainer]");
         assert_eq!(approval.decide(&p), Decision::NeedsApprovalComment);
@@ -223,13 +256,28 @@ mod tests {
 
     #[test]
     fn branch_globs_follow_github_semantics() {
-        let b = |n: &str| Branch { name: n.into(), sha: "s".into() };
+        let b = |n: &str| Branch {
+            name: n.into(),
+            sha: "s".into(),
+        };
         let all = Selector::new(&BranchSelector::default(), None).unwrap();
-        assert_eq!(all.branches(vec![b("z"), b("feature/a"), b("main")]).len(), 3);
-        let sel = BranchSelector { include: vec!["release/*".into(), "main".into()], exclude: vec!["release/old".into()] };
+        assert_eq!(
+            all.branches(vec![b("z"), b("feature/a"), b("main")]).len(),
+            3
+        );
+        let sel = BranchSelector {
+            include: vec!["release/*".into(), "main".into()],
+            exclude: vec!["release/old".into()],
+        };
         let s = Selector::new(&sel, None).unwrap();
         let names: Vec<String> = s
-            .branches(vec![b("main"), b("release/1"), b("release/old"), b("release/1/x"), b("dev")])
+            .branches(vec![
+                b("main"),
+                b("release/1"),
+                b("release/old"),
+                b("release/1/x"),
+                b("dev"),
+            ])
             .into_iter()
             .map(|b| b.name)
             .collect();
@@ -238,7 +286,10 @@ mod tests {
 
     #[test]
     fn invalid_globs_are_spec_errors() {
-        let sel = BranchSelector { include: vec!["[".into()], exclude: vec![] };
+        let sel = BranchSelector {
+            include: vec!["[".into()],
+            exclude: vec![],
+        };
         let err = Selector::new(&sel, None).unwrap_err();
         assert!(err.contains("branches.include"), "{err}");
     }
@@ -255,11 +306,20 @@ mod tests {
         let i = Duration::from_secs(60);
         let m = Duration::from_secs(600);
         assert_eq!(next_poll_interval(None, false, i, m), i);
-        assert_eq!(next_poll_interval(Some(i), false, i, m), Duration::from_secs(120));
-        assert_eq!(next_poll_interval(Some(Duration::from_secs(480)), false, i, m), m);
+        assert_eq!(
+            next_poll_interval(Some(i), false, i, m),
+            Duration::from_secs(120)
+        );
+        assert_eq!(
+            next_poll_interval(Some(Duration::from_secs(480)), false, i, m),
+            m
+        );
         assert_eq!(next_poll_interval(Some(m), true, i, m), i);
         // maxInterval below interval never shortens polling.
-        assert_eq!(next_poll_interval(Some(i), false, i, Duration::from_secs(1)), i);
+        assert_eq!(
+            next_poll_interval(Some(i), false, i, Duration::from_secs(1)),
+            i
+        );
         let j = jitter(Duration::from_secs(100), 0.0);
         assert_eq!(j, Duration::from_secs(90));
     }
