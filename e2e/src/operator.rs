@@ -272,13 +272,12 @@ impl Operator {
 
     async fn wait_http(&self, path: &str, timeout: Duration) -> Result<String> {
         let deadline = Instant::now() + timeout;
-        let mut last = String::new();
         loop {
-            match self.get(path).await {
+            let last = match self.get(path).await {
                 Ok((200, body)) => return Ok(body),
-                Ok((code, body)) => last = format!("{code}: {body}"),
-                Err(e) => last = e.to_string(),
-            }
+                Ok((code, body)) => format!("{code}: {body}"),
+                Err(e) => e.to_string(),
+            };
             if Instant::now() >= deadline {
                 bail!(
                     "operator {path} not OK after {timeout:?} (last: {last}); log tail:\n{}",
