@@ -5,3 +5,5 @@ mod emulator;
 mod forge_clients;
 mod leader_election;
 mod operator_basics;
+mod repository_sync;
+mod support;

@@ -1,0 +1,83 @@
+//! Shared set-up for the operator scenarios: emulator repositories, Secrets, Repository objects
+//! and condition predicates.
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use pullwarden::api::HasCommonStatus;
+use pullwarden_e2e::emulator::{EmulatorHandle, PushSpec, RepoInfo, RepoSpec};
+use serde_json::{Value, json};
+
+pub const FIELD_MANAGER: &str = "pullwarden.dev/e2e";
+
+pub fn ready(conditions: &[Condition]) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == "Ready")
+}
+
+/// The object's Ready condition has this status and reason.
+pub fn has_reason<K: HasCommonStatus>(obj: &K, status: &str, reason: &str) -> bool {
+    obj.common()
+        .and_then(|c| ready(&c.conditions))
+        .is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+/// The Ready condition's message ("" when absent).
+pub fn ready_message<K: HasCommonStatus>(obj: &K) -> String {
+    obj.common().and_then(|c| ready(&c.conditions)).map(|c| c.message.clone()).unwrap_or_default()
+}
+
+/// A file map for a push.
+pub fn files(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, Option<String>> {
+    pairs.iter().map(|(p, c)| (p.to_string(), Some(c.to_string()))).collect()
+}
+
+/// A GitHub repository in the emulator with a `main` branch holding `main_files`.
+pub async fn github_repo(emu: &EmulatorHandle, path: &str, main_files: &[(&str, &str)]) -> RepoInfo {
+    let info = emu.create_repo(RepoSpec { path: path.into(), private: true, ..Default::default() }).await.unwrap();
+    emu.push(path, PushSpec { branch: "main".into(), files: files(main_files), ..Default::default() }).await.unwrap();
+    info
+}
+
+/// Creates (or replaces) an Opaque Secret.
+pub async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let string_data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": string_data})).unwrap();
+    if api.create(&PostParams::default(), &s).await.is_err() {
+        api.replace(name, &PostParams::default(), &s).await.unwrap();
+    }
+}
+
+/// A Repository manifest following an emulator repository; `extra` is merged into `spec`.
+pub fn repository(name: &str, emu: &EmulatorHandle, repo: &RepoInfo, token_secret: &str, extra: Value) -> Value {
+    let mut spec = json!({
+        "provider": "github",
+        "url": repo.clone_url,
+        "apiUrl": emu.github_api_url(),
+        "allowInsecureHTTP": true,
+        "auth": {"secretRef": {"name": token_secret}},
+    });
+    if let (Some(base), Some(more)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in more {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "pullwarden.dev/v1alpha1", "kind": "Repository", "metadata": {"name": name}, "spec": spec})
+}
+
+/// Server-side applies a manifest with the test field manager.
+pub async fn apply<K>(api: &Api<K>, name: &str, manifest: &Value) -> K
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(manifest)).await.unwrap()
+}
+
+/// Asks for an immediate reconcile through the annotation.
+pub async fn request_reconcile<K>(api: &Api<K>, name: &str, token: &str)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {"annotations": {"pullwarden.dev/reconcile-requested-at": token}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
