@@ -52,7 +52,13 @@ pub struct Context {
     pub triggers: Arc<Triggers>,
     /// One flag per controller watch, set when its initial list has been delivered.
     pub watch_synced: Arc<WatchSync>,
+    /// True while this replica runs the controllers (always, without leader election).
+    pub leader: Arc<AtomicBool>,
 }
+
+/// Annotation a standby replica sets on a Repository to hand a verified webhook to the leader
+/// (the leader's watch sees the change and reconciles). Value: RFC 3339 time of the delivery.
+pub const WEBHOOK_RECEIVED_AT: &str = "pullwarden.dev/webhook-received-at";
 
 /// Tracks which watches have delivered their initial list.
 #[derive(Debug, Default)]
@@ -162,12 +168,17 @@ impl Context {
             synced: Arc::new(AtomicBool::new(false)),
             triggers: Arc::new(Triggers::default()),
             watch_synced: Arc::new(WatchSync::default()),
+            leader: Arc::new(AtomicBool::new(false)),
         }
     }
 
     /// Field manager for server-side apply by one component, e.g. `pullwarden.dev/preview`.
     pub fn field_manager(component: &str) -> String {
         format!("{FIELD_MANAGER_PREFIX}/{component}")
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
     }
 
     pub fn is_synced(&self) -> bool {

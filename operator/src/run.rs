@@ -153,6 +153,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         info!(identity = %identity, namespace = %lease_ns, "campaigning for leadership");
         if elector.acquire(stop.clone()).await {
             role.set_leader();
+            ctx.leader.store(true, std::sync::atomic::Ordering::Release);
             metrics.leader.set(1);
             let (lost_tx, lost_rx) = watch::channel(false);
             let controllers_stop = {
@@ -171,6 +172,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 _ = stop.clone() => {}
             }
             let _ = controllers.await;
+            ctx.leader
+                .store(false, std::sync::atomic::Ordering::Release);
             metrics.leader.set(0);
             if !lost_leadership {
                 elector.release().await;
@@ -178,6 +181,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     } else {
         role.set_leader();
+        ctx.leader.store(true, std::sync::atomic::Ordering::Release);
         controller::run_all(ctx.clone(), stop.clone()).await;
     }
 

@@ -117,7 +117,7 @@ pub async fn create(
                     .await
                     .with_context(|| format!("creating {} in the emulator", p.path))?;
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if n % 250 == 0 || n == plans.len() {
+                if n.is_multiple_of(250) || n == plans.len() {
                     eprintln!(
                         "bench-poll: {n}/{} repositories created in the emulator ({:.0}s)",
                         plans.len(),

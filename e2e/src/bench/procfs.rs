@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn parses_status_memory() {
-        let text = "Name:\tpullwarden\nVmPeak:\t 900000 kB\nVmHWM:\t   61234 kB\nVmRSS:\t   51200 kB\n";
+        let text =
+            "Name:\tpullwarden\nVmPeak:\t 900000 kB\nVmHWM:\t   61234 kB\nVmRSS:\t   51200 kB\n";
         let m = parse_status(text).unwrap();
         assert_eq!(
             m,

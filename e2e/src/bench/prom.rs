@@ -161,7 +161,11 @@ up +Inf
         let by = s.sum_by("pullwarden_forge_requests_total", &[], &["status"]);
         assert_eq!(by.get("200"), Some(&1000.0));
         assert_eq!(by.get("304"), Some(&5000.0));
-        let api = &s.select("apiserver_request_total", &[]).next().unwrap().labels;
+        let api = &s
+            .select("apiserver_request_total", &[])
+            .next()
+            .unwrap()
+            .labels;
         assert_eq!(api["weird"], "a\"b,c}");
         assert_eq!(api["verb"], "APPLY");
         assert_eq!(s.sum("process_start_time_seconds", &[]), 1.7e9);
@@ -171,7 +175,8 @@ up +Inf
     #[test]
     fn deltas_keep_changes_only() {
         let a: BTreeMap<String, f64> = [("x".into(), 1.0), ("y".into(), 2.0)].into();
-        let b: BTreeMap<String, f64> = [("x".into(), 1.0), ("y".into(), 5.0), ("z".into(), 1.0)].into();
+        let b: BTreeMap<String, f64> =
+            [("x".into(), 1.0), ("y".into(), 5.0), ("z".into(), 1.0)].into();
         let d = delta(&a, &b);
         assert_eq!(d.len(), 2);
         assert_eq!(d["y"], 3.0);

@@ -86,7 +86,9 @@ impl Tracker {
                     .boxed()
             );
             while let Some(event) = events.next().await {
-                let mut map = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut map = shared
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 match event {
                     Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) => {
                         if let Some(name) = r.metadata.name.clone() {
@@ -166,17 +168,30 @@ mod tests {
     #[test]
     fn counts_forward_moves_of_last_sync_time() {
         let mut s = RepoState::default();
-        s.observe(&repo("2025-01-01T00:00:00Z", "2025-01-01T00:00:30Z", "Synced"));
+        s.observe(&repo(
+            "2025-01-01T00:00:00Z",
+            "2025-01-01T00:00:30Z",
+            "Synced",
+        ));
         assert!(s.synced());
         assert_eq!(s.syncs, 1);
         assert_eq!(s.scheduled_interval_s(), Some(30.0));
         // The same status again (e.g. a relist) is not a new sync.
-        s.observe(&repo("2025-01-01T00:00:00Z", "2025-01-01T00:00:30Z", "Synced"));
+        s.observe(&repo(
+            "2025-01-01T00:00:00Z",
+            "2025-01-01T00:00:30Z",
+            "Synced",
+        ));
         assert_eq!(s.syncs, 1);
-        s.observe(&repo("2025-01-01T00:00:31Z", "2025-01-01T00:01:31Z", "Synced"));
+        s.observe(&repo(
+            "2025-01-01T00:00:31Z",
+            "2025-01-01T00:01:31Z",
+            "Synced",
+        ));
         assert_eq!(s.syncs, 2);
         assert_eq!(s.scheduled_interval_s(), Some(60.0));
-        let m: HashMap<String, RepoState> = [("a".into(), s), ("b".into(), RepoState::default())].into();
+        let m: HashMap<String, RepoState> =
+            [("a".into(), s), ("b".into(), RepoState::default())].into();
         let sum = summarize(&m);
         assert_eq!((sum.total, sum.synced, sum.syncs), (2, 1, 2));
         assert_eq!(sum.reasons["none"], 1);

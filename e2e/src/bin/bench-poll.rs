@@ -346,7 +346,9 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         "bench-poll: all {} Synced {synced_s:.1}s after the operator started ({} requests, {} quota)",
         args.repos,
         initial.total,
-        quota_start.remaining.saturating_sub(quota_after_sync.remaining)
+        quota_start
+            .remaining
+            .saturating_sub(quota_after_sync.remaining)
     );
 
     let first = bench.measure("first cycle").await?;
@@ -403,8 +405,11 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         _ => None,
     };
     let forge_total = op_total.sum_by("pullwarden_forge_requests_total", &[], &["status"]);
-    let conditional_total =
-        op_total.sum_by("pullwarden_forge_conditional_requests_total", &[], &["result"]);
+    let conditional_total = op_total.sum_by(
+        "pullwarden_forge_conditional_requests_total",
+        &[],
+        &["result"],
+    );
     let errors_total = op_total.sum_by(
         "pullwarden_reconcile_errors_total",
         &[("kind", "Repository")],
@@ -585,7 +590,10 @@ impl Bench<'_> {
                     started.elapsed().as_secs_f64(),
                     self.args.repos,
                     intervals.first().copied().unwrap_or_default(),
-                    intervals.get(intervals.len() / 2).copied().unwrap_or_default(),
+                    intervals
+                        .get(intervals.len() / 2)
+                        .copied()
+                        .unwrap_or_default(),
                     intervals.last().copied().unwrap_or_default(),
                 );
             }
@@ -758,7 +766,11 @@ impl Phase {
             )
         };
         let forge = op("pullwarden_forge_requests_total", &[], &["status"]);
-        let conditional = op("pullwarden_forge_conditional_requests_total", &[], &["result"]);
+        let conditional = op(
+            "pullwarden_forge_conditional_requests_total",
+            &[],
+            &["result"],
+        );
         let reconciles = op(
             "pullwarden_reconciles_total",
             &[("kind", "Repository")],

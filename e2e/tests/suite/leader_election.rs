@@ -1,11 +1,14 @@
-//! Two operator processes with `--leader-elect`: exactly one leads and writes; killing it with
+//! Two operator processes with `--leader-elect`: exactly one leads and writes; a webhook sent to
+//! the standby still reaches the leader; killing the leader with
 //! SIGKILL hands over to the other, which then writes status; a clean SIGTERM releases the lease
 //! at once.
 
+use crate::support::*;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use pullwarden::api::{HasCommonStatus, PolicyGate};
+use pullwarden::api::{HasCommonStatus, PolicyGate, Repository};
 use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, wait_for};
+use pullwarden_e2e::emulator::{Emulator, EmulatorConfig, HookSpec, PullSpec};
 use pullwarden_e2e::operator::{OPERATOR_NAMESPACE, Operator, OperatorOptions};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -110,6 +113,78 @@ async fn one_leader_writes_and_a_killed_leader_hands_over() {
         leader_count >= 1.0 && standby_count == 0.0,
         "leader {leader_count}, standby {standby_count}"
     );
+
+    // A webhook delivered to the standby reaches the leader (through the Repository annotation).
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    emu.token("ghp_leader", "ci-bot").await.unwrap();
+    let repo = github_repo(
+        &emu,
+        "acme/ha",
+        &[(
+            "README.md",
+            "ha
+",
+        )],
+    )
+    .await;
+    emu.create_branch("acme/ha", "topic", Some("main"))
+        .await
+        .unwrap();
+    secret(&client, &n, "ha-token", &[("token", "ghp_leader")]).await;
+    secret(&client, &n, "ha-hook", &[("secret", "ha-hook-secret")]).await;
+    let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
+    let manifest = repository(
+        "ha",
+        &emu,
+        &repo,
+        "ha-token",
+        json!({"interval": "30m", "webhook": {"secretRef": {"name": "ha-hook"}}}),
+    );
+    apply(&repos, "ha", &manifest).await;
+    wait_for(
+        &repos,
+        "ha",
+        Duration::from_secs(30),
+        "first sync",
+        |r: &Repository| has_reason(r, "True", "Synced"),
+    )
+    .await
+    .unwrap();
+    let standby = if first == 0 { &b } else { &a };
+    emu.add_hook(
+        "acme/ha",
+        HookSpec {
+            url: format!("http://{}/hooks/github", standby.webhook_addr),
+            secret: Some("ha-hook-secret".into()),
+            events: vec![],
+        },
+    )
+    .await
+    .unwrap();
+    let pr = emu
+        .open_pull(
+            "acme/ha",
+            PullSpec {
+                head: "topic".into(),
+                title: "HA".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &repos,
+        "ha",
+        Duration::from_secs(30),
+        "PR seen after a webhook to the standby",
+        |r: &Repository| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| s.pull_requests.iter().any(|p| p.number == pr.number))
+        },
+    )
+    .await
+    .unwrap();
 
     // SIGKILL the leader: the standby takes over once the lease expires (15 s).
     let killed_at = Instant::now();

@@ -23,33 +23,70 @@ pub fn has_reason<K: HasCommonStatus>(obj: &K, status: &str, reason: &str) -> bo
 
 /// The Ready condition's message ("" when absent).
 pub fn ready_message<K: HasCommonStatus>(obj: &K) -> String {
-    obj.common().and_then(|c| ready(&c.conditions)).map(|c| c.message.clone()).unwrap_or_default()
+    obj.common()
+        .and_then(|c| ready(&c.conditions))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }
 
 /// A file map for a push.
 pub fn files(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, Option<String>> {
-    pairs.iter().map(|(p, c)| (p.to_string(), Some(c.to_string()))).collect()
+    pairs
+        .iter()
+        .map(|(p, c)| (p.to_string(), Some(c.to_string())))
+        .collect()
 }
 
 /// A GitHub repository in the emulator with a `main` branch holding `main_files`.
-pub async fn github_repo(emu: &EmulatorHandle, path: &str, main_files: &[(&str, &str)]) -> RepoInfo {
-    let info = emu.create_repo(RepoSpec { path: path.into(), private: true, ..Default::default() }).await.unwrap();
-    emu.push(path, PushSpec { branch: "main".into(), files: files(main_files), ..Default::default() }).await.unwrap();
+pub async fn github_repo(
+    emu: &EmulatorHandle,
+    path: &str,
+    main_files: &[(&str, &str)],
+) -> RepoInfo {
+    let info = emu
+        .create_repo(RepoSpec {
+            path: path.into(),
+            private: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    emu.push(
+        path,
+        PushSpec {
+            branch: "main".into(),
+            files: files(main_files),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     info
 }
 
 /// Creates (or replaces) an Opaque Secret.
 pub async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let string_data: serde_json::Map<String, Value> = data.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": string_data})).unwrap();
+    let string_data: serde_json::Map<String, Value> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": string_data}))
+            .unwrap();
     if api.create(&PostParams::default(), &s).await.is_err() {
         api.replace(name, &PostParams::default(), &s).await.unwrap();
     }
 }
 
 /// A Repository manifest following an emulator repository; `extra` is merged into `spec`.
-pub fn repository(name: &str, emu: &EmulatorHandle, repo: &RepoInfo, token_secret: &str, extra: Value) -> Value {
+pub fn repository(
+    name: &str,
+    emu: &EmulatorHandle,
+    repo: &RepoInfo,
+    token_secret: &str,
+    extra: Value,
+) -> Value {
     let mut spec = json!({
         "provider": "github",
         "url": repo.clone_url,
@@ -70,7 +107,13 @@ pub async fn apply<K>(api: &Api<K>, name: &str, manifest: &Value) -> K
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(manifest)).await.unwrap()
+    api.patch(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(manifest),
+    )
+    .await
+    .unwrap()
 }
 
 /// Asks for an immediate reconcile through the annotation.
@@ -78,6 +121,9 @@ pub async fn request_reconcile<K>(api: &Api<K>, name: &str, token: &str)
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let patch = json!({"metadata": {"annotations": {"pullwarden.dev/reconcile-requested-at": token}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let patch =
+        json!({"metadata": {"annotations": {"pullwarden.dev/reconcile-requested-at": token}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
 }

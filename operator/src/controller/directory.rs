@@ -6,16 +6,16 @@
 //! would need list/watch on every Secret in the cluster.
 
 use crate::api::{Provider, Repository};
-use crate::context::Context;
+use crate::context::{Context, WEBHOOK_RECEIVED_AT};
 use crate::webhook::{
     self, ForgeEvent, ObjectKey, RepositoryDirectory, WebhookCandidate, WebhookSecret,
 };
 use futures::StreamExt;
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Repository lookup backed by a reflector store.
 #[derive(Clone)]
@@ -112,9 +112,21 @@ impl RepositoryDirectory for KubeDirectory {
         let now = jiff::Timestamp::now();
         for t in targets {
             debug!(namespace = %t.namespace, name = %t.name, event = %event.event_name, "webhook accepted");
-            self.ctx
-                .triggers
-                .repository_event((t.namespace.clone(), t.name.clone()), now);
+            if self.ctx.is_leader() {
+                self.ctx
+                    .triggers
+                    .repository_event((t.namespace.clone(), t.name.clone()), now);
+            } else {
+                // A standby has no controllers: hand the hint to the leader through the object.
+                let api: Api<Repository> = Api::namespaced(self.ctx.client.clone(), &t.namespace);
+                let patch = serde_json::json!({"metadata": {"annotations": {WEBHOOK_RECEIVED_AT: now.to_string()}}});
+                if let Err(e) = api
+                    .patch(&t.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    warn!(namespace = %t.namespace, name = %t.name, error = %e, "could not forward a webhook to the leader");
+                }
+            }
         }
     }
 }

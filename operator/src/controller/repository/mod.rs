@@ -136,7 +136,12 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     let now = jiff::Timestamp::now();
     let key = (namespace.clone(), repo.name_any());
     let previous = repo.status.clone().unwrap_or_default();
-    let last_event = ctx.triggers.last_event(&key);
+    // Webhooks reach this replica directly (leader) or through the annotation a standby sets.
+    let forwarded = repo
+        .annotations()
+        .get(crate::context::WEBHOOK_RECEIVED_AT)
+        .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+    let last_event = ctx.triggers.last_event(&key).max(forwarded);
     let event_since_sync = match (last_event, previous.last_sync_time.as_ref()) {
         (Some(event), Some(sync)) => event > sync.0,
         (Some(_), None) => true,
