@@ -131,7 +131,7 @@ pub async fn create(
         .try_collect::<Vec<()>>()
         .await?;
     let mut s = stats(plans, seed);
-    s.setup_s = started.elapsed().as_secs_f64();
+    s.setup_s = (started.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     Ok(s)
 }
 
