@@ -16,7 +16,7 @@ build:
 
 # Every test: formatting, clippy, unit tests and the end-to-end suite against a real local
 # control plane (built once from the Kubernetes Go modules into $PULLWARDEN_CACHE).
-test: lint k8s-binaries
+test: lint k8s-binaries helm-binary
     cargo build --workspace --bins
     cargo test --workspace --all-targets
 
@@ -29,13 +29,27 @@ lint:
 fmt:
     cargo fmt --all
 
-# Regenerate crds/ from the Rust types (a test fails when they drift).
+# Regenerate crds/ from the Rust types (a test fails when they drift) and refresh the chart's
+# copies of the CRDs and RBAC rules.
 crds:
     cargo run -q -p pullwarden -- crd --out-dir crds
+    charts/sync-from-config.sh
 
 # Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok once.
 k8s-binaries:
     e2e/scripts/build-k8s.sh
+
+# Build helm once from its Go module (chart tests use it).
+helm-binary:
+    e2e/scripts/build-helm.sh
+
+# helm, built from its Go module.
+helm *ARGS:
+    "$(e2e/scripts/build-helm.sh)" {{ARGS}}
+
+# Copy crds/ and config/rbac rules into the Helm chart (a test fails when they drift).
+chart-sync:
+    charts/sync-from-config.sh
 
 # Start a local control plane (etcd, apiserver, controller-manager, scheduler, kwok nodes).
 # Use: eval "$(just cluster-up | tail -n 1)"

@@ -42,9 +42,14 @@ impl Default for Config {
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
+    /// The configuration `client` was built from; previews clone it to impersonate their
+    /// namespace's ServiceAccount.
+    pub kube_config: kube::Config,
     pub config: Arc<Config>,
     pub metrics: Metrics,
     pub forges: ForgeClients,
+    /// Bounded cache of shallow fetches (preview templates).
+    pub git: crate::git::GitCache,
     pub recorder: Recorder,
     /// True once every controller's watch has listed its objects (drives `/readyz`).
     pub synced: Arc<AtomicBool>,
@@ -153,14 +158,22 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
+    pub fn new(
+        kube_config: kube::Config,
+        config: Config,
+        metrics: Metrics,
+    ) -> Result<Self, kube::Error> {
+        let client = Client::try_from(kube_config.clone())?;
         let reporter = Reporter {
             controller: "pullwarden".into(),
             instance: Some(config.instance.clone()),
         };
         let forges = ForgeClients::new(metrics.forge.clone(), BudgetConfig::default());
-        Context {
+        let git = crate::git::GitCache::new(config.git_cache_dir.clone());
+        Ok(Context {
+            git,
             recorder: Recorder::new(client.clone(), reporter),
+            kube_config,
             client,
             config: Arc::new(config),
             metrics,
@@ -169,7 +182,7 @@ impl Context {
             triggers: Arc::new(Triggers::default()),
             watch_synced: Arc::new(WatchSync::default()),
             leader: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     /// Field manager for server-side apply by one component, e.g. `pullwarden.dev/preview`.

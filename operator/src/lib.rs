@@ -17,6 +17,7 @@ pub mod forge;
 pub mod git;
 pub mod leader;
 pub mod policy;
+pub mod render;
 pub mod run;
 pub mod server;
 pub mod telemetry;

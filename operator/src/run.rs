@@ -81,9 +81,9 @@ fn signalled(
 /// Runs the operator until SIGTERM (exit 0) or lost leadership (error: the process must exit so
 /// it never acts on stale leadership).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
+    let kube_config = kube::Config::infer()
         .await
-        .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+        .context("loading the Kubernetes configuration (KUBECONFIG or in-cluster)")?;
     let identity = opts.identity.clone().unwrap_or_else(default_identity);
     let config = Config {
         namespace: opts.namespace.clone(),
@@ -95,7 +95,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         ..Config::default()
     };
     let metrics = Metrics::new();
-    let ctx = Context::new(client.clone(), config, metrics.clone());
+    let ctx = Context::new(kube_config, config, metrics.clone())
+        .context("building the Kubernetes client")?;
+    let client = ctx.client.clone();
     let role = Arc::new(Role::default());
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -57,6 +57,10 @@ const TOKEN: &str = "ghp_bench_poll_shared_token";
 /// Route every poll reads exactly once (`Forge::default_branch`).
 const POLL_ROUTE: &str = "GET /repos/{owner}/{repo}";
 const SECRET_NAME: &str = "forge-token";
+/// A second token, only for measuring response sizes at the end.
+const INSPECTOR_TOKEN: &str = "ghp_bench_poll_inspector";
+/// Repositories whose poll responses are fetched to measure body sizes.
+const BODY_SAMPLE: usize = 50;
 const FIELD_MANAGER: &str = "pullwarden.dev/bench-poll";
 
 #[derive(Debug, Parser)]
@@ -361,6 +365,7 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
 
     let end_memory = procfs::memory(pid);
     let op_total = Scrape::parse(&op.metrics().await?);
+    let bodies = sample_bodies(&emu, &plans).await?;
     let n = args.repos as f64;
     let first_json = first.to_json(args);
     let steady_json = steady.as_ref().map(|s| s.to_json(args));
@@ -390,9 +395,10 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         },
     });
 
-    let profile = if bin.components().any(|c| c.as_os_str() == "release") {
+    let shown = bin.display().to_string();
+    let profile = if shown.contains("release") {
         "release"
-    } else if bin.components().any(|c| c.as_os_str() == "debug") {
+    } else if shown.contains("debug") {
         "debug"
     } else {
         "unknown"
@@ -437,6 +443,7 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         "cycle": first_json,
         "steady": steady_json,
         "naive_comparison": comparison,
+        "response_bodies": bodies,
         "operator": {
             "binary": bin.display().to_string(),
             "profile": profile,
@@ -505,6 +512,51 @@ async fn quota(emu: &EmulatorHandle) -> Result<Quota> {
         .error_for_status()?
         .json::<Quota>()
         .await?)
+}
+
+/// Sizes of the bodies one poll reads, fetched for a sample of repositories with a separate
+/// token (so the measured token's counts stay clean): what the operator's ETag cache must hold per
+/// repository for its 304s to keep working.
+async fn sample_bodies(emu: &EmulatorHandle, plans: &[RepoPlan]) -> Result<Value> {
+    emu.add_token(TokenSpec {
+        token: INSPECTOR_TOKEN.into(),
+        login: "bench-inspector".into(),
+        rate_limit: Some(1_000_000),
+        ..TokenSpec::default()
+    })
+    .await?;
+    let http = reqwest::Client::new();
+    let api = emu.github_api_url();
+    let sample: Vec<&RepoPlan> = plans.iter().take(BODY_SAMPLE).collect();
+    let mut bytes = 0usize;
+    for p in &sample {
+        for path in [
+            String::new(),
+            "/branches?per_page=100".to_owned(),
+            "/pulls?state=open&sort=created&direction=asc&per_page=100".to_owned(),
+        ] {
+            let body = http
+                .get(format!("{api}/repos/{}{path}", p.path))
+                .header("authorization", format!("token {INSPECTOR_TOKEN}"))
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            bytes += body.len();
+        }
+    }
+    let per_repo = if sample.is_empty() {
+        0.0
+    } else {
+        bytes as f64 / sample.len() as f64
+    };
+    Ok(json!({
+        "sampled_repositories": sample.len(),
+        "urls_per_repository": 3,
+        "bytes_per_repository": per_repo.round(),
+        "all_repositories_mib": round1(per_repo * plans.len() as f64 / 1_048_576.0),
+    }))
 }
 
 fn token_counts(counts: &RequestCounts) -> ClientCounts {

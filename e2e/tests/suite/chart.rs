@@ -597,6 +597,14 @@ async fn rendered_crds_are_the_generated_crds_and_survive_uninstall() {
             assert_eq!(
                 str_at(
                     ours,
+                    &["metadata", "annotations", "argocd.argoproj.io/sync-options"]
+                ),
+                Some("Prune=false,Delete=false"),
+                "{name}: deleting the Argo CD Application would delete every object of this kind"
+            );
+            assert_eq!(
+                str_at(
+                    ours,
                     &["metadata", "labels", "app.kubernetes.io/managed-by"]
                 ),
                 Some("Helm")
@@ -638,6 +646,7 @@ async fn rendered_crds_are_the_generated_crds_and_survive_uninstall() {
         .unwrap();
     assert!(out.success, "{}", out.stderr);
     assert!(!out.stdout.contains("helm.sh/resource-policy"));
+    assert!(!out.stdout.contains("argocd.argoproj.io/sync-options"));
 }
 
 #[tokio::test]
@@ -874,7 +883,7 @@ async fn non_default_values_render_as_asked_and_are_accepted_by_the_api_server()
         "installCRDs=false still rendered CRDs"
     );
     // Namespace scope narrows what is watched, not the RBAC: previews create namespaces.
-    assert!(all_of_kind(&docs, "ClusterRole").len() == 2);
+    assert_eq!(all_of_kind(&docs, "ClusterRole").len(), 2);
     find(&docs, "ClusterRoleBinding", &format!("{full}-manager"));
 
     let deployment = find(&docs, "Deployment", full);

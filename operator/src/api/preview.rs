@@ -264,6 +264,17 @@ pub struct PreviewEnvironmentStatus {
     /// How long the last deployment took from start to Ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_deploy_duration: Option<String>,
+    /// The head SHA this status was computed for (the one being deployed, waited for or
+    /// refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_head_sha: Option<String>,
+    /// When the deployment of `observedHeadSha` started (time-to-ready and timeouts count from
+    /// here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_start_time: Option<Time>,
+    /// Human-readable detail of the current phase (what is awaited, why it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// When `headSha` last changed (a push); TTL counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_push_time: Option<Time>,

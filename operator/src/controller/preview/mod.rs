@@ -1,0 +1,934 @@
+//! The PreviewEnvironment controller: one confined preview of one pull request (or branch).
+//!
+//! Pipeline per reconcile:
+//! 1. deletion → teardown behind the finalizer `pullwarden.dev/preview-teardown`: delete the
+//!    namespace (only if its ownership labels say it is ours), delete the Argo CD Application,
+//!    mark the forge deployment inactive, update the sticky comment;
+//! 2. dereference — the Repository, its credentials, the forge client; resolve the pull request
+//!    (title, author, branches, head) or the branch head;
+//! 3. TTL — past `ttl` without a push (and without `keepLabel`): tear down, phase `Expired`;
+//! 4. `waitFor.checks` — phase `WaitingForChecks` until the head SHA's named checks succeeded;
+//! 5. build (pure, [`crate::render`]) — fetch the template directory at the head SHA, render
+//!    the parameters, enforce the safety rules; a refusal applies nothing;
+//! 6. apply — namespace + confinement ([`confine`]), then the objects with server-side apply
+//!    while impersonating the namespace's ServiceAccount ([`apply`]); prune what the previous
+//!    revision had and this one has not; or, for `delivery: argocd`, the Application
+//!    ([`argocd`]);
+//! 7. wait — Deployments/StatefulSets available (phase `Deploying` → `Ready`);
+//! 8. write-back ([`writeback`]) — commit status, deployment with `environment_url`, one sticky
+//!    comment — at most once per (SHA, state).
+
+pub mod apply;
+pub mod argocd;
+pub mod confine;
+pub mod writeback;
+
+use super::{
+    ControllerContext, KindController, primary_controller, publish, reconcile_guarded, refs, status,
+};
+use crate::api::{
+    self, ConditionStatus, Delivery, InventoryEntry, Outcome, PreviewEnvironment,
+    PreviewEnvironmentStatus, PreviewPhase, ReportedState,
+};
+use crate::context::Context;
+use crate::error::Error;
+use crate::forge::{CheckState, Forge, PullRequestState};
+use crate::render::{self, ParamsInput, PreviewParams, PreviewSource, RenderError, ReportState};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+use writeback::{Report, WriteState};
+
+/// Finalizer guarding the teardown of state outside the object (namespace, forge deployment).
+pub const FINALIZER: &str = "pullwarden.dev/preview-teardown";
+/// Give up on workloads that are not available after this long.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a deploying preview is re-checked.
+const DEPLOY_POLL: Duration = Duration::from_secs(2);
+/// How often a Ready preview is re-verified.
+const READY_RECHECK: Duration = Duration::from_secs(60);
+
+pub fn controller(cctx: Arc<ControllerContext>) -> KindController<PreviewEnvironment> {
+    KindController::new(
+        primary_controller::<PreviewEnvironment>(&cctx.ctx),
+        |obj, cctx| Box::pin(reconcile_guarded(obj, cctx, reconcile)),
+    )
+}
+
+/// What a preview deploys: the pull request or branch at a SHA.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub number: Option<u64>,
+    pub head_sha: String,
+    pub branch: String,
+    pub target_branch: String,
+    pub title: String,
+    pub author: String,
+    pub labels: Vec<String>,
+    pub open: bool,
+}
+
+async fn resolve_target(forge: &dyn Forge, pe: &PreviewEnvironment) -> Result<Target, Error> {
+    if let Some(number) = pe.spec.pull_request {
+        let pr = forge.get_pull_request(number).await?;
+        Ok(Target {
+            number: Some(number),
+            head_sha: pe.spec.head_sha.clone().unwrap_or(pr.head_sha),
+            branch: pr.head_ref,
+            target_branch: pr.base_ref,
+            title: pr.title,
+            author: pr.author,
+            labels: pr.labels,
+            open: pr.state == PullRequestState::Open,
+        })
+    } else {
+        let branch = pe.spec.branch.clone().unwrap_or_default();
+        let default_branch = forge.default_branch().await?;
+        let head = match &pe.spec.head_sha {
+            Some(sha) => sha.clone(),
+            None => forge
+                .list_branches()
+                .await?
+                .into_iter()
+                .find(|b| b.name == branch)
+                .map(|b| b.sha)
+                .ok_or_else(|| {
+                    Error::InvalidSpec(format!(
+                        "branch {branch:?} does not exist in the repository"
+                    ))
+                })?,
+        };
+        Ok(Target {
+            number: None,
+            head_sha: head,
+            branch,
+            target_branch: default_branch,
+            title: String::new(),
+            author: String::new(),
+            labels: Vec::new(),
+            open: true,
+        })
+    }
+}
+
+/// The state of the status being built during one reconcile.
+struct Progress<'a> {
+    pe: &'a PreviewEnvironment,
+    status: PreviewEnvironmentStatus,
+}
+
+impl<'a> Progress<'a> {
+    fn new(pe: &'a PreviewEnvironment) -> Self {
+        Progress {
+            pe,
+            status: pe.status.clone().unwrap_or_default(),
+        }
+    }
+
+    fn set(
+        &mut self,
+        phase: PreviewPhase,
+        outcome: Outcome,
+        deployed: Option<(ConditionStatus, &str, String)>,
+        message: String,
+    ) {
+        let now = jiff::Timestamp::now();
+        self.status.phase = phase;
+        self.status.message = Some(message);
+        self.status.common = status::common_status(self.pe, &outcome);
+        if let Some((st, reason, msg)) = deployed {
+            api::set_condition(
+                &mut self.status.common.conditions,
+                api::DEPLOYED,
+                st,
+                reason,
+                msg,
+                self.pe.meta().generation,
+                now,
+            );
+        }
+    }
+
+    async fn write(self, ctx: &Context) -> Result<(), Error> {
+        status::apply_status(ctx, self.pe, "preview", &self.status).await
+    }
+}
+
+async fn reconcile(
+    pe: Arc<PreviewEnvironment>,
+    cctx: Arc<ControllerContext>,
+) -> Result<Action, Error> {
+    let ctx = &cctx.ctx;
+    let namespace = pe.namespace().unwrap_or_default();
+    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    if pe.metadata.deletion_timestamp.is_some() {
+        return cleanup(ctx, &api, &pe).await;
+    }
+    if !pe.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut finalizers = pe.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pe.resource_version()}});
+        api.patch(
+            &pe.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    }
+
+    // Validate and dereference.
+    super::repository::previews::validate_template(&pe.spec.template)
+        .map_err(Error::InvalidSpec)?;
+    let repo = refs::repository(ctx, &namespace, &pe.spec.repository_ref.name).await?;
+    let coords = refs::coordinates(&repo.spec)?;
+    let (creds, ca) = refs::credentials(ctx, &repo).await?;
+    let forge = ctx
+        .forges
+        .client(refs::forge_kind(&repo.spec), &coords, creds, ca.clone())?;
+    let mut progress = Progress::new(&pe);
+
+    if pe.spec.suspend {
+        let message =
+            "spec.suspend is true: the current deployment stays, new revisions are not deployed"
+                .to_string();
+        let phase = progress.status.phase;
+        progress.set(
+            phase,
+            Outcome::progressing("Suspended", message.clone()),
+            None,
+            message,
+        );
+        api::remove_condition(&mut progress.status.common.conditions, api::RECONCILING);
+        progress.write(ctx).await?;
+        return Ok(Action::await_change());
+    }
+
+    let target = resolve_target(forge.as_ref(), &pe).await?;
+    let now = jiff::Timestamp::now();
+    let head_changed =
+        progress.status.observed_head_sha.as_deref() != Some(target.head_sha.as_str());
+    if head_changed {
+        progress.status.observed_head_sha = Some(target.head_sha.clone());
+        progress.status.last_push_time = Some(Time(now));
+        progress.status.deploy_start_time = Some(Time(now));
+    }
+    let source = match target.number {
+        Some(number) => PreviewSource::PullRequest {
+            number,
+            title: &target.title,
+            author: &target.author,
+            head_ref: &target.branch,
+            base_ref: &target.target_branch,
+        },
+        None => PreviewSource::Branch {
+            name: &target.branch,
+            target_branch: &target.target_branch,
+        },
+    };
+    let params = PreviewParams::build(&ParamsInput {
+        source,
+        head_sha: &target.head_sha,
+        owner: &coords.owner,
+        repo: &coords.name,
+        template: &pe.spec.template,
+    })
+    .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let preview_ns = params.namespace.clone();
+    progress.status.namespace = Some(preview_ns.clone());
+    let environment = format!("preview/{}", pe.name_any());
+    let report =
+        |state: WriteState, description: String, url: Option<String>, comment: String| Report {
+            sha: &target.head_sha,
+            git_ref: &target.branch,
+            state,
+            description,
+            url,
+            environment: environment.clone(),
+            pull_request: target.number,
+            comment,
+        };
+
+    // A hand-made preview of a closed pull request is not deployed.
+    if !target.open {
+        let message = "the pull request is closed; nothing is deployed".to_string();
+        progress.set(
+            PreviewPhase::Failed,
+            Outcome::stalled("PullRequestClosed", message.clone()),
+            None,
+            message,
+        );
+        progress.write(ctx).await?;
+        return Ok(Action::await_change());
+    }
+
+    // TTL.
+    if let Some(ttl) = &pe.spec.template.ttl {
+        let ttl = api::parse_duration("template.ttl", ttl).map_err(Error::InvalidSpec)?;
+        let since = progress
+            .status
+            .last_push_time
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(now);
+        let kept = target
+            .labels
+            .iter()
+            .any(|l| *l == pe.spec.template.keep_label);
+        let expires = since + jiff::SignedDuration::try_from(ttl).unwrap_or_default();
+        if !kept && now >= expires {
+            return expire(ctx, forge.as_ref(), &pe, progress, &preview_ns, &report).await;
+        }
+    }
+
+    // Already deployed and ready: only re-verify.
+    let ready_for_head = progress.status.phase == PreviewPhase::Ready
+        && progress.status.deployed_sha.as_deref() == Some(target.head_sha.as_str())
+        && progress.status.common.observed_generation == pe.meta().generation;
+
+    // waitFor.checks.
+    if !ready_for_head && let Some(wait) = &pe.spec.template.wait_for {
+        let checks = forge.checks_for_sha(&target.head_sha).await?;
+        let mut waiting = Vec::new();
+        for required in &wait.checks {
+            match checks.iter().find(|c| &c.name == required).map(|c| c.state) {
+                Some(CheckState::Success) => {}
+                Some(CheckState::Failure | CheckState::Error) => {
+                    let message = format!(
+                        "required check {required} failed on {}",
+                        short(&target.head_sha)
+                    );
+                    return fail(
+                        ctx,
+                        forge.as_ref(),
+                        &pe,
+                        progress,
+                        "RequiredCheckFailed",
+                        message,
+                        &report,
+                    )
+                    .await;
+                }
+                _ => waiting.push(required.clone()),
+            }
+        }
+        if !waiting.is_empty() {
+            if let Some(timeout) = &wait.timeout {
+                let timeout =
+                    api::parse_duration("waitFor.timeout", timeout).map_err(Error::InvalidSpec)?;
+                let started = progress
+                    .status
+                    .deploy_start_time
+                    .as_ref()
+                    .map(|t| t.0)
+                    .unwrap_or(now);
+                if now >= started + jiff::SignedDuration::try_from(timeout).unwrap_or_default() {
+                    let message = format!(
+                        "checks {} did not succeed within {}",
+                        waiting.join(", "),
+                        wait.timeout
+                            .as_ref()
+                            .map(|t| t.to_string())
+                            .unwrap_or_default()
+                    );
+                    return fail(
+                        ctx,
+                        forge.as_ref(),
+                        &pe,
+                        progress,
+                        "ChecksTimedOut",
+                        message,
+                        &report,
+                    )
+                    .await;
+                }
+            }
+            let message = format!(
+                "waiting for checks {} on {}",
+                waiting.join(", "),
+                short(&target.head_sha)
+            );
+            let reported = writeback::write(
+                forge.as_ref(),
+                progress.status.reported.as_ref(),
+                &report(
+                    WriteState::Pending,
+                    render::report::status_description(ReportState::Waiting, &message),
+                    None,
+                    render::report::comment_body(&comment_input(
+                        &pe,
+                        &target,
+                        &preview_ns,
+                        ReportState::Waiting,
+                        None,
+                        &message,
+                        &[],
+                    )),
+                ),
+            )
+            .await?;
+            progress.status.reported = Some(reported);
+            progress.set(
+                PreviewPhase::WaitingForChecks,
+                Outcome::progressing("WaitingForChecks", message.clone()),
+                None,
+                message,
+            );
+            progress.write(ctx).await?;
+            return Ok(Action::requeue(Duration::from_secs(15)));
+        }
+    }
+
+    if ready_for_head {
+        let still = match pe.spec.template.delivery {
+            Delivery::Manifests => {
+                let client = apply::impersonated_client(ctx, &preview_ns)?;
+                apply::not_ready_workloads(&client, &progress.status.inventory).await?
+            }
+            Delivery::Argocd => {
+                match argocd::ensure(ctx, &pe, &preview_ns, &coords.clone_url, &target.head_sha)
+                    .await?
+                {
+                    argocd::AppState::Ready => Vec::new(),
+                    argocd::AppState::Progressing(m) | argocd::AppState::Failed(m) => vec![m],
+                }
+            }
+        };
+        if still.is_empty() {
+            return Ok(Action::requeue(READY_RECHECK));
+        }
+        let message = format!("no longer available: {}", still.join(", "));
+        api::set_condition(
+            &mut progress.status.common.conditions,
+            api::HEALTHY,
+            ConditionStatus::False,
+            "WorkloadsUnavailable",
+            message.clone(),
+            pe.meta().generation,
+            now,
+        );
+        progress.status.message = Some(message);
+        progress.write(ctx).await?;
+        return Ok(Action::requeue(DEPLOY_POLL * 5));
+    }
+
+    // Report "deploying" once per SHA.
+    if !writeback::already_reported(
+        progress.status.reported.as_ref(),
+        &target.head_sha,
+        WriteState::Pending,
+    ) {
+        let message = format!("deploying {}", short(&target.head_sha));
+        let reported = writeback::write(
+            forge.as_ref(),
+            progress.status.reported.as_ref(),
+            &report(
+                WriteState::Pending,
+                render::report::status_description(ReportState::Deploying, &message),
+                None,
+                render::report::comment_body(&comment_input(
+                    &pe,
+                    &target,
+                    &preview_ns,
+                    ReportState::Deploying,
+                    None,
+                    &message,
+                    &[],
+                )),
+            ),
+        )
+        .await?;
+        progress.status.reported = Some(reported);
+    }
+
+    let url = params.url();
+    let waiting: Vec<String> = match pe.spec.template.delivery {
+        Delivery::Manifests => {
+            let git_creds = forge.git_credentials().await?;
+            let files = ctx
+                .git
+                .fetch_tree(
+                    &coords.clone_url,
+                    &target.head_sha,
+                    &pe.spec.template.path,
+                    &git_creds,
+                    ca.as_deref(),
+                )
+                .await?;
+            let objects = match render::render(&files, &params, &pe.name_any()) {
+                Ok(objects) => objects,
+                Err(err) => {
+                    return refuse(
+                        ctx,
+                        forge.as_ref(),
+                        &pe,
+                        progress,
+                        &target,
+                        &preview_ns,
+                        &err,
+                        &report,
+                    )
+                    .await;
+                }
+            };
+            confine::ensure(ctx, &pe, &preview_ns).await?;
+            let client = apply::impersonated_client(ctx, &preview_ns)?;
+            if let Err(err) = apply::apply_objects(&client, &objects).await {
+                return match err {
+                    Error::ManifestsRefused(msg) => {
+                        let render_err = RenderError::Applied(msg);
+                        refuse(
+                            ctx,
+                            forge.as_ref(),
+                            &pe,
+                            progress,
+                            &target,
+                            &preview_ns,
+                            &render_err,
+                            &report,
+                        )
+                        .await
+                    }
+                    other => Err(other),
+                };
+            }
+            let inventory = render::inventory_entries(&objects);
+            let stale = render::prune_set(&progress.status.inventory, &inventory);
+            apply::prune(&client, &stale).await?;
+            progress.status.inventory_count = u32::try_from(inventory.len()).unwrap_or(u32::MAX);
+            progress.status.inventory = inventory.into_iter().take(256).collect();
+            apply::not_ready_workloads(&client, &progress.status.inventory).await?
+        }
+        Delivery::Argocd => {
+            confine::ensure(ctx, &pe, &preview_ns).await?;
+            match argocd::ensure(ctx, &pe, &preview_ns, &coords.clone_url, &target.head_sha).await?
+            {
+                argocd::AppState::Ready => Vec::new(),
+                argocd::AppState::Progressing(m) => vec![m],
+                argocd::AppState::Failed(m) => {
+                    return fail(
+                        ctx,
+                        forge.as_ref(),
+                        &pe,
+                        progress,
+                        "ArgoCdFailed",
+                        m,
+                        &report,
+                    )
+                    .await;
+                }
+            }
+        }
+    };
+
+    let started = progress
+        .status
+        .deploy_start_time
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
+    if !waiting.is_empty() {
+        let elapsed: Duration = now.duration_since(started).try_into().unwrap_or_default();
+        if elapsed > DEPLOY_TIMEOUT {
+            let message = format!(
+                "not available after {}s: {}",
+                DEPLOY_TIMEOUT.as_secs(),
+                waiting.join(", ")
+            );
+            return fail(
+                ctx,
+                forge.as_ref(),
+                &pe,
+                progress,
+                "DeployTimedOut",
+                message,
+                &report,
+            )
+            .await;
+        }
+        let message = format!("waiting for {}", waiting.join(", "));
+        progress.set(
+            PreviewPhase::Deploying,
+            Outcome::progressing("Deploying", message.clone()),
+            Some((
+                ConditionStatus::True,
+                "Applied",
+                format!(
+                    "{} objects applied for {}",
+                    progress.status.inventory_count,
+                    short(&target.head_sha)
+                ),
+            )),
+            message,
+        );
+        progress.write(ctx).await?;
+        return Ok(Action::requeue(DEPLOY_POLL));
+    }
+
+    // Ready.
+    let duration: Duration = now.duration_since(started).try_into().unwrap_or_default();
+    ctx.metrics
+        .preview_time_to_ready
+        .observe(duration.as_secs_f64());
+    progress.status.deployed_sha = Some(target.head_sha.clone());
+    progress.status.url = url.clone();
+    progress.status.ready_time = Some(Time(now));
+    progress.status.last_deploy_duration = Some(format!("{:.1}s", duration.as_secs_f64()));
+    let message = match &url {
+        Some(u) => format!("{} is live at {u}", short(&target.head_sha)),
+        None => format!(
+            "{} is live in namespace {preview_ns}",
+            short(&target.head_sha)
+        ),
+    };
+    let reported = writeback::write(
+        forge.as_ref(),
+        progress.status.reported.as_ref(),
+        &report(
+            WriteState::Success,
+            render::report::status_description(ReportState::Ready, &message),
+            url.clone(),
+            render::report::comment_body(&comment_input(
+                &pe,
+                &target,
+                &preview_ns,
+                ReportState::Ready,
+                url.as_deref(),
+                &message,
+                &progress.status.inventory,
+            )),
+        ),
+    )
+    .await?;
+    progress.status.reported = Some(reported);
+    progress.set(
+        PreviewPhase::Ready,
+        Outcome::ready("Deployed", message.clone()),
+        Some((
+            ConditionStatus::True,
+            "Applied",
+            format!(
+                "{} objects applied for {}",
+                progress.status.inventory_count,
+                short(&target.head_sha)
+            ),
+        )),
+        message,
+    );
+    api::set_condition(
+        &mut progress.status.common.conditions,
+        api::HEALTHY,
+        ConditionStatus::True,
+        "WorkloadsAvailable",
+        "every workload is available",
+        pe.meta().generation,
+        now,
+    );
+    info!(preview = %pe.name_any(), sha = %target.head_sha, seconds = duration.as_secs_f64(), "preview ready");
+    publish(
+        ctx,
+        pe.as_ref(),
+        EventType::Normal,
+        "PreviewReady",
+        "Deploy",
+        progress.status.message.as_deref().unwrap_or_default(),
+    )
+    .await;
+    progress.write(ctx).await?;
+    Ok(Action::requeue(READY_RECHECK))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+fn comment_input<'a>(
+    pe: &'a PreviewEnvironment,
+    target: &'a Target,
+    namespace: &'a str,
+    state: ReportState,
+    url: Option<&'a str>,
+    detail: &'a str,
+    inventory: &'a [InventoryEntry],
+) -> render::report::CommentInput<'a> {
+    render::report::CommentInput {
+        preview: pe.metadata.name.as_deref().unwrap_or_default(),
+        state,
+        url,
+        sha: &target.head_sha,
+        namespace,
+        detail,
+        objects: inventory,
+        error: None,
+    }
+}
+
+async fn fail<'r>(
+    ctx: &Context,
+    forge: &dyn Forge,
+    pe: &PreviewEnvironment,
+    mut progress: Progress<'_>,
+    reason: &str,
+    message: String,
+    report: &(dyn Fn(WriteState, String, Option<String>, String) -> Report<'r> + Sync),
+) -> Result<Action, Error> {
+    let sha = progress
+        .status
+        .observed_head_sha
+        .clone()
+        .unwrap_or_default();
+    let target_ns = progress.status.namespace.clone().unwrap_or_default();
+    let body = render::report::comment_body(&render::report::CommentInput {
+        preview: pe.metadata.name.as_deref().unwrap_or_default(),
+        state: ReportState::Failed,
+        url: None,
+        sha: &sha,
+        namespace: &target_ns,
+        detail: &message,
+        objects: &[],
+        error: None,
+    });
+    let reported = writeback::write(
+        forge,
+        progress.status.reported.as_ref(),
+        &report(
+            WriteState::Failure,
+            render::report::status_description(ReportState::Failed, &message),
+            None,
+            body,
+        ),
+    )
+    .await?;
+    progress.status.reported = Some(reported);
+    progress.set(
+        PreviewPhase::Failed,
+        Outcome::stalled(reason, message.clone()),
+        None,
+        message.clone(),
+    );
+    publish(ctx, pe, EventType::Warning, reason, "Deploy", &message).await;
+    progress.write(ctx).await?;
+    Ok(Action::await_change())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn refuse<'r>(
+    ctx: &Context,
+    forge: &dyn Forge,
+    pe: &PreviewEnvironment,
+    mut progress: Progress<'_>,
+    target: &Target,
+    preview_ns: &str,
+    err: &RenderError,
+    report: &(dyn Fn(WriteState, String, Option<String>, String) -> Report<'r> + Sync),
+) -> Result<Action, Error> {
+    let summary = err.summary();
+    let body = render::report::refusal_comment(
+        pe.metadata.name.as_deref().unwrap_or_default(),
+        &target.head_sha,
+        preview_ns,
+        err,
+    );
+    let reported = writeback::write(
+        forge,
+        progress.status.reported.as_ref(),
+        &report(
+            WriteState::Failure,
+            render::report::status_description(ReportState::Refused, &summary),
+            None,
+            body,
+        ),
+    )
+    .await?;
+    progress.status.reported = Some(reported);
+    let message = err.to_string();
+    progress.set(
+        PreviewPhase::Failed,
+        Outcome::stalled("ManifestsRefused", message.clone()),
+        Some((ConditionStatus::False, "ManifestsRefused", message.clone())),
+        summary,
+    );
+    publish(
+        ctx,
+        pe,
+        EventType::Warning,
+        "ManifestsRefused",
+        "Deploy",
+        &message,
+    )
+    .await;
+    progress.write(ctx).await?;
+    Ok(Action::await_change())
+}
+
+async fn expire<'r>(
+    ctx: &Context,
+    forge: &dyn Forge,
+    pe: &PreviewEnvironment,
+    mut progress: Progress<'_>,
+    preview_ns: &str,
+    report: &(dyn Fn(WriteState, String, Option<String>, String) -> Report<'r> + Sync),
+) -> Result<Action, Error> {
+    if progress.status.phase == PreviewPhase::Expired {
+        return Ok(Action::await_change());
+    }
+    teardown_children(ctx, pe, preview_ns).await?;
+    let message = "expired: no push within the template's ttl; push to deploy again".to_string();
+    let sha = progress
+        .status
+        .observed_head_sha
+        .clone()
+        .unwrap_or_default();
+    let body = render::report::comment_body(&render::report::CommentInput {
+        preview: pe.metadata.name.as_deref().unwrap_or_default(),
+        state: ReportState::Expired,
+        url: None,
+        sha: &sha,
+        namespace: preview_ns,
+        detail: &message,
+        objects: &[],
+        error: None,
+    });
+    let reported = writeback::write(
+        forge,
+        progress.status.reported.as_ref(),
+        &report(
+            WriteState::Inactive,
+            render::report::status_description(ReportState::Expired, &message),
+            None,
+            body,
+        ),
+    )
+    .await?;
+    progress.status.reported = Some(reported);
+    progress.status.inventory.clear();
+    progress.status.inventory_count = 0;
+    progress.status.url = None;
+    progress.set(
+        PreviewPhase::Expired,
+        Outcome::ready("Expired", message.clone()),
+        None,
+        message,
+    );
+    progress.write(ctx).await?;
+    Ok(Action::await_change())
+}
+
+async fn teardown_children(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    preview_ns: &str,
+) -> Result<(), Error> {
+    if pe.spec.template.delivery == Delivery::Argocd {
+        argocd::teardown(ctx, pe, preview_ns).await?;
+    }
+    if !confine::teardown(ctx, pe, preview_ns).await? {
+        tracing::warn!(
+            namespace = preview_ns,
+            "namespace is not owned by this preview; left alone"
+        );
+    }
+    Ok(())
+}
+
+/// Teardown on deletion; the finalizer is removed only once everything outside the object is
+/// handled. A forge error while marking the deployment inactive is retried (the namespace is
+/// already gone by then; the finalizer keeps the object until the forge answers).
+async fn cleanup(
+    ctx: &Context,
+    api: &Api<PreviewEnvironment>,
+    pe: &PreviewEnvironment,
+) -> Result<Action, Error> {
+    if !pe.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let status = pe.status.clone().unwrap_or_default();
+    if let Some(ns) = status.namespace.as_deref() {
+        teardown_children(ctx, pe, ns).await?;
+    }
+    if let Some(reported) = status.reported.as_ref() {
+        mark_inactive(
+            ctx,
+            pe,
+            reported,
+            status.namespace.as_deref().unwrap_or_default(),
+        )
+        .await?;
+    }
+    let finalizers: Vec<String> = pe
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": pe.resource_version()}});
+    match api
+        .patch(
+            &pe.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    info!(preview = %pe.name_any(), "preview torn down");
+    Ok(Action::await_change())
+}
+
+async fn mark_inactive(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    reported: &ReportedState,
+    preview_ns: &str,
+) -> Result<(), Error> {
+    let namespace = pe.namespace().unwrap_or_default();
+    // The Repository may be gone already (deleted with its previews): nothing to report to.
+    let Ok(repo) = refs::repository(ctx, &namespace, &pe.spec.repository_ref.name).await else {
+        return Ok(());
+    };
+    let coords = refs::coordinates(&repo.spec)?;
+    let (creds, ca) = match refs::credentials(ctx, &repo).await {
+        Ok(c) => c,
+        Err(_) => return Ok(()),
+    };
+    let forge = ctx
+        .forges
+        .client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
+    let message = "preview deleted: the namespace was torn down".to_string();
+    let body = render::report::comment_body(&render::report::CommentInput {
+        preview: pe.metadata.name.as_deref().unwrap_or_default(),
+        state: ReportState::Deleted,
+        url: None,
+        sha: &reported.sha,
+        namespace: preview_ns,
+        detail: &message,
+        objects: &[],
+        error: None,
+    });
+    writeback::write(
+        forge.as_ref(),
+        Some(reported),
+        &Report {
+            sha: &reported.sha,
+            git_ref: pe.spec.branch.as_deref().unwrap_or_default(),
+            state: WriteState::Inactive,
+            description: render::report::status_description(ReportState::Deleted, &message),
+            url: None,
+            environment: format!("preview/{}", pe.name_any()),
+            pull_request: pe.spec.pull_request,
+            comment: body,
+        },
+    )
+    .await?;
+    Ok(())
+}

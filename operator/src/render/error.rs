@@ -1,0 +1,235 @@
+//! Why a render was refused. One error carries *every* problem of its stage, so a PR author
+//! fixes them in one round; nothing of a failed render is ever applied.
+//!
+//! The one-line [`RenderError::summary`] (≤ 140 bytes, for commit statuses) and the Markdown
+//! list [`RenderError::markdown`] (for the sticky comment) live in `super::report`.
+
+use std::fmt;
+
+/// A problem located in a file (or in a template field such as `template.namespace`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Path relative to the template directory, or the template field.
+    pub file: String,
+    /// 1-based index of the YAML document in the file (counting empty documents).
+    pub document: Option<usize>,
+    /// 1-based line.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl Problem {
+    /// `file:line`, `file (document N)` or `file`.
+    pub fn location(&self) -> String {
+        match (self.line, self.document) {
+            (Some(line), _) => format!("{}:{line}", self.file),
+            (None, Some(doc)) => format!("{} (document {doc})", self.file),
+            (None, None) => self.file.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location(), self.message)
+    }
+}
+
+/// An object the safety rules refuse, with every reason found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub file: String,
+    /// 1-based index of the YAML document in the file.
+    pub document: usize,
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    /// Never empty.
+    pub reasons: Vec<RefusalReason>,
+}
+
+impl Refusal {
+    /// `Kind/name`.
+    pub fn object(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (document {}): {} {}: ",
+            self.file,
+            self.document,
+            self.api_version,
+            self.object()
+        )?;
+        for (i, r) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One reason to refuse an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// The kind is not in the allow-list. `short` is a few words for the status line.
+    KindNotAllowed {
+        short: &'static str,
+        why: &'static str,
+    },
+    /// The kind is allowed, in another API version.
+    ApiVersion {
+        expected: &'static str,
+    },
+    /// `metadata.namespace` names another namespace.
+    Namespace {
+        namespace: String,
+        preview: String,
+    },
+    InvalidName {
+        why: String,
+    },
+    /// Same kind and name as an earlier object.
+    Duplicate {
+        file: String,
+        document: usize,
+    },
+    /// A malformed field the checks depend on (e.g. `metadata.labels` not a mapping).
+    Malformed {
+        field: String,
+        why: &'static str,
+    },
+    /// `metadata.finalizers` would keep the namespace from ever being deleted.
+    Finalizers,
+    /// Service `spec.type` NodePort, LoadBalancer or ExternalName.
+    ServiceType {
+        service_type: String,
+    },
+    /// Service `spec.externalIPs`.
+    ExternalIps,
+    /// A pod template field the product forbids (host namespaces, hostPath, privileged, …).
+    PodSpec {
+        field: String,
+    },
+}
+
+impl RefusalReason {
+    /// A few words for the ≤ 140-byte status line.
+    pub fn short(&self) -> String {
+        match self {
+            RefusalReason::KindNotAllowed { short, .. } => (*short).to_string(),
+            RefusalReason::ApiVersion { expected } => format!("use {expected}"),
+            RefusalReason::Namespace { namespace, .. } => format!("in {namespace}"),
+            RefusalReason::InvalidName { .. } => "invalid name".into(),
+            RefusalReason::Duplicate { .. } => "duplicate".into(),
+            RefusalReason::Malformed { field, .. } => format!("bad {field}"),
+            RefusalReason::Finalizers => "finalizers".into(),
+            RefusalReason::ServiceType { service_type } => service_type.clone(),
+            RefusalReason::ExternalIps => "externalIPs".into(),
+            RefusalReason::PodSpec { field } => field.clone(),
+        }
+    }
+}
+
+impl fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefusalReason::KindNotAllowed { why, .. } => f.write_str(why),
+            RefusalReason::ApiVersion { expected } => {
+                write!(f, "this kind is allowed only as apiVersion {expected}")
+            }
+            RefusalReason::Namespace { namespace, preview } => write!(
+                f,
+                "metadata.namespace is {namespace:?}; objects may only live in the preview namespace {preview:?} (omit metadata.namespace)"
+            ),
+            RefusalReason::InvalidName { why } => write!(f, "invalid metadata.name: {why}"),
+            RefusalReason::Duplicate { file, document } => write!(
+                f,
+                "an object of the same kind and name is already defined in {file} (document {document})"
+            ),
+            RefusalReason::Malformed { field, why } => write!(f, "{field} {why}"),
+            RefusalReason::Finalizers => f.write_str(
+                "metadata.finalizers are not allowed: they would block deleting the preview",
+            ),
+            RefusalReason::ServiceType { service_type } => write!(
+                f,
+                "Service type {service_type} is not allowed (it exposes the preview outside the cluster or redirects to other names); use ClusterIP and an Ingress"
+            ),
+            RefusalReason::ExternalIps => f.write_str(
+                "Service spec.externalIPs is not allowed (it can intercept cluster traffic)",
+            ),
+            RefusalReason::PodSpec { field } => {
+                write!(f, "pod template uses {field}, which previews may not use")
+            }
+        }
+    }
+}
+
+/// Why nothing was rendered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenderError {
+    /// Invalid parameters: head SHA, `template.vars` names, the rendered namespace or host.
+    Params(Vec<String>),
+    /// Files of a format Pullwarden does not render (kustomize, Helm).
+    Unsupported(Vec<Problem>),
+    /// Placeholder syntax errors and unknown parameters.
+    Template(Vec<Problem>),
+    /// Invalid UTF-8 or YAML, and documents that are not Kubernetes objects.
+    Parse(Vec<Problem>),
+    /// A size limit was exceeded (files, bytes, objects, expansion).
+    Limit(String),
+    /// The safety rules refused objects.
+    Refused(Vec<Refusal>),
+    /// Not produced by rendering: the API server refused an object while it was applied
+    /// (RBAC of the impersonated ServiceAccount, admission, validation). The controller wraps
+    /// such errors here so they are reported like refusals. Objects before it may have been
+    /// applied.
+    Applied(String),
+}
+
+impl RenderError {
+    /// Every problem as one line each: what `Display` joins and Markdown lists.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            RenderError::Params(v) => v.clone(),
+            RenderError::Unsupported(v) | RenderError::Template(v) | RenderError::Parse(v) => {
+                v.iter().map(ToString::to_string).collect()
+            }
+            RenderError::Limit(m) | RenderError::Applied(m) => vec![m.clone()],
+            RenderError::Refused(v) => v.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// A heading for the problem list, e.g. `2 template errors`.
+    pub fn heading(&self) -> String {
+        let n = self.lines().len();
+        let (one, many) = match self {
+            RenderError::Params(_) => ("invalid preview parameter", "invalid preview parameters"),
+            RenderError::Unsupported(_) => ("unsupported file", "unsupported files"),
+            RenderError::Template(_) => ("template error", "template errors"),
+            RenderError::Parse(_) => ("invalid manifest", "invalid manifests"),
+            RenderError::Limit(_) => ("limit exceeded", "limits exceeded"),
+            RenderError::Refused(_) => ("refused object", "refused objects"),
+            RenderError::Applied(_) => ("rejected by the API server", "rejected by the API server"),
+        };
+        if n == 1 {
+            one.to_string()
+        } else {
+            format!("{n} {many}")
+        }
+    }
+}
+
+impl fmt::Display for RenderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.heading(), self.lines().join("; "))
+    }
+}
+
+impl std::error::Error for RenderError {}

@@ -1,0 +1,668 @@
+//! The product's safety rules for rendered objects (design: "Safety rules that are part of the
+//! product"). They are not options; nothing here is configurable by a template.
+//!
+//! - Only the namespaced kinds of [`ALLOWED_KINDS`], in exactly the listed API version. The same
+//!   list is granted to the preview's ServiceAccount by `config/rbac/preview_workload_role.yaml`
+//!   (a test keeps the two equal), so RBAC confines what the allow-list lets through, and the
+//!   allow-list gives a clear message for what RBAC would reject halfway through an apply.
+//! - `metadata.namespace` absent (it is then set) or equal to the preview namespace.
+//! - Valid names; no two objects of the same kind and name (the later one is refused, because
+//!   server-side apply would silently merge them).
+//! - No `metadata.finalizers`: an unknown finalizer keeps the namespace in `Terminating` forever.
+//! - Services: no NodePort, LoadBalancer or ExternalName types (exposure outside the cluster,
+//!   and ExternalName lets an Ingress controller be pointed at any name) and no `externalIPs`
+//!   (CVE-2020-8554).
+//! - Pod templates of Deployment, StatefulSet, Job and CronJob: no `hostNetwork`, `hostPID`,
+//!   `hostIPC`, `hostPath` volumes, `hostPort`s or privileged containers. Pod Security
+//!   `restricted` on the preview namespace enforces this too, but only when pods are created —
+//!   long after the apply "succeeded" — and then only in events nobody reads; refusing here puts
+//!   the reason on the pull request.
+//!
+//! Checks run on the final JSON (placeholders substituted, typed), the same tree that is
+//! applied, so a value cannot switch something on after the check.
+
+use serde_json::Value;
+
+use super::error::RefusalReason;
+use super::params::{is_dns_label, is_dns_subdomain};
+
+/// One kind a preview may contain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllowedKind {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    /// The resource (plural) RBAC grants for this kind.
+    pub resource: &'static str,
+}
+
+impl AllowedKind {
+    /// API group (`""` for the core group).
+    pub fn group(&self) -> &'static str {
+        api_group(self.api_version)
+    }
+}
+
+/// The allow-list, **in apply order**: identities and network policy first (pods never start
+/// without their NetworkPolicy), then configuration and storage, Services, workloads, their
+/// autoscaling and disruption budgets, and Ingress last (traffic is routed once the backends
+/// exist). Keep in sync with `config/rbac/preview_workload_role.yaml`.
+pub const ALLOWED_KINDS: &[AllowedKind] = &[
+    AllowedKind {
+        api_version: "v1",
+        kind: "ServiceAccount",
+        resource: "serviceaccounts",
+    },
+    AllowedKind {
+        api_version: "networking.k8s.io/v1",
+        kind: "NetworkPolicy",
+        resource: "networkpolicies",
+    },
+    AllowedKind {
+        api_version: "v1",
+        kind: "ConfigMap",
+        resource: "configmaps",
+    },
+    AllowedKind {
+        api_version: "v1",
+        kind: "Secret",
+        resource: "secrets",
+    },
+    AllowedKind {
+        api_version: "v1",
+        kind: "PersistentVolumeClaim",
+        resource: "persistentvolumeclaims",
+    },
+    AllowedKind {
+        api_version: "v1",
+        kind: "Service",
+        resource: "services",
+    },
+    AllowedKind {
+        api_version: "apps/v1",
+        kind: "Deployment",
+        resource: "deployments",
+    },
+    AllowedKind {
+        api_version: "apps/v1",
+        kind: "StatefulSet",
+        resource: "statefulsets",
+    },
+    AllowedKind {
+        api_version: "batch/v1",
+        kind: "Job",
+        resource: "jobs",
+    },
+    AllowedKind {
+        api_version: "batch/v1",
+        kind: "CronJob",
+        resource: "cronjobs",
+    },
+    AllowedKind {
+        api_version: "autoscaling/v2",
+        kind: "HorizontalPodAutoscaler",
+        resource: "horizontalpodautoscalers",
+    },
+    AllowedKind {
+        api_version: "policy/v1",
+        kind: "PodDisruptionBudget",
+        resource: "poddisruptionbudgets",
+    },
+    AllowedKind {
+        api_version: "networking.k8s.io/v1",
+        kind: "Ingress",
+        resource: "ingresses",
+    },
+];
+
+/// Kinds refused with a specific explanation (any API version). Everything else not in
+/// [`ALLOWED_KINDS`] gets the generic one.
+const DENIED_KINDS: &[(&str, &str, &str)] = &[
+    (
+        "Namespace",
+        "cluster-scoped",
+        "Namespace is cluster-scoped; Pullwarden creates the preview namespace itself",
+    ),
+    (
+        "ClusterRole",
+        "cluster-scoped",
+        "ClusterRole is cluster-scoped RBAC and is not allowed",
+    ),
+    (
+        "ClusterRoleBinding",
+        "cluster-scoped",
+        "ClusterRoleBinding is cluster-scoped RBAC and is not allowed",
+    ),
+    (
+        "Role",
+        "RBAC",
+        "RBAC objects are not allowed: a preview's permissions are fixed by Pullwarden",
+    ),
+    (
+        "RoleBinding",
+        "RBAC",
+        "RBAC objects are not allowed: a preview's permissions are fixed by Pullwarden",
+    ),
+    (
+        "CustomResourceDefinition",
+        "cluster-scoped",
+        "CustomResourceDefinition is cluster-scoped and is not allowed",
+    ),
+    (
+        "MutatingWebhookConfiguration",
+        "cluster-scoped",
+        "admission webhooks are cluster-scoped and are not allowed",
+    ),
+    (
+        "ValidatingWebhookConfiguration",
+        "cluster-scoped",
+        "admission webhooks are cluster-scoped and are not allowed",
+    ),
+    (
+        "ValidatingAdmissionPolicy",
+        "cluster-scoped",
+        "admission policies are cluster-scoped and are not allowed",
+    ),
+    (
+        "ValidatingAdmissionPolicyBinding",
+        "cluster-scoped",
+        "admission policies are cluster-scoped and are not allowed",
+    ),
+    (
+        "MutatingAdmissionPolicy",
+        "cluster-scoped",
+        "admission policies are cluster-scoped and are not allowed",
+    ),
+    (
+        "MutatingAdmissionPolicyBinding",
+        "cluster-scoped",
+        "admission policies are cluster-scoped and are not allowed",
+    ),
+    (
+        "PodSecurityPolicy",
+        "cluster-scoped",
+        "PodSecurityPolicy is cluster-scoped and is not allowed",
+    ),
+    (
+        "PersistentVolume",
+        "cluster-scoped",
+        "PersistentVolume is cluster-scoped; use a PersistentVolumeClaim",
+    ),
+    (
+        "StorageClass",
+        "cluster-scoped",
+        "StorageClass is cluster-scoped and is not allowed",
+    ),
+    (
+        "PriorityClass",
+        "cluster-scoped",
+        "PriorityClass is cluster-scoped and is not allowed",
+    ),
+    (
+        "RuntimeClass",
+        "cluster-scoped",
+        "RuntimeClass is cluster-scoped and is not allowed",
+    ),
+    (
+        "IngressClass",
+        "cluster-scoped",
+        "IngressClass is cluster-scoped and is not allowed",
+    ),
+    (
+        "APIService",
+        "cluster-scoped",
+        "APIService is cluster-scoped and is not allowed",
+    ),
+    (
+        "DaemonSet",
+        "DaemonSet",
+        "DaemonSets are not allowed: they run a pod on every node",
+    ),
+    (
+        "Pod",
+        "bare Pod",
+        "bare Pods are not allowed; use a Deployment or a Job",
+    ),
+    (
+        "ReplicaSet",
+        "ReplicaSet",
+        "use a Deployment instead of a ReplicaSet",
+    ),
+    (
+        "ReplicationController",
+        "ReplicationController",
+        "use a Deployment instead of a ReplicationController",
+    ),
+    (
+        "ResourceQuota",
+        "quota",
+        "ResourceQuota and LimitRange come from the PreviewEnvironment's template.quota",
+    ),
+    (
+        "LimitRange",
+        "quota",
+        "ResourceQuota and LimitRange come from the PreviewEnvironment's template.quota",
+    ),
+    (
+        "Endpoints",
+        "Endpoints",
+        "Endpoints and EndpointSlices are not allowed: they can point a Service at any address",
+    ),
+    (
+        "EndpointSlice",
+        "Endpoints",
+        "Endpoints and EndpointSlices are not allowed: they can point a Service at any address",
+    ),
+    (
+        "List",
+        "List",
+        "List objects are not supported; write each object as its own YAML document",
+    ),
+];
+
+/// API group of an `apiVersion` (`""` for the core group `v1`).
+pub fn api_group(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+/// Position of `(api_version, kind)` in [`ALLOWED_KINDS`] (its apply rank), or why it is
+/// refused.
+pub fn allowed_kind(api_version: &str, kind: &str) -> Result<usize, RefusalReason> {
+    if let Some(i) = ALLOWED_KINDS
+        .iter()
+        .position(|k| k.kind == kind && k.api_version == api_version)
+    {
+        return Ok(i);
+    }
+    if let Some(k) = ALLOWED_KINDS.iter().find(|k| k.kind == kind) {
+        return Err(RefusalReason::ApiVersion {
+            expected: k.api_version,
+        });
+    }
+    if let Some((_, short, why)) = DENIED_KINDS.iter().find(|(k, _, _)| *k == kind) {
+        return Err(RefusalReason::KindNotAllowed { short, why });
+    }
+    Err(RefusalReason::KindNotAllowed {
+        short: "not allowed",
+        why: "this kind is not in the allow-list (ServiceAccount, NetworkPolicy, ConfigMap, Secret, PersistentVolumeClaim, Service, Deployment, StatefulSet, Job, CronJob, HorizontalPodAutoscaler, PodDisruptionBudget, Ingress)",
+    })
+}
+
+/// Rank of an inventory entry's kind by group and kind (any version), for pruning.
+pub(crate) fn rank_by_group(api_version: &str, kind: &str) -> Option<usize> {
+    let group = api_group(api_version);
+    ALLOWED_KINDS
+        .iter()
+        .position(|k| k.kind == kind && k.group() == group)
+}
+
+/// Checks of one object of an allowed kind (the kind itself is checked by [`allowed_kind`]).
+pub(crate) fn check_object(
+    kind: &str,
+    name: &str,
+    body: &Value,
+    preview_ns: &str,
+) -> Vec<RefusalReason> {
+    let mut reasons = Vec::new();
+    if let Some(why) = name_problem(kind, name) {
+        reasons.push(RefusalReason::InvalidName { why });
+    }
+    let metadata = &body["metadata"];
+    match &metadata["namespace"] {
+        Value::Null => {}
+        Value::String(ns) if ns.is_empty() || ns == preview_ns => {}
+        Value::String(ns) => reasons.push(RefusalReason::Namespace {
+            namespace: ns.clone(),
+            preview: preview_ns.to_string(),
+        }),
+        _ => reasons.push(RefusalReason::Malformed {
+            field: "metadata.namespace".into(),
+            why: "must be a string",
+        }),
+    }
+    if !matches!(metadata["labels"], Value::Null | Value::Object(_)) {
+        reasons.push(RefusalReason::Malformed {
+            field: "metadata.labels".into(),
+            why: "must be a mapping",
+        });
+    }
+    match &metadata["finalizers"] {
+        Value::Null => {}
+        Value::Array(a) if a.is_empty() => {}
+        _ => reasons.push(RefusalReason::Finalizers),
+    }
+    match kind {
+        "Service" => check_service(&body["spec"], &mut reasons),
+        "Deployment" | "StatefulSet" | "Job" => {
+            check_pod_spec(&body["spec"]["template"]["spec"], &mut reasons);
+        }
+        "CronJob" => check_pod_spec(
+            &body["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            &mut reasons,
+        ),
+        _ => {}
+    }
+    reasons
+}
+
+/// Kubernetes' name rules for the allowed kinds.
+fn name_problem(kind: &str, name: &str) -> Option<String> {
+    match kind {
+        // Service names become DNS labels and must start with a letter (RFC 1035).
+        "Service" => {
+            let starts_with_letter = name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+            (!(is_dns_label(name) && starts_with_letter)).then(|| {
+                "Service names must be RFC 1035 labels: at most 63 lowercase letters, digits and `-`, starting with a letter".to_string()
+            })
+        }
+        // The controller appends an 11-character suffix to Job names it creates.
+        "CronJob" if name.len() > 52 => Some("CronJob names must be at most 52 characters".into()),
+        _ => (!is_dns_subdomain(name)).then(|| {
+            "names must be RFC 1123 subdomains: lowercase letters, digits, `-` and `.`, at most 253".to_string()
+        }),
+    }
+}
+
+fn check_service(spec: &Value, reasons: &mut Vec<RefusalReason>) {
+    if let Some(t) = spec["type"].as_str()
+        && matches!(t, "NodePort" | "LoadBalancer" | "ExternalName")
+    {
+        reasons.push(RefusalReason::ServiceType {
+            service_type: t.to_string(),
+        });
+    }
+    match &spec["externalIPs"] {
+        Value::Null => {}
+        Value::Array(a) if a.is_empty() => {}
+        _ => reasons.push(RefusalReason::ExternalIps),
+    }
+}
+
+fn check_pod_spec(pod: &Value, reasons: &mut Vec<RefusalReason>) {
+    let mut refuse = |field: String| reasons.push(RefusalReason::PodSpec { field });
+    for field in ["hostNetwork", "hostPID", "hostIPC"] {
+        if pod[field] == Value::Bool(true) {
+            refuse(field.to_string());
+        }
+    }
+    for volume in pod["volumes"].as_array().into_iter().flatten() {
+        if !volume["hostPath"].is_null() {
+            refuse(format!(
+                "hostPath (volume {})",
+                volume["name"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in pod[list].as_array().into_iter().flatten() {
+            let name = c["name"].as_str().unwrap_or("?");
+            if c["securityContext"]["privileged"] == Value::Bool(true) {
+                refuse(format!("privileged (container {name})"));
+            }
+            // `hostPort: 0` means "none"; anything else set is refused (even a malformed value,
+            // which the API server would reject anyway).
+            let host_port = c["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| !p["hostPort"].is_null() && p["hostPort"].as_i64() != Some(0));
+            if host_port {
+                refuse(format!("hostPort (container {name})"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeSet;
+
+    /// The allow-list and the RBAC role granted to previews describe the same set: every
+    /// allowed kind is writable (server-side apply patches, pruning deletes) and every writable
+    /// resource is allowed.
+    #[test]
+    fn allow_list_matches_the_preview_workload_role() {
+        let role: Value = serde_yaml::from_str(include_str!(
+            "../../../config/rbac/preview_workload_role.yaml"
+        ))
+        .unwrap();
+        let mut writable = BTreeSet::new();
+        for rule in role["rules"].as_array().unwrap() {
+            let verbs: Vec<&str> = rule["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            let writes = ["create", "patch", "delete"]
+                .iter()
+                .all(|v| verbs.contains(v));
+            let any_write = ["create", "patch", "update", "delete", "*"]
+                .iter()
+                .any(|v| verbs.contains(v));
+            assert_eq!(writes, any_write, "partial write verbs in {rule}");
+            if !writes {
+                continue;
+            }
+            assert!(
+                verbs.contains(&"get"),
+                "server-side apply needs get: {rule}"
+            );
+            for g in rule["apiGroups"].as_array().unwrap() {
+                for r in rule["resources"].as_array().unwrap() {
+                    writable.insert((g.as_str().unwrap(), r.as_str().unwrap()));
+                }
+            }
+        }
+        let allowed: BTreeSet<(&str, &str)> = ALLOWED_KINDS
+            .iter()
+            .map(|k| (k.group(), k.resource))
+            .collect();
+        assert_eq!(allowed, writable);
+        assert_eq!(
+            allowed.len(),
+            ALLOWED_KINDS.len(),
+            "duplicate allow-list entries"
+        );
+    }
+
+    #[test]
+    fn allowed_kinds_and_versions() {
+        assert_eq!(allowed_kind("v1", "ServiceAccount"), Ok(0));
+        assert!(allowed_kind("apps/v1", "Deployment").is_ok());
+        assert_eq!(
+            allowed_kind("autoscaling/v1", "HorizontalPodAutoscaler"),
+            Err(RefusalReason::ApiVersion {
+                expected: "autoscaling/v2"
+            })
+        );
+        assert!(matches!(
+            allowed_kind("extensions/v1beta1", "Ingress"),
+            Err(RefusalReason::ApiVersion { .. })
+        ));
+    }
+
+    #[test]
+    fn every_denied_kind_is_refused_with_its_reason() {
+        for (api, kind, short) in [
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                "cluster-scoped",
+            ),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRoleBinding",
+                "cluster-scoped",
+            ),
+            ("rbac.authorization.k8s.io/v1", "Role", "RBAC"),
+            ("rbac.authorization.k8s.io/v1", "RoleBinding", "RBAC"),
+            ("v1", "Namespace", "cluster-scoped"),
+            (
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "cluster-scoped",
+            ),
+            (
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration",
+                "cluster-scoped",
+            ),
+            (
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration",
+                "cluster-scoped",
+            ),
+            ("policy/v1beta1", "PodSecurityPolicy", "cluster-scoped"),
+            ("apps/v1", "DaemonSet", "DaemonSet"),
+            ("v1", "Pod", "bare Pod"),
+            ("v1", "ResourceQuota", "quota"),
+            ("v1", "Endpoints", "Endpoints"),
+            ("v1", "List", "List"),
+            ("example.com/v1", "Widget", "not allowed"),
+        ] {
+            match allowed_kind(api, kind) {
+                Err(RefusalReason::KindNotAllowed { short: s, .. }) => {
+                    assert_eq!(s, short, "{kind}")
+                }
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+        // No kind is both allowed and denied.
+        for (kind, _, _) in DENIED_KINDS {
+            assert!(ALLOWED_KINDS.iter().all(|k| k.kind != *kind), "{kind}");
+        }
+    }
+
+    fn deployment(pod: Value) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"template": {"spec": pod}}})
+    }
+
+    fn shorts(reasons: &[RefusalReason]) -> Vec<String> {
+        reasons.iter().map(RefusalReason::short).collect()
+    }
+
+    #[test]
+    fn namespace_must_be_absent_or_the_preview_namespace() {
+        let ok = json!({"metadata": {"name": "a", "namespace": "pv"}});
+        assert!(check_object("ConfigMap", "a", &ok, "pv").is_empty());
+        let empty = json!({"metadata": {"name": "a", "namespace": ""}});
+        assert!(check_object("ConfigMap", "a", &empty, "pv").is_empty());
+        let other = json!({"metadata": {"name": "a", "namespace": "kube-system"}});
+        assert_eq!(
+            shorts(&check_object("ConfigMap", "a", &other, "pv")),
+            ["in kube-system"]
+        );
+        let bad = json!({"metadata": {"name": "a", "namespace": 3}});
+        assert_eq!(
+            shorts(&check_object("ConfigMap", "a", &bad, "pv")),
+            ["bad metadata.namespace"]
+        );
+    }
+
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        let body = json!({"metadata": {}});
+        assert!(check_object("ConfigMap", "app.config-1", &body, "pv").is_empty());
+        for (kind, name) in [
+            ("ConfigMap", "App"),
+            ("ConfigMap", "a_b"),
+            ("ConfigMap", "-a"),
+            ("Service", "1web"),
+            ("Service", "web.api"),
+            ("CronJob", &"c".repeat(53)),
+        ] {
+            assert_eq!(
+                shorts(&check_object(kind, name, &body, "pv")),
+                ["invalid name"],
+                "{kind} {name}"
+            );
+        }
+        assert!(check_object("CronJob", &"c".repeat(52), &body, "pv").is_empty());
+        assert!(check_object("Deployment", &"d".repeat(253), &body, "pv").is_empty());
+    }
+
+    #[test]
+    fn finalizers_and_bad_labels_are_refused() {
+        let body = json!({"metadata": {"finalizers": ["example.com/never"], "labels": "x"}});
+        assert_eq!(
+            shorts(&check_object("ConfigMap", "a", &body, "pv")),
+            ["bad metadata.labels", "finalizers"]
+        );
+        let empty = json!({"metadata": {"finalizers": []}});
+        assert!(check_object("ConfigMap", "a", &empty, "pv").is_empty());
+    }
+
+    #[test]
+    fn service_exposure_is_refused() {
+        for t in ["NodePort", "LoadBalancer", "ExternalName"] {
+            let svc = json!({"metadata": {}, "spec": {"type": t}});
+            assert_eq!(shorts(&check_object("Service", "web", &svc, "pv")), [t]);
+        }
+        let ips = json!({"metadata": {}, "spec": {"externalIPs": ["10.0.0.1"]}});
+        assert_eq!(
+            shorts(&check_object("Service", "web", &ips, "pv")),
+            ["externalIPs"]
+        );
+        let ok = json!({"metadata": {}, "spec": {"type": "ClusterIP", "externalIPs": []}});
+        assert!(check_object("Service", "web", &ok, "pv").is_empty());
+    }
+
+    #[test]
+    fn host_access_in_pod_templates_is_refused() {
+        let pod = json!({
+            "hostNetwork": true, "hostPID": true, "hostIPC": true,
+            "volumes": [{"name": "root", "hostPath": {"path": "/"}}, {"name": "tmp", "emptyDir": {}}],
+            "initContainers": [{"name": "init", "securityContext": {"privileged": true}}],
+            "containers": [
+                {"name": "app", "ports": [{"containerPort": 80, "hostPort": 80}]},
+                {"name": "ok", "ports": [{"containerPort": 81}], "securityContext": {"privileged": false}}
+            ]
+        });
+        assert_eq!(
+            shorts(&check_object(
+                "Deployment",
+                "web",
+                &deployment(pod.clone()),
+                "pv"
+            )),
+            [
+                "hostNetwork",
+                "hostPID",
+                "hostIPC",
+                "hostPath (volume root)",
+                "privileged (container init)",
+                "hostPort (container app)"
+            ]
+        );
+        let cron = json!({"metadata": {}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {"hostNetwork": true}}}}}});
+        assert_eq!(
+            shorts(&check_object("CronJob", "c", &cron, "pv")),
+            ["hostNetwork"]
+        );
+        for kind in ["StatefulSet", "Job"] {
+            let body = json!({"metadata": {}, "spec": {"template": {"spec": {"hostPID": true}}}});
+            assert_eq!(
+                shorts(&check_object(kind, "w", &body, "pv")),
+                ["hostPID"],
+                "{kind}"
+            );
+        }
+        // A restricted pod passes.
+        let fine = json!({"containers": [{"name": "app", "securityContext": {"allowPrivilegeEscalation": false}}]});
+        assert!(check_object("Deployment", "web", &deployment(fine), "pv").is_empty());
+    }
+
+    #[test]
+    fn rank_by_group_ignores_the_version() {
+        assert_eq!(
+            rank_by_group("autoscaling/v2beta2", "HorizontalPodAutoscaler"),
+            rank_by_group("autoscaling/v2", "HorizontalPodAutoscaler")
+        );
+        assert!(rank_by_group("autoscaling/v2", "HorizontalPodAutoscaler").is_some());
+        assert_eq!(rank_by_group("rbac.authorization.k8s.io/v1", "Role"), None);
+        assert_eq!(rank_by_group("apps/v1", "ConfigMap"), None);
+    }
+}
