@@ -122,6 +122,7 @@ fn main() -> ExitCode {
     if std::env::var_os("PULLWARDEN_BIN").as_deref() != Some(bin.as_os_str()) {
         return reexec_with(&bin);
     }
+    warn_if_stale(&bin);
     match run_outside(&args, &bin) {
         Ok(result) => {
             let text = serde_json::to_string_pretty(&result).unwrap_or_default();
@@ -150,23 +151,26 @@ fn operator_bin(args: &Args) -> Result<PathBuf> {
             .ok_or_else(|| anyhow!("this executable has no directory"))?
             .join("pullwarden"),
     };
-    let path = path.canonicalize().with_context(|| {
+    path.canonicalize().with_context(|| {
         format!(
             "operator binary {} not found: run `cargo build -p pullwarden` or pass --operator-bin",
             path.display()
         )
-    })?;
+    })
+}
+
+/// Says so when `bin` is older than the operator's sources (a forgotten rebuild).
+fn warn_if_stale(bin: &Path) {
     if let (Ok(bin_time), Some(src_time)) = (
-        path.metadata().and_then(|m| m.modified()),
+        bin.metadata().and_then(|m| m.modified()),
         newest_mtime(&repo_root().join("operator/src")),
     ) && src_time > bin_time
     {
         eprintln!(
             "bench-poll: warning: {} is older than operator/src (rebuild with `cargo build -p pullwarden`)",
-            path.display()
+            bin.display()
         );
     }
-    Ok(path)
 }
 
 fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {

@@ -6,5 +6,6 @@ mod emulator;
 mod forge_clients;
 mod leader_election;
 mod operator_basics;
+mod previews;
 mod repository_sync;
 mod support;

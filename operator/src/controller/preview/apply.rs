@@ -40,11 +40,9 @@ pub fn impersonated_client(ctx: &Context, namespace: &str) -> Result<Client, Err
     config.auth_info.impersonate = Some(format!(
         "system:serviceaccount:{namespace}:{PREVIEW_SERVICE_ACCOUNT}"
     ));
-    config.auth_info.impersonate_groups = Some(vec![
-        "system:serviceaccounts".into(),
-        format!("system:serviceaccounts:{namespace}"),
-        "system:authenticated".into(),
-    ]);
+    // No groups: for a ServiceAccount user the API server adds the ServiceAccount groups itself,
+    // and the operator needs no permission to impersonate groups.
+    config.auth_info.impersonate_groups = None;
     Ok(Client::try_from(config)?)
 }
 

@@ -211,6 +211,7 @@ async fn reconcile(
     }
 
     let target = resolve_target(forge.as_ref(), &pe).await?;
+    tracing::debug!(preview = %pe.name_any(), sha = %target.head_sha, "target resolved");
     let now = jiff::Timestamp::now();
     let head_changed =
         progress.status.observed_head_sha.as_deref() != Some(target.head_sha.as_str());
@@ -445,12 +446,14 @@ async fn reconcile(
         )
         .await?;
         progress.status.reported = Some(reported);
+        tracing::debug!(preview = %pe.name_any(), "reported deploying");
     }
 
     let url = params.url();
     let waiting: Vec<String> = match pe.spec.template.delivery {
         Delivery::Manifests => {
             let git_creds = forge.git_credentials().await?;
+            tracing::debug!(preview = %pe.name_any(), url = %coords.clone_url, "fetching template");
             let files = ctx
                 .git
                 .fetch_tree(
@@ -477,7 +480,9 @@ async fn reconcile(
                     .await;
                 }
             };
+            tracing::debug!(preview = %pe.name_any(), objects = objects.len(), "rendered");
             confine::ensure(ctx, &pe, &preview_ns).await?;
+            tracing::debug!(preview = %pe.name_any(), namespace = %preview_ns, "namespace confined");
             let client = apply::impersonated_client(ctx, &preview_ns)?;
             if let Err(err) = apply::apply_objects(&client, &objects).await {
                 return match err {
