@@ -556,3 +556,165 @@ async fn a_forge_outage_never_deletes_a_preview() {
         Some(PreviewPhase::Ready)
     );
 }
+
+#[tokio::test]
+async fn sigkill_mid_deploy_converges_without_duplicates() {
+    let mut s = setup("crash", json!({})).await;
+    let n = s.ns.name().to_string();
+    let previews: Api<PreviewEnvironment> = Api::namespaced(s.client.clone(), &n);
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    let pr = s
+        .emu
+        .open_pull(
+            &s.repo_path,
+            PullSpec {
+                head: "feature".into(),
+                title: "Crash".into(),
+                labels: vec!["preview".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let name = format!("{}-pr-{}", s.name, pr.number);
+    let preview_ns = format!("{}-pr-{}", s.name, pr.number);
+
+    // Kill the operator the moment the preview namespace exists: objects are being applied or
+    // their readiness awaited, the preview is not Ready yet.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if namespaces.get_opt(&preview_ns).await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the preview namespace never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.op.kill();
+    let mid = previews.get(&name).await.unwrap();
+    assert_ne!(
+        phase(&mid),
+        Some(PreviewPhase::Ready),
+        "killed too late to be mid-deploy"
+    );
+    eprintln!("killed in phase {:?}", phase(&mid));
+
+    let op = Operator::start(
+        cluster::shared(),
+        OperatorOptions {
+            namespace: Some(n.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    op.wait_ready(TIMEOUT).await.unwrap();
+    wait_ready(&previews, &name, &pr.head_sha).await;
+    // Let a few more resyncs happen before counting writes.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+
+    let owned: Vec<Namespace> = namespaces
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=pullwarden"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|ns| {
+            ns.metadata
+                .name
+                .as_deref()
+                .is_some_and(|x| x.starts_with(&s.name))
+        })
+        .collect();
+    assert_eq!(
+        owned.len(),
+        1,
+        "exactly one preview namespace: {:?}",
+        owned
+            .iter()
+            .map(|n| n.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
+    let comments = s.emu.comments(&s.repo_path, pr.number).await.unwrap();
+    assert_eq!(comments.len(), 1, "one sticky comment after the crash");
+    let statuses = s
+        .emu
+        .statuses(&s.repo_path, Some(&pr.head_sha))
+        .await
+        .unwrap();
+    let ours: Vec<_> = statuses
+        .iter()
+        .filter(|x| x.context == "pullwarden/preview")
+        .collect();
+    let successes = ours.iter().filter(|x| x.state == "success").count();
+    let pendings = ours.iter().filter(|x| x.state == "pending").count();
+    assert_eq!(successes, 1, "{ours:?}");
+    // The pending status may be written once more if the crash hit between the forge write and
+    // the status write that records it; never more.
+    assert!(pendings <= 2, "{ours:?}");
+    let deployments = s.emu.deployments(&s.repo_path).await.unwrap();
+    assert_eq!(
+        deployments.iter().filter(|d| d.sha == pr.head_sha).count(),
+        1,
+        "one deployment for the SHA"
+    );
+    drop(op);
+}
+
+#[tokio::test]
+async fn wait_for_checks_holds_the_deploy_until_the_build_succeeds() {
+    let s = setup("checks", json!({"waitFor": {"checks": ["build-image"]}})).await;
+    let n = s.ns.name().to_string();
+    let previews: Api<PreviewEnvironment> = Api::namespaced(s.client.clone(), &n);
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    let pr = s
+        .emu
+        .open_pull(
+            &s.repo_path,
+            PullSpec {
+                head: "feature".into(),
+                title: "Wait".into(),
+                labels: vec!["preview".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let name = format!("{}-pr-{}", s.name, pr.number);
+    let waiting = wait_for(
+        &previews,
+        &name,
+        TIMEOUT,
+        "WaitingForChecks",
+        |p: &PreviewEnvironment| phase(p) == Some(PreviewPhase::WaitingForChecks),
+    )
+    .await
+    .unwrap();
+    assert!(
+        waiting
+            .status
+            .unwrap()
+            .message
+            .unwrap_or_default()
+            .contains("build-image")
+    );
+    assert!(
+        namespaces.get_opt(&name).await.unwrap().is_none(),
+        "nothing deployed before the check passed"
+    );
+    s.emu
+        .set_status(
+            &s.repo_path,
+            &pr.head_sha,
+            pullwarden_e2e::emulator::StatusSpec {
+                context: "build-image".into(),
+                state: "success".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_ready(&previews, &name, &pr.head_sha).await;
+}
