@@ -718,3 +718,107 @@ async fn wait_for_checks_holds_the_deploy_until_the_build_succeeds() {
         .unwrap();
     wait_ready(&previews, &name, &pr.head_sha).await;
 }
+
+#[tokio::test]
+async fn argocd_delivery_creates_a_pinned_application_and_reads_its_health() {
+    let cluster = cluster::shared();
+    let crd = std::fs::read_to_string(
+        cluster::repo_root().join("e2e/fixtures/argocd/application-crd.yaml"),
+    )
+    .unwrap();
+    cluster
+        .kubectl_with_stdin(["apply", "--server-side", "-f", "-"], &crd)
+        .await
+        .unwrap();
+    cluster
+        .kubectl([
+            "wait",
+            "--for=condition=Established",
+            "crd/applications.argoproj.io",
+            "--timeout=60s",
+        ])
+        .await
+        .unwrap();
+    // Argo CD's namespace is the test namespace itself, known only once setup created it; no PR
+    // exists before the template is pointed at it.
+    let s = setup(
+        "argo",
+        json!({"delivery": "argocd", "argocd": {"namespace": "not-yet"}}),
+    )
+    .await;
+    let n = s.ns.name().to_string();
+    let repos: Api<Repository> = Api::namespaced(s.client.clone(), &n);
+    let mut repo = repos.get(&n).await.unwrap();
+    repo.spec
+        .preview
+        .as_mut()
+        .unwrap()
+        .template
+        .argocd
+        .as_mut()
+        .unwrap()
+        .namespace = n.clone();
+    repos.replace(&n, &Default::default(), &repo).await.unwrap();
+
+    let previews: Api<PreviewEnvironment> = Api::namespaced(s.client.clone(), &n);
+    let pr = s
+        .emu
+        .open_pull(
+            &s.repo_path,
+            PullSpec {
+                head: "feature".into(),
+                title: "Argo".into(),
+                labels: vec!["preview".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let name = format!("{}-pr-{}", s.name, pr.number);
+    let app_name = format!("preview-{name}");
+    wait_for(
+        &previews,
+        &name,
+        TIMEOUT,
+        "Deploying (Argo CD)",
+        |p: &PreviewEnvironment| phase(p) == Some(PreviewPhase::Deploying),
+    )
+    .await
+    .unwrap();
+    let apps: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        s.client.clone(),
+        &n,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
+            "applications",
+        ),
+    );
+    let app = apps.get(&app_name).await.unwrap();
+    assert_eq!(
+        app.data["spec"]["source"]["targetRevision"],
+        pr.head_sha.as_str()
+    );
+    assert_eq!(app.data["spec"]["source"]["path"], "deploy/preview");
+    assert_eq!(app.data["spec"]["destination"]["namespace"], name.as_str());
+
+    // Play Argo CD: synced to the head SHA and healthy.
+    let status = json!({"status": {"sync": {"status": "Synced", "revision": pr.head_sha}, "health": {"status": "Healthy"}}});
+    apps.patch_status(
+        &app_name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&status),
+    )
+    .await
+    .unwrap();
+    wait_ready(&previews, &name, &pr.head_sha).await;
+
+    // Closing the PR deletes the Application and the namespace.
+    s.emu.close_pull(&s.repo_path, pr.number).await.unwrap();
+    wait_until_gone(&previews, &name, TIMEOUT, "deleted")
+        .await
+        .unwrap();
+    assert!(
+        apps.get_opt(&app_name).await.unwrap().is_none(),
+        "the Application is deleted with the preview"
+    );
+}
