@@ -70,6 +70,8 @@ pub struct Metrics {
     pub pr_lead_time: Histogram,
     pub pr_time_to_first_review: Histogram,
     pub leader: Gauge,
+    /// Last known phase per preview, from which `previews` is recomputed.
+    preview_phases: Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>>,
     pub forge: ForgeMetrics,
     pub webhook: WebhookMetrics,
     registry: Arc<Registry>,
@@ -177,6 +179,7 @@ impl Metrics {
             pr_lead_time,
             pr_time_to_first_review,
             leader,
+            preview_phases: Arc::default(),
             forge,
             webhook,
             registry: Arc::new(registry),
@@ -201,6 +204,31 @@ impl Metrics {
             start: Instant::now(),
             labels,
             metric: self.reconcile_duration.clone(),
+        }
+    }
+
+    /// Records the phase of one preview (`None` once deleted) and updates
+    /// `pullwarden_previews{phase}`.
+    pub fn set_preview_phase(&self, preview: &str, phase: Option<&'static str>) {
+        let mut phases = self.preview_phases.lock().expect("preview phases lock");
+        let before = phases.get(preview).copied();
+        match phase {
+            Some(p) => phases.insert(preview.to_owned(), p),
+            None => phases.remove(preview),
+        };
+        if let Some(old) = before {
+            self.previews
+                .get_or_create(&PhaseLabels {
+                    phase: old.to_owned(),
+                })
+                .dec();
+        }
+        if let Some(new) = phase {
+            self.previews
+                .get_or_create(&PhaseLabels {
+                    phase: new.to_owned(),
+                })
+                .inc();
         }
     }
 
@@ -253,6 +281,25 @@ mod tests {
         );
         assert!(
             text.contains("pullwarden_reconcile_duration_seconds_count{kind=\"Repository\"} 1")
+        );
+    }
+
+    #[test]
+    fn preview_phase_gauge_follows_transitions() {
+        let m = Metrics::new();
+        m.set_preview_phase("a/p1", Some("Deploying"));
+        m.set_preview_phase("a/p2", Some("Deploying"));
+        m.set_preview_phase("a/p1", Some("Ready"));
+        m.set_preview_phase("a/p1", Some("Ready"));
+        m.set_preview_phase("a/p2", None);
+        let text = m.encode();
+        assert!(
+            text.contains("pullwarden_previews{phase=\"Ready\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pullwarden_previews{phase=\"Deploying\"} 0"),
+            "{text}"
         );
     }
 }

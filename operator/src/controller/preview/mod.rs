@@ -156,7 +156,12 @@ impl<'a> Progress<'a> {
     }
 
     async fn write(self, ctx: &Context) -> Result<(), Error> {
-        status::apply_status(ctx, self.pe, "preview", &self.status).await
+        status::apply_status(ctx, self.pe, "preview", &self.status).await?;
+        ctx.metrics.set_preview_phase(
+            &super::object_key(self.pe),
+            Some(self.status.phase.as_str()),
+        );
+        Ok(())
     }
 }
 
@@ -886,6 +891,7 @@ async fn cleanup(
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
+    ctx.metrics.set_preview_phase(&super::object_key(pe), None);
     info!(preview = %pe.name_any(), "preview torn down");
     Ok(Action::await_change())
 }
