@@ -67,3 +67,14 @@ kubectl *ARGS:
 # Run the forge emulator (GitHub, GitLab and Gitea stand-in) on a local port.
 emulator *ARGS:
     cargo run -q -p pullwarden-e2e --bin forge-emulator -- {{ARGS}}
+
+# Benchmark: requests per poll cycle, quota spent and operator memory for 1,000 unchanged
+# repositories behind one credential (JSON on stdout).
+bench-poll *ARGS:
+    cargo build -q -p pullwarden -p pullwarden-e2e --bins
+    "$CARGO_TARGET_DIR/debug/bench-poll" {{ARGS}}
+
+# Benchmark: PR-open → preview-Ready, webhook → first status, teardown, operator RSS (JSON).
+bench-preview *ARGS:
+    cargo build -q -p pullwarden -p pullwarden-e2e --bins
+    "$CARGO_TARGET_DIR/debug/bench-preview" {{ARGS}}

@@ -32,12 +32,16 @@ pub fn operator_binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/suite-<hash> → target/<profile>/pullwarden
-    let candidate = exe
+    // Test binaries live in target/<profile>/deps/, other binaries in target/<profile>/.
+    let mut dir = exe
         .parent()
-        .and_then(Path::parent)
-        .map(|p| p.join("pullwarden"))
-        .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?;
+        .ok_or_else(|| anyhow!("{} has no parent", exe.display()))?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir
+            .parent()
+            .ok_or_else(|| anyhow!("cannot locate the target directory from {}", exe.display()))?;
+    }
+    let candidate = dir.join("pullwarden");
     if !candidate.exists() {
         bail!(
             "{} does not exist: run `cargo build -p pullwarden` (or `just test`)",

@@ -50,7 +50,7 @@ pub const FINALIZER: &str = "pullwarden.dev/preview-teardown";
 /// Give up on workloads that are not available after this long.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often a deploying preview is re-checked.
-const DEPLOY_POLL: Duration = Duration::from_secs(2);
+const DEPLOY_POLL: Duration = Duration::from_secs(1);
 /// How often a Ready preview is re-verified.
 const READY_RECHECK: Duration = Duration::from_secs(60);
 
