@@ -78,3 +78,9 @@ bench-poll *ARGS:
 bench-preview *ARGS:
     cargo build -q -p pullwarden -p pullwarden-e2e --bins
     "$CARGO_TARGET_DIR/debug/bench-preview" {{ARGS}}
+
+# The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
+# a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.
+demo *ARGS: k8s-binaries
+    cargo build -q -p pullwarden -p pullwarden-e2e --bins
+    "$CARGO_TARGET_DIR/debug/demo" {{ARGS}}
