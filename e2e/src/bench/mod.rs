@@ -6,6 +6,7 @@
 pub mod fixture;
 pub mod procfs;
 pub mod prom;
+pub mod rates;
 pub mod tracker;
 
 use std::time::Duration;

@@ -43,6 +43,7 @@ use pullwarden::api::Repository;
 use pullwarden_e2e::bench::fixture::{self, RepoPlan};
 use pullwarden_e2e::bench::procfs::{self, Memory, kib_to_mib, round1};
 use pullwarden_e2e::bench::prom::{Scrape, delta};
+use pullwarden_e2e::bench::rates::{Sampler, Series, delta_counts};
 use pullwarden_e2e::bench::tracker::{RepoState, Tracker};
 use pullwarden_e2e::bench::{go_duration, parse_duration};
 use pullwarden_e2e::cluster::{Cluster, TestNamespace, apply_crds, repo_root};
@@ -252,6 +253,8 @@ fn run_outside(args: &Args, bin: &Path) -> Result<Value> {
 /// Everything a measurement window reads at its start and end.
 struct Probe {
     at: Instant,
+    /// The measured token's cumulative request counts.
+    counts: ClientCounts,
     wall: Timestamp,
     quota: Quota,
     operator: Scrape,
@@ -317,6 +320,7 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
     let create_s = create_repositories(&repos_api, &plans, &emu, args).await?;
 
     emu.reset_request_counts().await?;
+    let sampler = Sampler::start(emu.admin().clone(), TOKEN.to_owned());
     let quota_start = quota(&emu).await?;
     let op_started = Instant::now();
     let op = Operator::start(
@@ -367,6 +371,18 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         Some(bench.measure("steady state").await?)
     };
 
+    // Let the sampler take one reading after the last window.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let series = sampler.series();
+    let cold_end = first.end.at;
+    let rates = json!({
+        "about": "Most requests to one endpoint (route template) within any 60 s, and within any \
+                  1 s, as sampled once a second. GitHub documents a secondary limit of 900 \
+                  points per minute per REST endpoint (a GET is 1 point) and 100 concurrent \
+                  requests; whether 304s count there is not documented, so all requests count.",
+        "cold_start": peaks(&series, op_started, cold_end),
+        "steady": steady.as_ref().map(|s| peaks(&series, s.start.at, s.end.at)),
+    });
     let end_memory = procfs::memory(pid);
     let op_total = Scrape::parse(&op.metrics().await?);
     let bodies = sample_bodies(&emu, &plans).await?;
@@ -448,6 +464,7 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         "steady": steady_json,
         "naive_comparison": comparison,
         "response_bodies": bodies,
+        "request_rates": rates,
         "operator": {
             "binary": bin.display().to_string(),
             "profile": profile,
@@ -516,6 +533,18 @@ async fn quota(emu: &EmulatorHandle) -> Result<Quota> {
         .error_for_status()?
         .json::<Quota>()
         .await?)
+}
+
+/// Peak requests per endpoint within 60 s and within 1 s, between `from` and `to`.
+fn peaks(series: &Series, from: Instant, to: Instant) -> Value {
+    let per_minute = series.peak_per_window(from, to, Duration::from_secs(60));
+    let per_second = series.peak_per_window(from, to, Duration::from_secs(1));
+    json!({
+        "window_s": round1(to.duration_since(from).as_secs_f64()),
+        "max_per_minute_one_endpoint": per_minute.values().max(),
+        "max_per_second_one_endpoint": per_second.values().max(),
+        "per_minute_by_endpoint": per_minute,
+    })
 }
 
 /// Sizes of the bodies one poll reads, fetched for a sample of repositories with a separate
@@ -680,7 +709,9 @@ impl Bench<'_> {
                 None
             }
         };
+        let counts = token_counts(&self.emu.request_counts().await?);
         Ok(Probe {
+            counts,
             at: Instant::now(),
             wall: Timestamp::now(),
             quota: quota(self.emu).await?,
@@ -693,10 +724,9 @@ impl Bench<'_> {
         })
     }
 
-    /// Resets the counts, waits until every Repository has completed a poll after the reset,
-    /// and reads everything again.
+    /// Reads everything, waits until every Repository has completed a poll after that, and
+    /// reads everything again (the counts are cumulative; the phase reports the difference).
     async fn measure(&self, label: &str) -> Result<Phase> {
-        self.emu.reset_request_counts().await?;
         let start = self.probe().await?;
         // lastSyncTime has whole seconds: a poll stamped at or after the next second surely
         // finished after the reset.
@@ -733,8 +763,8 @@ impl Bench<'_> {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let counts = token_counts(&self.emu.request_counts().await?);
         let end = self.probe().await?;
+        let counts = delta_counts(&start.counts, &end.counts);
         let phase = Phase {
             label: label.to_owned(),
             counts,

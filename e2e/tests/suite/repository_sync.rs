@@ -424,3 +424,197 @@ async fn a_forge_outage_keeps_the_last_good_state_and_says_why() {
         .unwrap();
     }
 }
+
+/// The same loop on GitLab (nested group, merge requests, `X-Gitlab-Token` webhooks) and on
+/// Gitea (HMAC webhooks without prefix): the controller is forge-agnostic.
+#[tokio::test]
+async fn gitlab_and_gitea_repositories_follow_merge_requests_through_webhooks() {
+    use pullwarden_e2e::emulator::{Forge as EmuForge, RepoSpec};
+    let cluster = cluster::shared();
+    let client = cluster.client().await.unwrap();
+    apply_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(cluster, "forges").await.unwrap();
+    let n = ns.name().to_string();
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    emu.token(TOKEN, "ci-bot").await.unwrap();
+    let op = Operator::start(
+        cluster,
+        OperatorOptions {
+            namespace: Some(n.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    op.wait_ready(TIMEOUT).await.unwrap();
+    secret(&client, &n, "token", &[("token", TOKEN)]).await;
+    secret(&client, &n, "hook", &[("secret", "forge-hook-secret")]).await;
+    let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
+
+    for (forge, provider, path, api, hook_path) in [
+        (
+            EmuForge::Gitlab,
+            "gitlab",
+            "grp/sub/app",
+            emu.gitlab_api_url(),
+            "/hooks/gitlab",
+        ),
+        (
+            EmuForge::Gitea,
+            "gitea",
+            "org/app",
+            emu.gitea_api_url(),
+            "/hooks/gitea",
+        ),
+    ] {
+        let info = emu
+            .create_repo(RepoSpec {
+                forge,
+                path: path.into(),
+                private: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        emu.push(
+            path,
+            PushSpec {
+                branch: "main".into(),
+                files: files(&[("README.md", "x\n")]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        emu.create_branch(path, "topic", Some("main"))
+            .await
+            .unwrap();
+        let manifest = json!({
+            "apiVersion": "pullwarden.dev/v1alpha1", "kind": "Repository", "metadata": {"name": provider},
+            "spec": {
+                "provider": provider, "url": info.clone_url, "apiUrl": api, "allowInsecureHTTP": true,
+                "auth": {"secretRef": {"name": "token"}}, "webhook": {"secretRef": {"name": "hook"}}, "interval": "30m",
+            }
+        });
+        apply(&repos, provider, &manifest).await;
+        wait_for(
+            &repos,
+            provider,
+            TIMEOUT,
+            &format!("{provider} first sync"),
+            |r: &Repository| has_reason(r, "True", "Synced"),
+        )
+        .await
+        .unwrap();
+        emu.add_hook(
+            path,
+            HookSpec {
+                url: format!("http://{}{hook_path}", op.webhook_addr),
+                secret: Some("forge-hook-secret".into()),
+                events: vec![],
+            },
+        )
+        .await
+        .unwrap();
+        let t = Instant::now();
+        let pr = emu
+            .open_pull(
+                path,
+                PullSpec {
+                    head: "topic".into(),
+                    title: format!("{provider} change"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let r = wait_for(
+            &repos,
+            provider,
+            TIMEOUT,
+            &format!("{provider} MR via webhook"),
+            |r: &Repository| pr_head(r, pr.number).is_some(),
+        )
+        .await
+        .unwrap();
+        eprintln!(
+            "{provider}: webhook → MR listed in status: {:?}",
+            t.elapsed()
+        );
+        assert!(r.status.unwrap().last_event_time.is_some());
+    }
+    let accepted_gitlab = op
+        .metric(r#"pullwarden_webhook_requests_total{forge="gitlab",result="accepted"}"#)
+        .await
+        .unwrap()
+        .unwrap_or(0.0);
+    let accepted_gitea = op
+        .metric(r#"pullwarden_webhook_requests_total{forge="gitea",result="accepted"}"#)
+        .await
+        .unwrap()
+        .unwrap_or(0.0);
+    assert!(
+        accepted_gitlab >= 1.0 && accepted_gitea >= 1.0,
+        "gitlab {accepted_gitlab}, gitea {accepted_gitea}"
+    );
+}
+
+/// Provider `git`: branches only, read with `git ls-remote` over smart HTTP.
+#[tokio::test]
+async fn plain_git_repositories_track_branches_with_ls_remote() {
+    let cluster = cluster::shared();
+    let client = cluster.client().await.unwrap();
+    apply_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(cluster, "plain-git").await.unwrap();
+    let n = ns.name().to_string();
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    emu.token(TOKEN, "ci-bot").await.unwrap();
+    let info = github_repo(&emu, "acme/plain", &[("README.md", "plain\n")]).await;
+    emu.create_branch("acme/plain", "release/1.0", Some("main"))
+        .await
+        .unwrap();
+    emu.create_branch("acme/plain", "scratch/x", Some("main"))
+        .await
+        .unwrap();
+    let op = Operator::start(
+        cluster,
+        OperatorOptions {
+            namespace: Some(n.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    op.wait_ready(TIMEOUT).await.unwrap();
+    secret(
+        &client,
+        &n,
+        "git-creds",
+        &[("username", "ci-bot"), ("password", TOKEN)],
+    )
+    .await;
+    let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
+    let manifest = json!({
+        "apiVersion": "pullwarden.dev/v1alpha1", "kind": "Repository", "metadata": {"name": "plain"},
+        "spec": {
+            "provider": "git", "url": info.clone_url, "allowInsecureHTTP": true,
+            "auth": {"secretRef": {"name": "git-creds"}}, "interval": "10s",
+            "branches": {"include": ["main", "release/*"]},
+        }
+    });
+    apply(&repos, "plain", &manifest).await;
+    let r = wait_for(&repos, "plain", TIMEOUT, "git sync", |r: &Repository| {
+        has_reason(r, "True", "Synced")
+    })
+    .await
+    .unwrap();
+    let st = r.status.unwrap();
+    assert_eq!(st.default_branch.as_deref(), Some("main"));
+    let names: Vec<&str> = st.branches.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec!["main", "release/1.0"],
+        "globs applied, scratch/x excluded"
+    );
+    assert!(ready_message(&repos.get("plain").await.unwrap()).contains("branches only"));
+}
