@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod cluster;
 pub mod emulator;
+pub mod fixtures;
 pub mod operator;

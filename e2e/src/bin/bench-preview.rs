@@ -22,7 +22,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use pullwarden::api::{PreviewEnvironment, PreviewPhase, Repository};
 use pullwarden_e2e::bench::procfs;
-use pullwarden_e2e::cluster::{Cluster, TestNamespace, apply_crds, repo_root};
+use pullwarden_e2e::cluster::{Cluster, TestNamespace, apply_crds};
 use pullwarden_e2e::emulator::{
     Emulator, EmulatorConfig, EmulatorHandle, HookSpec, PullSpec, PushSpec, RepoSpec,
 };
@@ -109,23 +109,8 @@ fn run_outside(args: &Args) -> Result<Value> {
 }
 
 fn preview_app() -> Result<BTreeMap<String, Option<String>>> {
-    let dir = repo_root().join("operator/tests/fixtures/preview/app");
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-            let name = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            out.insert(
-                format!("deploy/preview/{name}"),
-                Some(std::fs::read_to_string(&path)?),
-            );
-        }
-    }
-    Ok(out)
+    pullwarden_e2e::fixtures::preview_app("deploy/preview")
+        .context("reading the preview app fixture")
 }
 
 async fn poll_until<F, Fut>(what: &str, step: Duration, mut check: F) -> Result<Duration>

@@ -103,23 +103,8 @@ fn main() -> ExitCode {
 }
 
 fn preview_app() -> Result<BTreeMap<String, Option<String>>> {
-    let dir = repo_root().join("operator/tests/fixtures/preview/app");
-    let mut out = BTreeMap::new();
-    for entry in std::fs::read_dir(&dir).with_context(|| dir.display().to_string())? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-            let name = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            out.insert(
-                format!("deploy/preview/{name}"),
-                Some(std::fs::read_to_string(&path)?),
-            );
-        }
-    }
-    Ok(out)
+    pullwarden_e2e::fixtures::preview_app("deploy/preview")
+        .context("reading the preview app fixture")
 }
 
 async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) -> Result<()> {

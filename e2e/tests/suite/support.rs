@@ -128,22 +128,9 @@ where
         .unwrap();
 }
 
-/// The realistic ten-object preview app (operator/tests/fixtures/preview/app), as files under
-/// `prefix` for a push.
+/// The realistic ten-object preview app as files under `prefix` for a push.
 pub fn preview_app(prefix: &str) -> std::collections::BTreeMap<String, Option<String>> {
-    let dir = pullwarden_e2e::cluster::repo_root().join("operator/tests/fixtures/preview/app");
-    let mut out = std::collections::BTreeMap::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            out.insert(
-                format!("{prefix}/{name}"),
-                Some(std::fs::read_to_string(&path).unwrap()),
-            );
-        }
-    }
-    out
+    pullwarden_e2e::fixtures::preview_app(prefix).expect("the preview app fixture is readable")
 }
 
 /// The preview section of a Repository spec using the fixture app.
