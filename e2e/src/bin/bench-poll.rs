@@ -96,6 +96,9 @@ struct Args {
     /// RUST_LOG of the operator (debug logs for every poll of 1000 repositories cost CPU).
     #[arg(long, default_value = "info")]
     operator_log: String,
+    /// Extra environment of the operator process, e.g. `MALLOC_ARENA_MAX=2` (repeatable).
+    #[arg(long = "operator-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    operator_env: Vec<(String, String)>,
     /// Repositories created concurrently in the emulator.
     #[arg(long, default_value_t = 4)]
     setup_concurrency: usize,
@@ -105,6 +108,13 @@ struct Args {
     /// Also write the JSON result to this file.
     #[arg(long)]
     output: Option<PathBuf>,
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 fn main() -> ExitCode {
@@ -260,6 +270,8 @@ struct Probe {
     operator: Scrape,
     apiserver: Option<Scrape>,
     operator_cpu_s: Option<f64>,
+    /// CPU seconds of the control plane's processes (when we started it).
+    plane_cpu_s: BTreeMap<&'static str, f64>,
     bench_cpu_s: Option<f64>,
     memory: Option<Memory>,
     syncs_seen: u64,
@@ -276,6 +288,8 @@ struct Quota {
 /// What one measurement needs.
 struct Bench<'a> {
     args: &'a Args,
+    /// kube-apiserver and etcd, when this process started the plane.
+    plane_pids: Vec<(&'static str, u32)>,
     emu: &'a EmulatorHandle,
     op: &'a Operator,
     pid: u32,
@@ -327,7 +341,9 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         cluster,
         OperatorOptions {
             namespace: Some(namespace.clone()),
-            env: vec![("RUST_LOG".into(), args.operator_log.clone())],
+            env: std::iter::once(("RUST_LOG".to_owned(), args.operator_log.clone()))
+                .chain(args.operator_env.iter().cloned())
+                .collect(),
             ..OperatorOptions::default()
         },
     )
@@ -342,6 +358,7 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
     );
 
     let bench = Bench {
+        plane_pids: plane_pids(cluster),
         args,
         emu: &emu,
         op: &op,
@@ -468,6 +485,7 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
         "operator": {
             "binary": bin.display().to_string(),
             "profile": profile,
+            "extra_env": args.operator_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "rss_mib_at_start": mem(memory_at_start),
             "rss_mib_after_initial_sync": mem(memory_after_sync),
             "rss_mib": mem(end_memory),
@@ -590,6 +608,22 @@ async fn sample_bodies(emu: &EmulatorHandle, plans: &[RepoPlan]) -> Result<Value
         "bytes_per_repository": per_repo.round(),
         "all_repositories_mib": round1(per_repo * plans.len() as f64 / 1_048_576.0),
     }))
+}
+
+/// Pids of kube-apiserver and etcd from the plane's pid files ("PID STARTTIME"), when this
+/// process started the plane.
+fn plane_pids(cluster: &Cluster) -> Vec<(&'static str, u32)> {
+    let Some(dir) = cluster.state_dir() else {
+        return Vec::new();
+    };
+    ["kube-apiserver", "etcd"]
+        .into_iter()
+        .filter_map(|name| {
+            let text =
+                std::fs::read_to_string(dir.join("pids").join(format!("{name}.pid"))).ok()?;
+            Some((name, text.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
 }
 
 fn token_counts(counts: &RequestCounts) -> ClientCounts {
@@ -718,6 +752,11 @@ impl Bench<'_> {
             operator: Scrape::parse(&self.op.metrics().await?),
             apiserver,
             operator_cpu_s: procfs::cpu_seconds(self.pid),
+            plane_cpu_s: self
+                .plane_pids
+                .iter()
+                .filter_map(|(name, pid)| Some((*name, procfs::cpu_seconds(*pid)?)))
+                .collect(),
             bench_cpu_s: procfs::cpu_seconds(std::process::id()),
             memory: procfs::memory(self.pid),
             syncs_seen: self.tracker.summary().syncs,
@@ -941,6 +980,12 @@ impl Phase {
             "kube_api_requests": kube_api,
             "operator_cpu": cpu(self.start.operator_cpu_s, self.end.operator_cpu_s),
             "emulator_and_bench_cpu": cpu(self.start.bench_cpu_s, self.end.bench_cpu_s),
+            "control_plane_cpu": self
+                .start
+                .plane_cpu_s
+                .iter()
+                .map(|(name, a)| (*name, cpu(Some(*a), self.end.plane_cpu_s.get(name).copied())))
+                .collect::<BTreeMap<_, _>>(),
             "operator_rss_mib": self.end.memory.map(|m| kib_to_mib(m.rss_kib)),
         })
     }

@@ -822,3 +822,67 @@ async fn argocd_delivery_creates_a_pinned_application_and_reads_its_health() {
         "the Application is deleted with the preview"
     );
 }
+
+#[tokio::test]
+async fn ttl_expires_an_idle_preview_and_a_push_brings_it_back() {
+    let s = setup("ttl", json!({"ttl": "20s"})).await;
+    let n = s.ns.name().to_string();
+    let previews: Api<PreviewEnvironment> = Api::namespaced(s.client.clone(), &n);
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    let pr = s
+        .emu
+        .open_pull(
+            &s.repo_path,
+            PullSpec {
+                head: "feature".into(),
+                title: "Idle".into(),
+                labels: vec!["preview".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let name = format!("{}-pr-{}", s.name, pr.number);
+    wait_ready(&previews, &name, &pr.head_sha).await;
+    let expired = wait_for(
+        &previews,
+        &name,
+        TIMEOUT,
+        "Expired after the TTL",
+        |p: &PreviewEnvironment| phase(p) == Some(PreviewPhase::Expired),
+    )
+    .await
+    .unwrap();
+    let preview_ns = expired.status.as_ref().unwrap().namespace.clone().unwrap();
+    wait_until_gone(&namespaces, &preview_ns, TIMEOUT, "deleted")
+        .await
+        .unwrap();
+    let deployments = s.emu.deployments(&s.repo_path).await.unwrap();
+    let last = deployments
+        .iter()
+        .find(|d| d.sha == pr.head_sha)
+        .and_then(|d| d.statuses.last())
+        .unwrap();
+    assert_eq!(last.state, "inactive");
+    // The expired preview is not recreated by the next syncs...
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        phase(&previews.get(&name).await.unwrap()),
+        Some(PreviewPhase::Expired)
+    );
+    // ...until a push.
+    let pushed = s
+        .emu
+        .push_to_pull(
+            &s.repo_path,
+            pr.number,
+            PushSpec {
+                files: files(&[("src/again.txt", "again\n")]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    wait_ready(&previews, &name, &pushed.after).await;
+    assert!(namespaces.get_opt(&preview_ns).await.unwrap().is_some());
+}

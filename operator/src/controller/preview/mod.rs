@@ -274,7 +274,9 @@ async fn reconcile(
         return Ok(Action::await_change());
     }
 
-    // TTL.
+    // TTL. `recheck` is when a Ready preview is looked at again: every minute, or at its expiry
+    // if that comes sooner.
+    let mut recheck = READY_RECHECK;
     if let Some(ttl) = &pe.spec.template.ttl {
         let ttl = api::parse_duration("template.ttl", ttl).map_err(Error::InvalidSpec)?;
         let since = progress
@@ -290,6 +292,10 @@ async fn reconcile(
         let expires = since + jiff::SignedDuration::try_from(ttl).unwrap_or_default();
         if !kept && now >= expires {
             return expire(ctx, forge.as_ref(), &pe, progress, &preview_ns, &report).await;
+        }
+        if !kept {
+            let left: Duration = expires.duration_since(now).try_into().unwrap_or_default();
+            recheck = recheck.min(left + Duration::from_secs(1));
         }
     }
 
@@ -407,7 +413,7 @@ async fn reconcile(
             }
         };
         if still.is_empty() {
-            return Ok(Action::requeue(READY_RECHECK));
+            return Ok(Action::requeue(recheck));
         }
         let message = format!("no longer available: {}", still.join(", "));
         api::set_condition(
@@ -651,7 +657,7 @@ async fn reconcile(
     )
     .await;
     progress.write(ctx).await?;
-    Ok(Action::requeue(READY_RECHECK))
+    Ok(Action::requeue(recheck))
 }
 
 fn short(sha: &str) -> &str {
