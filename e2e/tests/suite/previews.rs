@@ -886,3 +886,93 @@ async fn ttl_expires_an_idle_preview_and_a_push_brings_it_back() {
     wait_ready(&previews, &name, &pushed.after).await;
     assert!(namespaces.get_opt(&preview_ns).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn fork_pull_requests_need_a_trusted_approval() {
+    let s = setup("forks", json!({})).await;
+    let n = s.ns.name().to_string();
+    // Forks need approval by `maintainer`.
+    let repos: Api<Repository> = Api::namespaced(s.client.clone(), &n);
+    let mut repo = repos.get(&n).await.unwrap();
+    repo.spec.pull_requests = Some(serde_json::from_value(json!({"labels": ["preview"], "forks": "requireApproval", "trustedUsers": ["maintainer"]})).unwrap());
+    repos.replace(&n, &Default::default(), &repo).await.unwrap();
+    let previews: Api<PreviewEnvironment> = Api::namespaced(s.client.clone(), &n);
+
+    let fork = format!("mallory/{n}");
+    s.emu.fork_repo(&s.repo_path, &fork).await.unwrap();
+    s.emu
+        .push(
+            &fork,
+            PushSpec {
+                branch: "evil".into(),
+                files: files(&[("src/x.txt", "x\n")]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let pr = s
+        .emu
+        .open_pull(
+            &s.repo_path,
+            PullSpec {
+                head: "evil".into(),
+                head_repo: Some(fork.clone()),
+                title: "From a fork".into(),
+                author: Some("mallory".into()),
+                labels: vec!["preview".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let name = format!("{}-pr-{}", s.name, pr.number);
+    // An approval by someone untrusted does nothing.
+    s.emu
+        .add_comment(&s.repo_path, pr.number, "mallory", "/ok-to-preview")
+        .await
+        .unwrap();
+    let repos_ref = &repos;
+    let listed = wait_for(
+        repos_ref,
+        &n,
+        TIMEOUT,
+        "a sync after the fork PR",
+        |r: &Repository| {
+            r.status
+                .as_ref()
+                .and_then(|s| s.last_sync_time.as_ref())
+                .is_some()
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    assert!(
+        previews.get_opt(&name).await.unwrap().is_none(),
+        "an unapproved fork PR got a preview"
+    );
+    assert!(
+        repos
+            .get(&n)
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .pull_requests
+            .iter()
+            .all(|p| p.number != pr.number),
+        "{listed:?}"
+    );
+    // The maintainer approves.
+    s.emu
+        .add_comment(
+            &s.repo_path,
+            pr.number,
+            "maintainer",
+            "Looks safe.\n/ok-to-preview\n",
+        )
+        .await
+        .unwrap();
+    wait_ready(&previews, &name, &pr.head_sha).await;
+}
