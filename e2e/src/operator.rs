@@ -160,14 +160,67 @@ pub async fn operator_kubeconfig(cluster: &Cluster) -> Result<PathBuf> {
         "contexts".into(),
         serde_yaml::to_value(vec![serde_json::json!({"name": "operator", "context": {"cluster": "test", "user": "operator"}})])?,
     );
-    let dir = tempfile::Builder::new()
-        .prefix("pullwarden-operator-")
-        .tempdir()?
-        .keep();
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&yaml)?)?;
+    let dir = work_root(cluster)?;
+    let path = dir.join("operator-kubeconfig");
+    write_private(&path, serde_yaml::to_string(&yaml)?.as_bytes())?;
     *guard = Some(path.clone());
     Ok(path)
+}
+
+/// Where this test process keeps operator kubeconfigs, logs and git caches.
+///
+/// For a plane this process started, that is the plane's own state directory: `cluster-down`
+/// removes it and keeps everything under `logs/` in `~/.cache/pullwarden/cluster-logs/last`, so a
+/// test run leaves nothing in `/tmp`. For an external cluster (`KUBECONFIG`), it is
+/// `${PULLWARDEN_CACHE:-~/.cache/pullwarden}/operator-runs/<test pid>`, kept for debugging.
+fn work_root(cluster: &Cluster) -> Result<PathBuf> {
+    let dir = match cluster.state_dir() {
+        Some(dir) => dir.join("operators"),
+        None => cache_root()?
+            .join("operator-runs")
+            .join(std::process::id().to_string()),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Fresh directories per operator process: `operator-<n>/` for its log and one for its git cache.
+///
+/// Logs of a plane this process started live under the plane's `logs/`, so `cluster-down` keeps
+/// them with the component logs; git caches stay under `operators/` and go with the plane.
+fn next_run_dirs(cluster: &Cluster) -> Result<(PathBuf, PathBuf)> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let work = work_root(cluster)?;
+    let log_dir = match cluster.state_dir() {
+        Some(state) => state.join("logs").join(format!("operator-{n}")),
+        None => work.join(format!("operator-{n}")),
+    };
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    Ok((log_dir, work.join(format!("operator-{n}-git-cache"))))
+}
+
+fn cache_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("PULLWARDEN_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("HOME is not set"))?;
+    Ok(PathBuf::from(home).join(".cache/pullwarden"))
+}
+
+/// Writes a file only the owner can read (it holds a ServiceAccount token).
+fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents)?;
+    Ok(())
 }
 
 fn first_path(kubeconfig: &std::ffi::OsStr) -> PathBuf {
@@ -205,11 +258,8 @@ impl Operator {
         let kubeconfig = operator_kubeconfig(cluster).await?;
         let admin_addr = free_addr();
         let webhook_addr = free_addr();
-        let log_dir = tempfile::Builder::new()
-            .prefix("pullwarden-operator-log-")
-            .tempdir()?
-            .keep();
-        let log_path = log_dir.join("operator.log");
+        let (run_dir, git_cache) = next_run_dirs(cluster)?;
+        let log_path = run_dir.join("operator.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(operator_binary()?);
         cmd.arg("run")
@@ -218,7 +268,7 @@ impl Operator {
             .arg("--webhook-addr")
             .arg(webhook_addr.to_string())
             .arg("--git-cache-dir")
-            .arg(log_dir.join("git-cache"))
+            .arg(git_cache)
             .env("KUBECONFIG", &kubeconfig)
             .env(
                 "RUST_LOG",

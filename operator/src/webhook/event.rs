@@ -145,8 +145,9 @@ impl ForgeEvent {
 /// `https://host/o/r` are all `host/o/r`. Only a non-default *http(s)* port is kept (two web
 /// forges on one host are different forges); an ssh/git port is a transport detail and is
 /// dropped, so `ssh://git@host:2222/o/r` matches `https://host/o/r`; `www.github.com` is
-/// `github.com`. These are the same rules as the forge module's `canonical_url_of`, so either
-/// function can be used on either side of the match.
+/// `github.com`. Both sides of the match go through this function (payload URLs here, `spec.url`
+/// in `controller::directory`); it is stricter than `forge::canonical_url_of` (which also keys
+/// local `git` paths for client caches) and must stay the only matcher.
 ///
 /// The path is lower-cased too: GitHub, GitLab and Gitea resolve owner/repository names
 /// case-insensitively, and a match only *selects* candidates; the secret authenticates.
