@@ -68,16 +68,21 @@ kubectl *ARGS:
 emulator *ARGS:
     cargo run -q -p pullwarden-e2e --bin forge-emulator -- {{ARGS}}
 
+# Benchmarks run the operator as a release build (what users deploy); the harness and the
+# emulator stay debug builds.
+#
 # Benchmark: requests per poll cycle, quota spent and operator memory for 1,000 unchanged
 # repositories behind one credential (JSON on stdout).
-bench-poll *ARGS:
-    cargo build -q -p pullwarden -p pullwarden-e2e --bins
-    "$CARGO_TARGET_DIR/debug/bench-poll" {{ARGS}}
+bench-poll *ARGS: k8s-binaries
+    cargo build -q --release -p pullwarden
+    cargo build -q -p pullwarden-e2e --bins
+    PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-poll" {{ARGS}}
 
 # Benchmark: PR-open → preview-Ready, webhook → first status, teardown, operator RSS (JSON).
-bench-preview *ARGS:
-    cargo build -q -p pullwarden -p pullwarden-e2e --bins
-    "$CARGO_TARGET_DIR/debug/bench-preview" {{ARGS}}
+bench-preview *ARGS: k8s-binaries
+    cargo build -q --release -p pullwarden
+    cargo build -q -p pullwarden-e2e --bins
+    PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-preview" {{ARGS}}
 
 # The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
 # a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.

@@ -234,6 +234,7 @@ async fn run(cluster: &Cluster, args: &Args) -> Result<Value> {
     let previews: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &n);
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let (mut first_status, mut to_ready, mut teardown) = (Vec::new(), Vec::new(), Vec::new());
+    let mut terminating = Vec::new();
     let mut peak_rss = 0.0f64;
     for i in 0..args.iterations {
         let branch = format!("feature-{i}");
@@ -307,6 +308,19 @@ async fn run(cluster: &Cluster, args: &Args) -> Result<Value> {
         let closed = Instant::now();
         emu.close_pull(&repo_path, pr.number).await?;
         let ns_ref = &namespaces;
+        // Pullwarden's part ends when it has deleted the namespace; the rest is Kubernetes'
+        // namespace controller emptying it.
+        poll_until("namespace terminating", Duration::from_millis(50), || {
+            let preview_ns = preview_ns.clone();
+            async move {
+                Ok(ns_ref
+                    .get_opt(&preview_ns)
+                    .await?
+                    .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()))
+            }
+        })
+        .await?;
+        terminating.push(closed.elapsed().as_secs_f64());
         poll_until("namespace gone", Duration::from_millis(100), || {
             let preview_ns = preview_ns.clone();
             async move { Ok(ns_ref.get_opt(&preview_ns).await?.is_none()) }
@@ -314,12 +328,13 @@ async fn run(cluster: &Cluster, args: &Args) -> Result<Value> {
         .await?;
         teardown.push(closed.elapsed().as_secs_f64());
         eprintln!(
-            "bench-preview: #{i}: first status {:.3}s, ready {:.3}s, teardown {:.3}s",
-            first_status[i], to_ready[i], teardown[i]
+            "bench-preview: #{i}: first status {:.3}s, ready {:.3}s, namespace deleting {:.3}s, gone {:.3}s",
+            first_status[i], to_ready[i], terminating[i], teardown[i]
         );
     }
     let mem = procfs::memory(pid);
     let machine = procfs::machine();
+    let operator_bin = pullwarden_e2e::operator::operator_binary()?;
     drop(op);
     Ok(json!({
         "benchmark": "preview",
@@ -327,12 +342,26 @@ async fn run(cluster: &Cluster, args: &Args) -> Result<Value> {
         "objects_per_preview": 10,
         "webhook_to_first_status_s": summary(&first_status),
         "open_to_ready_s": summary(&to_ready),
+        "close_to_namespace_deleting_s": summary(&terminating),
         "close_to_namespace_gone_s": summary(&teardown),
         "operator": {
             "rss_mib": mem.as_ref().map(|m| procfs::round1(m.rss_mib())),
             "peak_rss_mib": procfs::round1(peak_rss.max(mem.as_ref().map(|m| m.hwm_mib()).unwrap_or(0.0))),
-            "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+            "binary": operator_bin.display().to_string(),
+            "profile": profile_of(&operator_bin),
         },
         "machine": serde_json::to_value(&machine)?,
     }))
+}
+
+/// `release` or `debug` from the cargo output directory the binary was built into.
+fn profile_of(bin: &std::path::Path) -> &'static str {
+    let dirs: Vec<_> = bin.components().map(|c| c.as_os_str().to_owned()).collect();
+    if dirs.iter().any(|d| d == "release") {
+        "release"
+    } else if dirs.iter().any(|d| d == "debug") {
+        "debug"
+    } else {
+        "unknown"
+    }
 }

@@ -248,18 +248,14 @@ async fn reconcile(
     .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let preview_ns = params.namespace.clone();
     progress.status.namespace = Some(preview_ns.clone());
-    let environment = format!("preview/{}", pe.name_any());
-    let report =
-        |state: WriteState, description: String, url: Option<String>, comment: String| Report {
-            sha: &target.head_sha,
-            git_ref: &target.branch,
-            state,
-            description,
-            url,
-            environment: environment.clone(),
-            pull_request: target.number,
-            comment,
-        };
+    let reporter = Reporter::new(
+        forge.as_ref(),
+        &pe,
+        &target.head_sha,
+        &target.branch,
+        &preview_ns,
+        target.number,
+    );
 
     // A hand-made preview of a closed pull request is not deployed.
     if !target.open {
@@ -291,7 +287,7 @@ async fn reconcile(
             .any(|l| *l == pe.spec.template.keep_label);
         let expires = since + jiff::SignedDuration::try_from(ttl).unwrap_or_default();
         if !kept && now >= expires {
-            return expire(ctx, forge.as_ref(), &pe, progress, &preview_ns, &report).await;
+            return expire(ctx, &reporter, &pe, progress).await;
         }
         if !kept {
             let left: Duration = expires.duration_since(now).try_into().unwrap_or_default();
@@ -318,12 +314,11 @@ async fn reconcile(
                     );
                     return fail(
                         ctx,
-                        forge.as_ref(),
+                        &reporter,
                         &pe,
                         progress,
                         "RequiredCheckFailed",
                         message,
-                        &report,
                     )
                     .await;
                 }
@@ -349,16 +344,7 @@ async fn reconcile(
                             .map(|t| t.to_string())
                             .unwrap_or_default()
                     );
-                    return fail(
-                        ctx,
-                        forge.as_ref(),
-                        &pe,
-                        progress,
-                        "ChecksTimedOut",
-                        message,
-                        &report,
-                    )
-                    .await;
+                    return fail(ctx, &reporter, &pe, progress, "ChecksTimedOut", message).await;
                 }
             }
             let message = format!(
@@ -366,26 +352,17 @@ async fn reconcile(
                 waiting.join(", "),
                 short(&target.head_sha)
             );
-            let reported = writeback::write(
-                forge.as_ref(),
-                progress.status.reported.as_ref(),
-                &report(
-                    WriteState::Pending,
-                    render::report::status_description(ReportState::Waiting, &message),
-                    None,
-                    render::report::comment_body(&comment_input(
-                        &pe,
-                        &target,
-                        &preview_ns,
+            progress.status.reported = Some(
+                reporter
+                    .say(
+                        progress.status.reported.as_ref(),
                         ReportState::Waiting,
-                        None,
                         &message,
+                        None,
                         &[],
-                    )),
-                ),
-            )
-            .await?;
-            progress.status.reported = Some(reported);
+                    )
+                    .await?,
+            );
             progress.set(
                 PreviewPhase::WaitingForChecks,
                 Outcome::progressing("WaitingForChecks", message.clone()),
@@ -437,26 +414,17 @@ async fn reconcile(
         WriteState::Pending,
     ) {
         let message = format!("deploying {}", short(&target.head_sha));
-        let reported = writeback::write(
-            forge.as_ref(),
-            progress.status.reported.as_ref(),
-            &report(
-                WriteState::Pending,
-                render::report::status_description(ReportState::Deploying, &message),
-                None,
-                render::report::comment_body(&comment_input(
-                    &pe,
-                    &target,
-                    &preview_ns,
+        progress.status.reported = Some(
+            reporter
+                .say(
+                    progress.status.reported.as_ref(),
                     ReportState::Deploying,
-                    None,
                     &message,
+                    None,
                     &[],
-                )),
-            ),
-        )
-        .await?;
-        progress.status.reported = Some(reported);
+                )
+                .await?,
+        );
         tracing::debug!(preview = %pe.name_any(), "reported deploying");
     }
 
@@ -478,17 +446,7 @@ async fn reconcile(
             let objects = match render::render(&files, &params, &pe.name_any()) {
                 Ok(objects) => objects,
                 Err(err) => {
-                    return refuse(
-                        ctx,
-                        forge.as_ref(),
-                        &pe,
-                        progress,
-                        &target,
-                        &preview_ns,
-                        &err,
-                        &report,
-                    )
-                    .await;
+                    return refuse(ctx, &reporter, &pe, progress, &err).await;
                 }
             };
             tracing::debug!(preview = %pe.name_any(), objects = objects.len(), "rendered");
@@ -499,17 +457,7 @@ async fn reconcile(
                 return match err {
                     Error::ManifestsRefused(msg) => {
                         let render_err = RenderError::Applied(msg);
-                        refuse(
-                            ctx,
-                            forge.as_ref(),
-                            &pe,
-                            progress,
-                            &target,
-                            &preview_ns,
-                            &render_err,
-                            &report,
-                        )
-                        .await
+                        refuse(ctx, &reporter, &pe, progress, &render_err).await
                     }
                     other => Err(other),
                 };
@@ -528,16 +476,7 @@ async fn reconcile(
                 argocd::AppState::Ready => Vec::new(),
                 argocd::AppState::Progressing(m) => vec![m],
                 argocd::AppState::Failed(m) => {
-                    return fail(
-                        ctx,
-                        forge.as_ref(),
-                        &pe,
-                        progress,
-                        "ArgoCdFailed",
-                        m,
-                        &report,
-                    )
-                    .await;
+                    return fail(ctx, &reporter, &pe, progress, "ArgoCdFailed", m).await;
                 }
             }
         }
@@ -557,16 +496,7 @@ async fn reconcile(
                 DEPLOY_TIMEOUT.as_secs(),
                 waiting.join(", ")
             );
-            return fail(
-                ctx,
-                forge.as_ref(),
-                &pe,
-                progress,
-                "DeployTimedOut",
-                message,
-                &report,
-            )
-            .await;
+            return fail(ctx, &reporter, &pe, progress, "DeployTimedOut", message).await;
         }
         let message = format!("waiting for {}", waiting.join(", "));
         progress.set(
@@ -603,26 +533,17 @@ async fn reconcile(
             short(&target.head_sha)
         ),
     };
-    let reported = writeback::write(
-        forge.as_ref(),
-        progress.status.reported.as_ref(),
-        &report(
-            WriteState::Success,
-            render::report::status_description(ReportState::Ready, &message),
-            url.clone(),
-            render::report::comment_body(&comment_input(
-                &pe,
-                &target,
-                &preview_ns,
+    progress.status.reported = Some(
+        reporter
+            .say(
+                progress.status.reported.as_ref(),
                 ReportState::Ready,
-                url.as_deref(),
                 &message,
+                url.as_deref(),
                 &progress.status.inventory,
-            )),
-        ),
-    )
-    .await?;
-    progress.status.reported = Some(reported);
+            )
+            .await?,
+    );
     progress.set(
         PreviewPhase::Ready,
         Outcome::ready("Deployed", message.clone()),
@@ -664,64 +585,108 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
 }
 
-fn comment_input<'a>(
-    pe: &'a PreviewEnvironment,
-    target: &'a Target,
+/// What every write-back of one preview has in common: where it goes (forge, head SHA, branch,
+/// environment, pull request) and what the comment names (preview, namespace).
+struct Reporter<'a> {
+    forge: &'a dyn Forge,
+    preview: &'a str,
+    sha: &'a str,
+    git_ref: &'a str,
     namespace: &'a str,
-    state: ReportState,
-    url: Option<&'a str>,
-    detail: &'a str,
-    inventory: &'a [InventoryEntry],
-) -> render::report::CommentInput<'a> {
-    render::report::CommentInput {
-        preview: pe.metadata.name.as_deref().unwrap_or_default(),
-        state,
-        url,
-        sha: &target.head_sha,
-        namespace,
-        detail,
-        objects: inventory,
-        error: None,
+    environment: String,
+    pull_request: Option<u64>,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(
+        forge: &'a dyn Forge,
+        pe: &'a PreviewEnvironment,
+        sha: &'a str,
+        git_ref: &'a str,
+        namespace: &'a str,
+        pull_request: Option<u64>,
+    ) -> Self {
+        Reporter {
+            forge,
+            preview: pe.metadata.name.as_deref().unwrap_or_default(),
+            sha,
+            git_ref,
+            namespace,
+            environment: format!("preview/{}", pe.name_any()),
+            pull_request,
+        }
+    }
+
+    /// Reports `state` with the standard sticky comment (status, deployment, comment; each at
+    /// most once per SHA and state, see [`writeback`]). Returns what to record in
+    /// `status.reported`.
+    async fn say(
+        &self,
+        previous: Option<&ReportedState>,
+        state: ReportState,
+        message: &str,
+        url: Option<&str>,
+        objects: &[InventoryEntry],
+    ) -> Result<ReportedState, Error> {
+        let comment = render::report::comment_body(&render::report::CommentInput {
+            preview: self.preview,
+            state,
+            url,
+            sha: self.sha,
+            namespace: self.namespace,
+            detail: message,
+            objects,
+            error: None,
+        });
+        self.write(previous, state, message, url, comment).await
+    }
+
+    /// Reports `state` with a comment the caller wrote.
+    async fn write(
+        &self,
+        previous: Option<&ReportedState>,
+        state: ReportState,
+        summary: &str,
+        url: Option<&str>,
+        comment: String,
+    ) -> Result<ReportedState, Error> {
+        writeback::write(
+            self.forge,
+            previous,
+            &Report {
+                sha: self.sha,
+                git_ref: self.git_ref,
+                state: WriteState::from(state),
+                description: render::report::status_description(state, summary),
+                url: url.map(str::to_owned),
+                environment: self.environment.clone(),
+                pull_request: self.pull_request,
+                comment,
+            },
+        )
+        .await
     }
 }
 
-async fn fail<'r>(
+async fn fail(
     ctx: &Context,
-    forge: &dyn Forge,
+    reporter: &Reporter<'_>,
     pe: &PreviewEnvironment,
     mut progress: Progress<'_>,
     reason: &str,
     message: String,
-    report: &(dyn Fn(WriteState, String, Option<String>, String) -> Report<'r> + Sync),
 ) -> Result<Action, Error> {
-    let sha = progress
-        .status
-        .observed_head_sha
-        .clone()
-        .unwrap_or_default();
-    let target_ns = progress.status.namespace.clone().unwrap_or_default();
-    let body = render::report::comment_body(&render::report::CommentInput {
-        preview: pe.metadata.name.as_deref().unwrap_or_default(),
-        state: ReportState::Failed,
-        url: None,
-        sha: &sha,
-        namespace: &target_ns,
-        detail: &message,
-        objects: &[],
-        error: None,
-    });
-    let reported = writeback::write(
-        forge,
-        progress.status.reported.as_ref(),
-        &report(
-            WriteState::Failure,
-            render::report::status_description(ReportState::Failed, &message),
-            None,
-            body,
-        ),
-    )
-    .await?;
-    progress.status.reported = Some(reported);
+    progress.status.reported = Some(
+        reporter
+            .say(
+                progress.status.reported.as_ref(),
+                ReportState::Failed,
+                &message,
+                None,
+                &[],
+            )
+            .await?,
+    );
     progress.set(
         PreviewPhase::Failed,
         Outcome::stalled(reason, message.clone()),
@@ -733,36 +698,27 @@ async fn fail<'r>(
     Ok(Action::await_change())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn refuse<'r>(
+async fn refuse(
     ctx: &Context,
-    forge: &dyn Forge,
+    reporter: &Reporter<'_>,
     pe: &PreviewEnvironment,
     mut progress: Progress<'_>,
-    target: &Target,
-    preview_ns: &str,
     err: &RenderError,
-    report: &(dyn Fn(WriteState, String, Option<String>, String) -> Report<'r> + Sync),
 ) -> Result<Action, Error> {
     let summary = err.summary();
-    let body = render::report::refusal_comment(
-        pe.metadata.name.as_deref().unwrap_or_default(),
-        &target.head_sha,
-        preview_ns,
-        err,
+    let body =
+        render::report::refusal_comment(reporter.preview, reporter.sha, reporter.namespace, err);
+    progress.status.reported = Some(
+        reporter
+            .write(
+                progress.status.reported.as_ref(),
+                ReportState::Refused,
+                &summary,
+                None,
+                body,
+            )
+            .await?,
     );
-    let reported = writeback::write(
-        forge,
-        progress.status.reported.as_ref(),
-        &report(
-            WriteState::Failure,
-            render::report::status_description(ReportState::Refused, &summary),
-            None,
-            body,
-        ),
-    )
-    .await?;
-    progress.status.reported = Some(reported);
     let message = err.to_string();
     progress.set(
         PreviewPhase::Failed,
@@ -783,46 +739,28 @@ async fn refuse<'r>(
     Ok(Action::await_change())
 }
 
-async fn expire<'r>(
+async fn expire(
     ctx: &Context,
-    forge: &dyn Forge,
+    reporter: &Reporter<'_>,
     pe: &PreviewEnvironment,
     mut progress: Progress<'_>,
-    preview_ns: &str,
-    report: &(dyn Fn(WriteState, String, Option<String>, String) -> Report<'r> + Sync),
 ) -> Result<Action, Error> {
     if progress.status.phase == PreviewPhase::Expired {
         return Ok(Action::await_change());
     }
-    teardown_children(ctx, pe, preview_ns).await?;
+    teardown_children(ctx, pe, reporter.namespace).await?;
     let message = "expired: no push within the template's ttl; push to deploy again".to_string();
-    let sha = progress
-        .status
-        .observed_head_sha
-        .clone()
-        .unwrap_or_default();
-    let body = render::report::comment_body(&render::report::CommentInput {
-        preview: pe.metadata.name.as_deref().unwrap_or_default(),
-        state: ReportState::Expired,
-        url: None,
-        sha: &sha,
-        namespace: preview_ns,
-        detail: &message,
-        objects: &[],
-        error: None,
-    });
-    let reported = writeback::write(
-        forge,
-        progress.status.reported.as_ref(),
-        &report(
-            WriteState::Inactive,
-            render::report::status_description(ReportState::Expired, &message),
-            None,
-            body,
-        ),
-    )
-    .await?;
-    progress.status.reported = Some(reported);
+    progress.status.reported = Some(
+        reporter
+            .say(
+                progress.status.reported.as_ref(),
+                ReportState::Expired,
+                &message,
+                None,
+                &[],
+            )
+            .await?,
+    );
     progress.status.inventory.clear();
     progress.status.inventory_count = 0;
     progress.status.url = None;
@@ -921,31 +859,16 @@ async fn mark_inactive(
     let forge = ctx
         .forges
         .client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
-    let message = "preview deleted: the namespace was torn down".to_string();
-    let body = render::report::comment_body(&render::report::CommentInput {
-        preview: pe.metadata.name.as_deref().unwrap_or_default(),
-        state: ReportState::Deleted,
-        url: None,
-        sha: &reported.sha,
-        namespace: preview_ns,
-        detail: &message,
-        objects: &[],
-        error: None,
-    });
-    writeback::write(
+    let message = "preview deleted: the namespace was torn down";
+    Reporter::new(
         forge.as_ref(),
-        Some(reported),
-        &Report {
-            sha: &reported.sha,
-            git_ref: pe.spec.branch.as_deref().unwrap_or_default(),
-            state: WriteState::Inactive,
-            description: render::report::status_description(ReportState::Deleted, &message),
-            url: None,
-            environment: format!("preview/{}", pe.name_any()),
-            pull_request: pe.spec.pull_request,
-            comment: body,
-        },
+        pe,
+        &reported.sha,
+        pe.spec.branch.as_deref().unwrap_or_default(),
+        preview_ns,
+        pe.spec.pull_request,
     )
+    .say(Some(reported), ReportState::Deleted, message, None, &[])
     .await?;
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::forge::{
     CommitStatus, DeploymentId, DeploymentRequest, DeploymentState, DeploymentStatusUpdate, Forge,
     ForgeError, StatusState,
 };
+use crate::render::ReportState;
 use tracing::debug;
 
 /// Commit status context of previews.
@@ -36,6 +37,20 @@ impl WriteState {
             WriteState::Success => "success",
             WriteState::Failure => "failure",
             WriteState::Inactive => "inactive",
+        }
+    }
+}
+
+impl From<ReportState> for WriteState {
+    /// How a preview's state is written to the forge.
+    fn from(state: ReportState) -> Self {
+        match state {
+            ReportState::Pending | ReportState::Waiting | ReportState::Deploying => {
+                WriteState::Pending
+            }
+            ReportState::Ready => WriteState::Success,
+            ReportState::Failed | ReportState::Refused => WriteState::Failure,
+            ReportState::Expired | ReportState::Deleted => WriteState::Inactive,
         }
     }
 }
