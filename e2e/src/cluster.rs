@@ -132,9 +132,14 @@ impl Cluster {
             "pullwarden-e2e: starting a control plane in {} ({START_TIMEOUT_HINT})",
             dir.display()
         );
-        let out = cmd
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
+        let out = cmd.output();
+        // When the script never got going (missing, not runnable), the directory it would own is
+        // still empty and nobody else deletes it. `remove_dir` only removes an empty directory:
+        // a plane that did start keeps its state for cluster-up's own cleanup.
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            let _ = std::fs::remove_dir(dir);
+        }
+        let out = out.with_context(|| format!("running {}", script.display()))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             bail!(

@@ -352,17 +352,15 @@ async fn reconcile(
                 waiting.join(", "),
                 short(&target.head_sha)
             );
-            progress.status.reported = Some(
-                reporter
-                    .say(
-                        progress.status.reported.as_ref(),
-                        ReportState::Waiting,
-                        &message,
-                        None,
-                        &[],
-                    )
-                    .await?,
-            );
+            reporter
+                .say(
+                    &mut progress.status.reported,
+                    ReportState::Waiting,
+                    &message,
+                    None,
+                    &[],
+                )
+                .await?;
             progress.set(
                 PreviewPhase::WaitingForChecks,
                 Outcome::progressing("WaitingForChecks", message.clone()),
@@ -414,17 +412,15 @@ async fn reconcile(
         WriteState::Pending,
     ) {
         let message = format!("deploying {}", short(&target.head_sha));
-        progress.status.reported = Some(
-            reporter
-                .say(
-                    progress.status.reported.as_ref(),
-                    ReportState::Deploying,
-                    &message,
-                    None,
-                    &[],
-                )
-                .await?,
-        );
+        reporter
+            .say(
+                &mut progress.status.reported,
+                ReportState::Deploying,
+                &message,
+                None,
+                &[],
+            )
+            .await?;
         tracing::debug!(preview = %pe.name_any(), "reported deploying");
     }
 
@@ -533,17 +529,15 @@ async fn reconcile(
             short(&target.head_sha)
         ),
     };
-    progress.status.reported = Some(
-        reporter
-            .say(
-                progress.status.reported.as_ref(),
-                ReportState::Ready,
-                &message,
-                url.as_deref(),
-                &progress.status.inventory,
-            )
-            .await?,
-    );
+    reporter
+        .say(
+            &mut progress.status.reported,
+            ReportState::Ready,
+            &message,
+            url.as_deref(),
+            &progress.status.inventory,
+        )
+        .await?;
     progress.set(
         PreviewPhase::Ready,
         Outcome::ready("Deployed", message.clone()),
@@ -618,16 +612,16 @@ impl<'a> Reporter<'a> {
     }
 
     /// Reports `state` with the standard sticky comment (status, deployment, comment; each at
-    /// most once per SHA and state, see [`writeback`]). Returns what to record in
-    /// `status.reported`.
+    /// most once per SHA and state, see [`writeback`]) and records it in `reported`
+    /// (`status.reported`).
     async fn say(
         &self,
-        previous: Option<&ReportedState>,
+        reported: &mut Option<ReportedState>,
         state: ReportState,
         message: &str,
         url: Option<&str>,
         objects: &[InventoryEntry],
-    ) -> Result<ReportedState, Error> {
+    ) -> Result<(), Error> {
         let comment = render::report::comment_body(&render::report::CommentInput {
             preview: self.preview,
             state,
@@ -638,21 +632,21 @@ impl<'a> Reporter<'a> {
             objects,
             error: None,
         });
-        self.write(previous, state, message, url, comment).await
+        self.write(reported, state, message, url, comment).await
     }
 
     /// Reports `state` with a comment the caller wrote.
     async fn write(
         &self,
-        previous: Option<&ReportedState>,
+        reported: &mut Option<ReportedState>,
         state: ReportState,
         summary: &str,
         url: Option<&str>,
         comment: String,
-    ) -> Result<ReportedState, Error> {
-        writeback::write(
+    ) -> Result<(), Error> {
+        let written = writeback::write(
             self.forge,
-            previous,
+            reported.as_ref(),
             &Report {
                 sha: self.sha,
                 git_ref: self.git_ref,
@@ -664,7 +658,9 @@ impl<'a> Reporter<'a> {
                 comment,
             },
         )
-        .await
+        .await?;
+        *reported = Some(written);
+        Ok(())
     }
 }
 
@@ -676,17 +672,15 @@ async fn fail(
     reason: &str,
     message: String,
 ) -> Result<Action, Error> {
-    progress.status.reported = Some(
-        reporter
-            .say(
-                progress.status.reported.as_ref(),
-                ReportState::Failed,
-                &message,
-                None,
-                &[],
-            )
-            .await?,
-    );
+    reporter
+        .say(
+            &mut progress.status.reported,
+            ReportState::Failed,
+            &message,
+            None,
+            &[],
+        )
+        .await?;
     progress.set(
         PreviewPhase::Failed,
         Outcome::stalled(reason, message.clone()),
@@ -708,17 +702,15 @@ async fn refuse(
     let summary = err.summary();
     let body =
         render::report::refusal_comment(reporter.preview, reporter.sha, reporter.namespace, err);
-    progress.status.reported = Some(
-        reporter
-            .write(
-                progress.status.reported.as_ref(),
-                ReportState::Refused,
-                &summary,
-                None,
-                body,
-            )
-            .await?,
-    );
+    reporter
+        .write(
+            &mut progress.status.reported,
+            ReportState::Refused,
+            &summary,
+            None,
+            body,
+        )
+        .await?;
     let message = err.to_string();
     progress.set(
         PreviewPhase::Failed,
@@ -750,17 +742,15 @@ async fn expire(
     }
     teardown_children(ctx, pe, reporter.namespace).await?;
     let message = "expired: no push within the template's ttl; push to deploy again".to_string();
-    progress.status.reported = Some(
-        reporter
-            .say(
-                progress.status.reported.as_ref(),
-                ReportState::Expired,
-                &message,
-                None,
-                &[],
-            )
-            .await?,
-    );
+    reporter
+        .say(
+            &mut progress.status.reported,
+            ReportState::Expired,
+            &message,
+            None,
+            &[],
+        )
+        .await?;
     progress.status.inventory.clear();
     progress.status.inventory_count = 0;
     progress.status.url = None;
@@ -868,7 +858,13 @@ async fn mark_inactive(
         preview_ns,
         pe.spec.pull_request,
     )
-    .say(Some(reported), ReportState::Deleted, message, None, &[])
+    .say(
+        &mut Some(reported.clone()),
+        ReportState::Deleted,
+        message,
+        None,
+        &[],
+    )
     .await?;
     Ok(())
 }
