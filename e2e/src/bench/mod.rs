@@ -1,4 +1,5 @@
-//! Building blocks of the benchmarks in `src/bin/` (today `bench-poll`): the emulator fixture,
+//! Building blocks of the benchmarks in `src/bin/` (`bench-poll`, `bench-preview`): the control
+//! plane they run on and the interruptible runtime around them, the emulator fixture,
 //! a watch that follows Repository status, `/proc` readers for memory and CPU, and a Prometheus
 //! text reader for counter deltas. Everything a benchmark reports is read from one of these
 //! (emulator request counts, rate-limit buckets, `/proc`, `/metrics`), never estimated.
@@ -9,7 +10,71 @@ pub mod prom;
 pub mod rates;
 pub mod tracker;
 
+use crate::cluster::Cluster;
+use anyhow::{Result, anyhow};
+use std::future::Future;
 use std::time::Duration;
+
+/// The control plane of a benchmark: the cluster of `KUBECONFIG`, or a fresh one that is
+/// stopped when this is dropped (and by the plane's watchdog if the benchmark dies).
+#[derive(Debug)]
+pub struct Plane {
+    cluster: Cluster,
+    tool: &'static str,
+}
+
+impl Plane {
+    /// Adopts `KUBECONFIG`'s cluster or starts a one-node plane; `tool` prefixes messages.
+    pub fn start(tool: &'static str) -> Result<Plane> {
+        let cluster = match Cluster::from_env() {
+            Some(c) => {
+                eprintln!("{tool}: using the cluster of KUBECONFIG");
+                c
+            }
+            None => {
+                // cluster-up.sh owns (and finally deletes) the directory; keep() stops tempfile
+                // racing it.
+                let dir = tempfile::Builder::new()
+                    .prefix("pullwarden-bench-")
+                    .tempdir()?
+                    .keep();
+                Cluster::start(&dir, 1, Some(std::process::id()))?
+            }
+        };
+        Ok(Plane { cluster, tool })
+    }
+
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        if self.cluster.state_dir().is_some() {
+            eprintln!("{}: stopping the control plane", self.tool);
+            if let Err(e) = self.cluster.stop() {
+                eprintln!("{}: {e:#}", self.tool);
+            }
+        }
+    }
+}
+
+/// Runs `work` on a multi-threaded runtime until it ends or Ctrl-C. Background tasks (emulator
+/// connections, watches) end with the runtime, i.e. before a [`Plane`] created earlier stops.
+pub fn run_interruptible<T>(work: impl Future<Output = Result<T>>) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
 
 /// Parses a duration such as `30s`, `5m`, `1h`, `1m30s` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

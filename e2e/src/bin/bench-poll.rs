@@ -45,7 +45,7 @@ use pullwarden_e2e::bench::procfs::{self, Memory, kib_to_mib, round1};
 use pullwarden_e2e::bench::prom::{Scrape, delta};
 use pullwarden_e2e::bench::rates::{Sampler, Series, delta_counts};
 use pullwarden_e2e::bench::tracker::{RepoState, Tracker};
-use pullwarden_e2e::bench::{go_duration, parse_duration};
+use pullwarden_e2e::bench::{Plane, go_duration, parse_duration, run_interruptible};
 use pullwarden_e2e::cluster::{Cluster, TestNamespace, apply_crds, repo_root};
 use pullwarden_e2e::emulator::{
     ClientCounts, Emulator, EmulatorConfig, EmulatorHandle, RequestCounts, TokenSpec,
@@ -215,49 +215,10 @@ fn reexec_with(bin: &Path) -> ExitCode {
     }
 }
 
-/// Stops a control plane this process started, however `run` ended (error, panic, Ctrl-C).
-struct PlaneGuard<'a>(&'a Cluster);
-
-impl Drop for PlaneGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.state_dir().is_some() {
-            eprintln!("bench-poll: stopping the control plane");
-            if let Err(e) = self.0.stop() {
-                eprintln!("bench-poll: {e:#}");
-            }
-        }
-    }
-}
-
-/// Starts or adopts the cluster, runs the benchmark on a runtime, stops what it started.
+/// Starts or adopts the cluster, runs the benchmark, stops what it started however `run` ended.
 fn run_outside(args: &Args, bin: &Path) -> Result<Value> {
-    let cluster = match Cluster::from_env() {
-        Some(c) => {
-            eprintln!("bench-poll: using the cluster of KUBECONFIG");
-            c
-        }
-        None => {
-            // cluster-up.sh owns (and finally deletes) the directory; keep() stops tempfile racing it.
-            let dir = tempfile::Builder::new()
-                .prefix("pullwarden-bench-")
-                .tempdir()?
-                .keep();
-            Cluster::start(&dir, 1, Some(std::process::id()))?
-        }
-    };
-    let _guard = PlaneGuard(&cluster);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(async {
-        tokio::select! {
-            r = run(&cluster, args, bin) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        }
-    });
-    // Background tasks (emulator connections, the watch) end with the runtime, before the plane.
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    result
+    let plane = Plane::start("bench-poll")?;
+    run_interruptible(run(plane.cluster(), args, bin))
 }
 
 /// Everything a measurement window reads at its start and end.

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use pullwarden::api::{PreviewEnvironment, PreviewPhase, Repository};
-use pullwarden_e2e::bench::procfs;
+use pullwarden_e2e::bench::{Plane, procfs, run_interruptible};
 use pullwarden_e2e::cluster::{Cluster, TestNamespace, apply_crds};
 use pullwarden_e2e::emulator::{
     Emulator, EmulatorConfig, EmulatorHandle, HookSpec, PullSpec, PushSpec, RepoSpec,
@@ -70,42 +70,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// Stops a control plane this process started, however the run ended.
-struct PlaneGuard<'a>(&'a Cluster);
-
-impl Drop for PlaneGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.state_dir().is_some()
-            && let Err(e) = self.0.stop()
-        {
-            eprintln!("bench-preview: {e:#}");
-        }
-    }
-}
-
+/// Starts or adopts the cluster, runs the benchmark, stops what it started however `run` ended.
 fn run_outside(args: &Args) -> Result<Value> {
-    let cluster = match Cluster::from_env() {
-        Some(c) => c,
-        None => {
-            let dir = tempfile::Builder::new()
-                .prefix("pullwarden-bench-")
-                .tempdir()?
-                .keep();
-            Cluster::start(&dir, 1, Some(std::process::id()))?
-        }
-    };
-    let _guard = PlaneGuard(&cluster);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(async {
-        tokio::select! {
-            r = run(&cluster, args) => r,
-            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    result
+    let plane = Plane::start("bench-preview")?;
+    run_interruptible(run(plane.cluster(), args))
 }
 
 fn preview_app() -> Result<BTreeMap<String, Option<String>>> {

@@ -2,6 +2,7 @@
 //! ServiceAccount: every kind gets real conditions, references are resolved, invalid specs stall
 //! without a hot loop, and the admin endpoints work.
 
+use crate::support::operator_for;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
@@ -9,7 +10,6 @@ use kube::api::{Patch, PatchParams, PostParams};
 use pullwarden::api::{HealthCheck, Plugin, PolicyGate, PreviewEnvironment, Repository};
 use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, wait_for};
 use pullwarden_e2e::emulator::{Emulator, EmulatorConfig, PushSpec, RepoSpec};
-use pullwarden_e2e::operator::{Operator, OperatorOptions};
 use serde_json::json;
 use std::time::Duration;
 
@@ -58,16 +58,7 @@ async fn every_kind_gets_real_conditions() {
     .await
     .unwrap();
 
-    let op = Operator::start(
-        cluster,
-        OperatorOptions {
-            namespace: Some(n.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    op.wait_ready(TIMEOUT).await.unwrap();
+    let op = operator_for(cluster, &n).await;
 
     let pp = PatchParams::apply("pullwarden.dev/e2e");
     // Repository whose credentials Secret does not exist yet.

@@ -61,16 +61,7 @@ async fn setup(prefix: &str, preview_extra: serde_json::Value) -> Setup {
     emu.create_branch(&repo_path, "feature", Some("main"))
         .await
         .unwrap();
-    let op = Operator::start(
-        cluster,
-        OperatorOptions {
-            namespace: Some(n.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    op.wait_ready(TIMEOUT).await.unwrap();
+    let op = operator_for(cluster, &n).await;
     secret(&client, &n, "forge-token", &[("token", TOKEN)]).await;
     let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
     let manifest = repository(

@@ -9,7 +9,6 @@ use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, wait_for};
 use pullwarden_e2e::emulator::{
     Emulator, EmulatorConfig, FaultAction, FaultSpec, HookSpec, PullSpec, PushSpec,
 };
-use pullwarden_e2e::operator::{Operator, OperatorOptions};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -39,16 +38,7 @@ async fn webhooks_drive_pull_request_changes_without_polling() {
         .await
         .unwrap();
 
-    let op = Operator::start(
-        cluster,
-        OperatorOptions {
-            namespace: Some(n.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    op.wait_ready(TIMEOUT).await.unwrap();
+    let op = operator_for(cluster, &n).await;
     secret(&client, &n, "shop-token", &[("token", TOKEN)]).await;
     secret(&client, &n, "shop-hook", &[("secret", "s3cr3t-hook")]).await;
     let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
@@ -218,16 +208,7 @@ async fn polling_alone_follows_pull_requests_within_the_interval() {
         .await
         .unwrap();
 
-    let op = Operator::start(
-        cluster,
-        OperatorOptions {
-            namespace: Some(n.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    op.wait_ready(TIMEOUT).await.unwrap();
+    let _op = operator_for(cluster, &n).await;
     secret(&client, &n, "poll-token", &[("token", TOKEN)]).await;
     let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
     apply(
@@ -337,16 +318,7 @@ async fn a_forge_outage_keeps_the_last_good_state_and_says_why() {
         .await
         .unwrap();
 
-    let op = Operator::start(
-        cluster,
-        OperatorOptions {
-            namespace: Some(n.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    op.wait_ready(TIMEOUT).await.unwrap();
+    let _op = operator_for(cluster, &n).await;
     secret(&client, &n, "flaky-token", &[("token", TOKEN)]).await;
     let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
     apply(
@@ -429,7 +401,7 @@ async fn a_forge_outage_keeps_the_last_good_state_and_says_why() {
 /// Gitea (HMAC webhooks without prefix): the controller is forge-agnostic.
 #[tokio::test]
 async fn gitlab_and_gitea_repositories_follow_merge_requests_through_webhooks() {
-    use pullwarden_e2e::emulator::{Forge as EmuForge, RepoSpec};
+    use pullwarden_e2e::emulator::Forge as EmuForge;
     let cluster = cluster::shared();
     let client = cluster.client().await.unwrap();
     apply_crds(&client).await.unwrap();
@@ -437,16 +409,7 @@ async fn gitlab_and_gitea_repositories_follow_merge_requests_through_webhooks() 
     let n = ns.name().to_string();
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     emu.token(TOKEN, "ci-bot").await.unwrap();
-    let op = Operator::start(
-        cluster,
-        OperatorOptions {
-            namespace: Some(n.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    op.wait_ready(TIMEOUT).await.unwrap();
+    let op = operator_for(cluster, &n).await;
     secret(&client, &n, "token", &[("token", TOKEN)]).await;
     secret(&client, &n, "hook", &[("secret", "forge-hook-secret")]).await;
     let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
@@ -467,25 +430,7 @@ async fn gitlab_and_gitea_repositories_follow_merge_requests_through_webhooks() 
             "/hooks/gitea",
         ),
     ] {
-        let info = emu
-            .create_repo(RepoSpec {
-                forge,
-                path: path.into(),
-                private: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        emu.push(
-            path,
-            PushSpec {
-                branch: "main".into(),
-                files: files(&[("README.md", "x\n")]),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let info = forge_repo(&emu, forge, path, &[("README.md", "x\n")]).await;
         emu.create_branch(path, "topic", Some("main"))
             .await
             .unwrap();
@@ -576,16 +521,7 @@ async fn plain_git_repositories_track_branches_with_ls_remote() {
     emu.create_branch("acme/plain", "scratch/x", Some("main"))
         .await
         .unwrap();
-    let op = Operator::start(
-        cluster,
-        OperatorOptions {
-            namespace: Some(n.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    op.wait_ready(TIMEOUT).await.unwrap();
+    let _op = operator_for(cluster, &n).await;
     secret(
         &client,
         &n,

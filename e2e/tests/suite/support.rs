@@ -5,10 +5,29 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use pullwarden::api::HasCommonStatus;
-use pullwarden_e2e::emulator::{EmulatorHandle, PushSpec, RepoInfo, RepoSpec};
+use pullwarden_e2e::cluster::Cluster;
+use pullwarden_e2e::emulator::{EmulatorHandle, Forge as EmuForge, PushSpec, RepoInfo, RepoSpec};
+use pullwarden_e2e::operator::{Operator, OperatorOptions};
 use serde_json::{Value, json};
 
 pub const FIELD_MANAGER: &str = "pullwarden.dev/e2e";
+
+/// An operator process watching only namespace `ns`, once it reports ready (watches synced).
+pub async fn operator_for(cluster: &Cluster, ns: &str) -> Operator {
+    let op = Operator::start(
+        cluster,
+        OperatorOptions {
+            namespace: Some(ns.to_owned()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    op.wait_ready(std::time::Duration::from_secs(90))
+        .await
+        .unwrap();
+    op
+}
 
 pub fn ready(conditions: &[Condition]) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == "Ready")
@@ -43,8 +62,19 @@ pub async fn github_repo(
     path: &str,
     main_files: &[(&str, &str)],
 ) -> RepoInfo {
+    forge_repo(emu, EmuForge::Github, path, main_files).await
+}
+
+/// A private repository on `forge` in the emulator with a `main` branch holding `main_files`.
+pub async fn forge_repo(
+    emu: &EmulatorHandle,
+    forge: EmuForge,
+    path: &str,
+    main_files: &[(&str, &str)],
+) -> RepoInfo {
     let info = emu
         .create_repo(RepoSpec {
+            forge,
             path: path.into(),
             private: true,
             ..Default::default()

@@ -498,15 +498,7 @@ async fn reconcile(
         progress.set(
             PreviewPhase::Deploying,
             Outcome::progressing("Deploying", message.clone()),
-            Some((
-                ConditionStatus::True,
-                "Applied",
-                format!(
-                    "{} objects applied for {}",
-                    progress.status.inventory_count,
-                    short(&target.head_sha)
-                ),
-            )),
+            Some(applied(progress.status.inventory_count, &target.head_sha)),
             message,
         );
         progress.write(ctx).await?;
@@ -541,15 +533,7 @@ async fn reconcile(
     progress.set(
         PreviewPhase::Ready,
         Outcome::ready("Deployed", message.clone()),
-        Some((
-            ConditionStatus::True,
-            "Applied",
-            format!(
-                "{} objects applied for {}",
-                progress.status.inventory_count,
-                short(&target.head_sha)
-            ),
-        )),
+        Some(applied(progress.status.inventory_count, &target.head_sha)),
         message,
     );
     api::set_condition(
@@ -573,6 +557,15 @@ async fn reconcile(
     .await;
     progress.write(ctx).await?;
     Ok(Action::requeue(recheck))
+}
+
+/// The `Applied` condition once a revision's objects are in the cluster.
+fn applied(objects: u32, sha: &str) -> (ConditionStatus, &'static str, String) {
+    (
+        ConditionStatus::True,
+        "Applied",
+        format!("{objects} objects applied for {}", short(sha)),
+    )
 }
 
 fn short(sha: &str) -> &str {
