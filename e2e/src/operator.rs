@@ -240,6 +240,8 @@ pub struct OperatorOptions {
     pub identity: Option<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Extra `pullwarden run` flags (e.g. the safety settings of docs/security.md).
+    pub args: Vec<String>,
 }
 
 /// A running operator process.
@@ -296,6 +298,7 @@ impl Operator {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
+        cmd.args(&opts.args);
         let child = cmd.spawn().context("starting the pullwarden binary")?;
         let pid_file = cluster.state_dir().map(|dir| {
             dir.join("pids")

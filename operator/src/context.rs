@@ -24,6 +24,8 @@ pub struct Config {
     pub git_cache_dir: PathBuf,
     /// Public base URL of the webhook server, shown in Repository status.
     pub webhook_base_path: String,
+    /// Operator-level safety settings (flags); tenants cannot override them.
+    pub settings: crate::settings::Settings,
 }
 
 impl Default for Config {
@@ -33,6 +35,7 @@ impl Default for Config {
             instance: "pullwarden".into(),
             git_cache_dir: std::env::temp_dir().join("pullwarden-git-cache"),
             webhook_base_path: "/hooks".into(),
+            settings: crate::settings::Settings::default(),
         }
     }
 }

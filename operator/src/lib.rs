@@ -9,6 +9,7 @@
 //! - [`policy`]: PolicyGate rule logic (pure).
 //! - [`webhook`]: the inbound webhook ingress (signature checks, dedupe, routing).
 //! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`settings`]: operator-level safety settings (flags) tenants cannot override.
 pub mod api;
 pub mod context;
 pub mod controller;
@@ -20,5 +21,6 @@ pub mod policy;
 pub mod render;
 pub mod run;
 pub mod server;
+pub mod settings;
 pub mod telemetry;
 pub mod webhook;

@@ -49,6 +49,9 @@ pub struct RunOptions {
     /// Directory for cached git fetches.
     #[arg(long, env = "PULLWARDEN_GIT_CACHE_DIR")]
     pub git_cache_dir: Option<PathBuf>,
+    /// Operator-level safety settings (docs/security.md).
+    #[command(flatten)]
+    pub safety: crate::settings::SafetyOptions,
 }
 
 fn default_identity() -> String {
@@ -92,6 +95,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .git_cache_dir
             .clone()
             .unwrap_or_else(|| Config::default().git_cache_dir),
+        settings: crate::settings::Settings::from_options(&opts.safety)
+            .map_err(|e| anyhow::anyhow!("invalid safety setting: {e}"))?,
         ..Config::default()
     };
     let metrics = Metrics::new();

@@ -1,0 +1,310 @@
+//! Operator-level safety settings: what the *operator* (the cluster admin who installs
+//! Pullwarden) decides and a tenant (anyone who may write Pullwarden objects in one namespace)
+//! cannot change. Every field is a `pullwarden run` flag (and an environment variable) and a
+//! Helm chart value under `security:` (`charts/pullwarden/values.yaml`); docs/security.md says
+//! which wall each one belongs to.
+//!
+//! Tenant spec never overrides these: where a spec field overlaps (e.g. `template.quota`,
+//! `template.argocd.project`), the spec is checked against or intersected with the setting.
+
+use ipnet::IpNet;
+use std::time::Duration;
+
+/// All operator-level safety settings, shared through [`crate::context::Config::settings`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub previews: PreviewSettings,
+    pub argocd: ArgoCdSettings,
+    pub network: NetworkSettings,
+}
+
+/// The flags of `pullwarden run` that build [`Settings`].
+#[derive(Clone, Debug, clap::Args)]
+pub struct SafetyOptions {
+    // --- Preview namespaces -------------------------------------------------------------
+    /// Every preview namespace name must start with this prefix; `{{tenant}}` is the namespace
+    /// of the PreviewEnvironment. A template rendering another name is refused.
+    #[arg(
+        long,
+        default_value = "{{tenant}}-",
+        env = "PULLWARDEN_PREVIEW_NAMESPACE_PREFIX"
+    )]
+    pub preview_namespace_prefix: String,
+    /// Preview namespace names (globs) that are never used, whatever the prefix allows.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kube-*,default,pullwarden*,argocd*,flux-system,cert-manager*,ingress-*,monitoring*,istio-*,linkerd*,openshift*",
+        env = "PULLWARDEN_PREVIEW_NAMESPACE_DENY"
+    )]
+    pub preview_namespace_deny: Vec<String>,
+    /// Ceiling on every preview namespace's ResourceQuota (`resource=quantity`, comma
+    /// separated). A tenant's `template.quota.resourceQuota.hard` is intersected with it: a
+    /// missing resource gets the ceiling, a larger one is lowered to it.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "requests.cpu=4,limits.cpu=8,requests.memory=8Gi,limits.memory=16Gi,requests.ephemeral-storage=10Gi,limits.ephemeral-storage=20Gi,requests.storage=20Gi,persistentvolumeclaims=5,pods=30,services=15,services.loadbalancers=0,services.nodeports=0,configmaps=50,secrets=50,count/deployments.apps=20,count/statefulsets.apps=10,count/jobs.batch=20,count/cronjobs.batch=10,count/ingresses.networking.k8s.io=10,count/serviceaccounts=20",
+        env = "PULLWARDEN_PREVIEW_QUOTA_CEILING"
+    )]
+    pub preview_quota_ceiling: Vec<String>,
+    /// Largest per-container limits a preview's LimitRange allows (`resource=quantity`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cpu=2,memory=4Gi,ephemeral-storage=4Gi",
+        env = "PULLWARDEN_PREVIEW_CONTAINER_MAX"
+    )]
+    pub preview_container_max: Vec<String>,
+    /// `maxPreviews` of a Repository whose template sets none (and the largest one allowed).
+    #[arg(long, default_value_t = 20, env = "PULLWARDEN_DEFAULT_MAX_PREVIEWS")]
+    pub default_max_previews: u32,
+    /// Most PreviewEnvironments one tenant namespace may have (generated or by hand).
+    #[arg(long, default_value_t = 50, env = "PULLWARDEN_MAX_PREVIEWS_PER_NAMESPACE")]
+    pub max_previews_per_namespace: u32,
+
+    // --- Preview traffic ------------------------------------------------------------------
+    /// Namespace of the ingress controller: the only source of ingress traffic the default-deny
+    /// NetworkPolicy of a preview namespace admits (besides pods of the same namespace).
+    #[arg(
+        long,
+        default_value = "ingress-nginx",
+        env = "PULLWARDEN_PREVIEW_INGRESS_NAMESPACE"
+    )]
+    pub preview_ingress_namespace: String,
+    /// CIDRs preview pods may open connections to (besides DNS and their own namespace).
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_PREVIEW_EGRESS_CIDRS")]
+    pub preview_egress_cidrs: Vec<IpNet>,
+    /// Ingress hosts must equal the preview's rendered `host` or sit under this domain
+    /// (`pr-7.preview.example.com` under `preview.example.com`). Empty: only the rendered host.
+    #[arg(long, env = "PULLWARDEN_PREVIEW_DOMAIN")]
+    pub preview_domain: Option<String>,
+    /// IngressClass every preview Ingress is forced to (empty: the class field must be absent,
+    /// so the cluster default applies).
+    #[arg(long, env = "PULLWARDEN_PREVIEW_INGRESS_CLASS")]
+    pub preview_ingress_class: Option<String>,
+    /// Ingress annotation keys (exact, or a prefix ending in `*`) a preview may set. Empty by
+    /// default: annotations configure the ingress controller (snippets, auth bypass, cert-manager
+    /// issuers), so none passes unless the operator says so.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "PULLWARDEN_PREVIEW_INGRESS_ANNOTATIONS"
+    )]
+    pub preview_ingress_annotations: Vec<String>,
+    /// Service types besides ClusterIP a preview may use (`NodePort`, `LoadBalancer`).
+    /// `ExternalName` and `externalIPs` are never allowed.
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_PREVIEW_SERVICE_TYPES")]
+    pub preview_service_types: Vec<String>,
+    /// `runtimeClassName`s a preview pod may request (empty: the field must be absent).
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_PREVIEW_RUNTIME_CLASSES")]
+    pub preview_runtime_classes: Vec<String>,
+
+    // --- Argo CD delivery -----------------------------------------------------------------
+    /// Namespace where Argo CD watches Applications (and AppProjects).
+    #[arg(long, default_value = "argocd", env = "PULLWARDEN_ARGOCD_NAMESPACE")]
+    pub argocd_namespace: String,
+    /// The AppProject Pullwarden manages for previews (destination = the preview namespace only,
+    /// no cluster-scoped kinds, namespaced kinds = the manifests allow-list).
+    #[arg(
+        long,
+        default_value = "pullwarden-previews",
+        env = "PULLWARDEN_ARGOCD_PROJECT"
+    )]
+    pub argocd_project: String,
+    /// Extra AppProjects (managed by the operator, not by Pullwarden) a template may name in
+    /// `template.argocd.project`. `default` is always refused.
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_ARGOCD_ALLOWED_PROJECTS")]
+    pub argocd_allowed_projects: Vec<String>,
+    /// Destination cluster of every preview Application.
+    #[arg(
+        long,
+        default_value = "https://kubernetes.default.svc",
+        env = "PULLWARDEN_ARGOCD_DESTINATION_SERVER"
+    )]
+    pub argocd_destination_server: String,
+
+    // --- Outbound traffic (forge API, git) ------------------------------------------------
+    /// CIDRs of the cluster (pods, services, nodes): forge and git traffic to them is refused.
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_CLUSTER_CIDRS")]
+    pub cluster_cidrs: Vec<IpNet>,
+    /// CIDRs exempt from the outbound guard (e.g. a self-hosted GitLab on a private range, or
+    /// 127.0.0.0/8 for a forge on loopback in development). Link-local/metadata addresses stay
+    /// refused unless listed here explicitly.
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_OUTBOUND_ALLOW_CIDRS")]
+    pub outbound_allow_cidrs: Vec<IpNet>,
+    /// Allow a Repository's `apiUrl` on a different host than its `url`.
+    #[arg(long, env = "PULLWARDEN_ALLOW_CROSS_HOST_API_URL")]
+    pub allow_cross_host_api_url: bool,
+}
+
+impl Default for SafetyOptions {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            opts: SafetyOptions,
+        }
+        <Wrapper as clap::Parser>::parse_from(["pullwarden"]).opts
+    }
+}
+
+/// Preview namespace, quota and traffic settings.
+#[derive(Clone, Debug)]
+pub struct PreviewSettings {
+    /// Template of the enforced name prefix (`{{tenant}}` = the preview's namespace).
+    pub namespace_prefix: String,
+    pub namespace_deny: Vec<String>,
+    /// `(resource, quantity)` pairs.
+    pub quota_ceiling: Vec<(String, String)>,
+    pub container_max: Vec<(String, String)>,
+    pub default_max_previews: u32,
+    pub max_previews_per_namespace: u32,
+    pub ingress_namespace: String,
+    pub egress_cidrs: Vec<IpNet>,
+    pub domain: Option<String>,
+    pub ingress_class: Option<String>,
+    pub ingress_annotations: Vec<String>,
+    pub service_types: Vec<String>,
+    pub runtime_classes: Vec<String>,
+}
+
+/// Argo CD delivery settings.
+#[derive(Clone, Debug)]
+pub struct ArgoCdSettings {
+    pub namespace: String,
+    pub project: String,
+    pub allowed_projects: Vec<String>,
+    pub destination_server: String,
+}
+
+/// Outbound (forge API and git) guard settings.
+#[derive(Clone, Debug)]
+pub struct NetworkSettings {
+    pub cluster_cidrs: Vec<IpNet>,
+    pub allow_cidrs: Vec<IpNet>,
+    pub allow_cross_host_api_url: bool,
+    /// How long a resolved address is trusted (the guard resolves once per connection anyway).
+    pub connect_timeout: Duration,
+}
+
+impl Default for Settings {
+    /// The settings of `pullwarden run` without any safety flag.
+    fn default() -> Self {
+        Settings::from_options(&SafetyOptions::default()).expect("the default flags are valid")
+    }
+}
+
+impl Default for PreviewSettings {
+    fn default() -> Self {
+        Settings::default().previews
+    }
+}
+
+impl Default for ArgoCdSettings {
+    fn default() -> Self {
+        Settings::default().argocd
+    }
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        Settings::default().network
+    }
+}
+
+fn pairs(flag: &str, items: &[String]) -> Result<Vec<(String, String)>, String> {
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                .ok_or_else(|| format!("--{flag}: {s:?} is not resource=quantity"))
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Validates the flags (a bad value stops `pullwarden run` with a clear message).
+    pub fn from_options(o: &SafetyOptions) -> Result<Self, String> {
+        for t in &o.preview_service_types {
+            if !matches!(t.as_str(), "NodePort" | "LoadBalancer") {
+                return Err(format!(
+                    "--preview-service-types: {t:?} is not NodePort or LoadBalancer (ExternalName is never allowed)"
+                ));
+            }
+        }
+        if o.argocd_allowed_projects.iter().any(|p| p == "default") || o.argocd_project == "default"
+        {
+            return Err(
+                "Argo CD project `default` allows every destination and kind; it is never used for previews"
+                    .into(),
+            );
+        }
+        Ok(Settings {
+            previews: PreviewSettings {
+                namespace_prefix: o.preview_namespace_prefix.clone(),
+                namespace_deny: o.preview_namespace_deny.clone(),
+                quota_ceiling: pairs("preview-quota-ceiling", &o.preview_quota_ceiling)?,
+                container_max: pairs("preview-container-max", &o.preview_container_max)?,
+                default_max_previews: o.default_max_previews,
+                max_previews_per_namespace: o.max_previews_per_namespace,
+                ingress_namespace: o.preview_ingress_namespace.clone(),
+                egress_cidrs: o.preview_egress_cidrs.clone(),
+                domain: o
+                    .preview_domain
+                    .clone()
+                    .map(|d| d.trim_matches('.').to_ascii_lowercase())
+                    .filter(|d| !d.is_empty()),
+                ingress_class: o.preview_ingress_class.clone().filter(|c| !c.is_empty()),
+                ingress_annotations: o.preview_ingress_annotations.clone(),
+                service_types: o.preview_service_types.clone(),
+                runtime_classes: o.preview_runtime_classes.clone(),
+            },
+            argocd: ArgoCdSettings {
+                namespace: o.argocd_namespace.clone(),
+                project: o.argocd_project.clone(),
+                allowed_projects: o.argocd_allowed_projects.clone(),
+                destination_server: o.argocd_destination_server.clone(),
+            },
+            network: NetworkSettings {
+                cluster_cidrs: o.cluster_cidrs.clone(),
+                allow_cidrs: o.outbound_allow_cidrs.clone(),
+                allow_cross_host_api_url: o.allow_cross_host_api_url,
+                connect_timeout: Duration::from_secs(10),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_are_strict() {
+        let s = Settings::from_options(&SafetyOptions::default()).unwrap();
+        assert_eq!(s.previews.namespace_prefix, "{{tenant}}-");
+        assert!(s.previews.ingress_annotations.is_empty());
+        assert!(s.previews.service_types.is_empty());
+        assert!(
+            s.previews
+                .quota_ceiling
+                .iter()
+                .any(|(k, v)| k == "limits.memory" && v == "16Gi")
+        );
+        assert_eq!(s.argocd.project, "pullwarden-previews");
+    }
+
+    #[test]
+    fn project_default_and_external_name_are_refused_as_settings() {
+        let mut o = SafetyOptions::default();
+        o.argocd_allowed_projects = vec!["default".into()];
+        assert!(Settings::from_options(&o).is_err());
+        let mut o = SafetyOptions::default();
+        o.preview_service_types = vec!["ExternalName".into()];
+        assert!(Settings::from_options(&o).is_err());
+    }
+}
