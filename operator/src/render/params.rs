@@ -120,6 +120,17 @@ impl PreviewParams {
     /// Errors: [`RenderError::Template`] for bad placeholders in those templates,
     /// [`RenderError::Params`] for an invalid head SHA, variable name, namespace or host.
     pub fn build(input: &ParamsInput<'_>) -> Result<PreviewParams, RenderError> {
+        Self::build_in(input, "")
+    }
+
+    /// [`PreviewParams::build`] with the operator's enforced namespace prefix (already rendered,
+    /// e.g. `team-shop-`): a rendered namespace that does not start with it gets it prepended,
+    /// before `host`, `url` and the manifests see the name, so the template chooses only the
+    /// rest of the name.
+    pub fn build_in(
+        input: &ParamsInput<'_>,
+        namespace_prefix: &str,
+    ) -> Result<PreviewParams, RenderError> {
         let mut problems = Vec::new();
         let head_sha = input.head_sha.to_ascii_lowercase();
         if !is_sha(&head_sha) {
@@ -190,8 +201,18 @@ impl PreviewParams {
         };
         let rendered_ns = template::render_string(ns_template, "template.namespace", &ns_scope)
             .map_err(RenderError::Template)?;
-        params.namespace =
-            force_namespace(&rendered_ns).map_err(|e| RenderError::Params(vec![e]))?;
+        let forced = force_namespace(&rendered_ns).map_err(|e| RenderError::Params(vec![e]))?;
+        params.namespace = if forced.starts_with(namespace_prefix) {
+            forced
+        } else {
+            let prefixed = format!("{namespace_prefix}{forced}");
+            check_namespace(&prefixed).map_err(|e| {
+                RenderError::Params(vec![format!(
+                    "{e} (the operator's namespace prefix {namespace_prefix:?} was prepended to {forced:?}; shorten template.namespace)"
+                )])
+            })?;
+            prefixed
+        };
 
         if let Some(host_template) = input.template.host.as_deref() {
             let host_scope = Partial {
@@ -515,6 +536,22 @@ mod tests {
         let s = slug(&input, 50);
         assert!(!s.contains("--"), "{s}");
         assert_eq!(s, format!("{}-{}", "a".repeat(40), short_hash(&input)));
+    }
+
+    #[test]
+    fn the_operator_prefix_is_prepended_once_before_host_and_url() {
+        let mut t = template();
+        t.namespace = Some("victim-{{number}}".into());
+        t.host = Some("{{namespace}}.preview.test".into());
+        let p = PreviewParams::build_in(&pr_input(&t, "x", "feature"), "team-").unwrap();
+        assert_eq!(p.namespace, "team-victim-42");
+        assert_eq!(p.host, "team-victim-42.preview.test");
+        t.namespace = Some("team-already-{{number}}".into());
+        let p = PreviewParams::build_in(&pr_input(&t, "x", "feature"), "team-").unwrap();
+        assert_eq!(p.namespace, "team-already-42", "not prefixed twice");
+        t.namespace = Some("x".repeat(60));
+        let err = PreviewParams::build_in(&pr_input(&t, "x", "feature"), "team-").unwrap_err();
+        assert!(err.to_string().contains("prefix"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Applying a preview's objects while impersonating the preview namespace's ServiceAccount, so
-//! that Kubernetes RBAC — not only our allow-list — confines what a pull request can create;
+//! Applying a preview's objects while impersonating the synthetic preview identity (see
+//! [`super::confine`]), so that Kubernetes RBAC — not only our allow-list — confines what a pull
+//! request can create;
 //! pruning objects of earlier revisions; reading workload readiness.
 
-use super::confine::PREVIEW_SERVICE_ACCOUNT;
+use super::confine::{PREVIEW_EXTRA, PREVIEW_GROUP, PREVIEW_USER};
 use crate::api::InventoryEntry;
 use crate::context::Context;
 use crate::error::Error;
@@ -34,15 +35,18 @@ fn gvk_resource(api_version: &str, kind: &str) -> Result<(ApiResource, GroupVers
     Ok((ApiResource::from_gvk(&gvk), gvk))
 }
 
-/// A client that acts as `system:serviceaccount:<namespace>:pullwarden-preview`.
-pub fn impersonated_client(ctx: &Context, namespace: &str) -> Result<Client, Error> {
+/// A client that acts as the user `pullwarden:preview` (group `pullwarden:previews`), with the
+/// preview named in a user extra for the audit log. The RoleBinding in `namespace` is what gives
+/// this identity any right; it has no token a workload could obtain.
+pub fn impersonated_client(ctx: &Context, preview: &str) -> Result<Client, Error> {
     let mut config = ctx.kube_config.clone();
-    config.auth_info.impersonate = Some(format!(
-        "system:serviceaccount:{namespace}:{PREVIEW_SERVICE_ACCOUNT}"
-    ));
-    // No groups: for a ServiceAccount user the API server adds the ServiceAccount groups itself,
-    // and the operator needs no permission to impersonate groups.
-    config.auth_info.impersonate_groups = None;
+    config.auth_info.impersonate = Some(PREVIEW_USER.into());
+    config.auth_info.impersonate_groups = Some(vec![PREVIEW_GROUP.into()]);
+    config.auth_info.impersonate_user_extra = Some(
+        [(PREVIEW_EXTRA.to_string(), vec![preview.to_string()])]
+            .into_iter()
+            .collect(),
+    );
     Ok(Client::try_from(config)?)
 }
 
@@ -51,7 +55,7 @@ pub fn impersonated_client(ctx: &Context, namespace: &str) -> Result<Client, Err
 fn refusal(entry: &str, err: kube::Error) -> Error {
     match err {
         kube::Error::Api(s) if s.code == 403 => Error::ManifestsRefused(format!(
-            "{entry}: forbidden for the preview's ServiceAccount: {}",
+            "{entry}: forbidden for the preview identity: {}",
             s.message
         )),
         kube::Error::Api(s) if s.code == 400 || s.code == 422 || s.code == 404 => {
@@ -64,8 +68,8 @@ fn refusal(entry: &str, err: kube::Error) -> Error {
     }
 }
 
-/// Server-side applies every object (field manager `pullwarden.dev/preview`) as the preview's
-/// ServiceAccount.
+/// Server-side applies every object (field manager `pullwarden.dev/preview`) as the preview
+/// identity.
 pub async fn apply_objects(client: &Client, objects: &[RenderedObject]) -> Result<(), Error> {
     let params = PatchParams::apply(&Context::field_manager("preview")).force();
     for obj in objects {

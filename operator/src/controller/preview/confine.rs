@@ -1,14 +1,31 @@
-//! The confinement of a preview namespace: ownership labels, Pod Security `restricted`, quota,
-//! limits, and a ServiceAccount bound to `pullwarden-preview-workload` inside that namespace only.
+//! The confinement of a preview namespace: an enforced name, ownership labels, Pod Security
+//! `restricted`, the tenant's quota and limits under an operator ceiling, a default-deny
+//! NetworkPolicy, and a RoleBinding of `pullwarden-preview-workload` to the synthetic preview
+//! identity inside that namespace only.
+//!
+//! The identity: manifests are applied by impersonating the user [`PREVIEW_USER`] (group
+//! [`PREVIEW_GROUP`]). No Secret, token or ServiceAccount stands behind it, so a workload in the
+//! namespace cannot run as it or mint a token for it (a ServiceAccount could be both). RBAC
+//! `resourceNames` cannot express "any user with this prefix", so one fixed user with an exact
+//! impersonate grant is the narrowest form the manager's ClusterRole can hold; each preview
+//! namespace's RoleBinding is what gives it rights there, and the namespace check of the safety
+//! rules (and the admission policies) keeps a preview's objects in its own namespace. The user
+//! extra [`PREVIEW_EXTRA`] names the preview in the API server's audit log.
+//!
+//! Quota: two ResourceQuotas and two LimitRanges. `pullwarden-preview` carries the tenant's
+//! `template.quota` (or the defaults); `pullwarden-ceiling` carries the operator's ceiling
+//! (`--preview-quota-ceiling`, `--preview-container-max`) without scopes. The API server enforces
+//! every quota of a namespace, so the effective limit is the intersection by construction — a
+//! tenant quota with a `scopes` trick or a larger number cannot lift the ceiling.
 //!
 //! Builders are pure; [`ensure`] applies them with the operator's own identity (these are the
-//! only objects in a preview namespace not created by impersonating the preview's
-//! ServiceAccount).
+//! only objects in a preview namespace not written as the preview identity).
 
 use crate::api::{PreviewEnvironment, PreviewQuota};
 use crate::context::Context;
 use crate::error::Error;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use crate::settings::PreviewSettings;
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -18,9 +35,24 @@ use serde_json::{Value, json};
 pub const OWNER_UID_LABEL: &str = "pullwarden.dev/preview-uid";
 /// Label on a preview namespace: `<namespace>.<name>` of the owning PreviewEnvironment.
 pub const OWNER_LABEL: &str = "pullwarden.dev/preview";
-/// The preview namespace's ServiceAccount that manifests are applied as.
-pub const PREVIEW_SERVICE_ACCOUNT: &str = "pullwarden-preview";
-/// The ClusterRole bound (inside the preview namespace only) to that ServiceAccount.
+/// Label on a preview namespace: the namespace of the PreviewEnvironment (the tenant).
+pub const TENANT_LABEL: &str = "pullwarden.dev/tenant";
+/// Annotation on a preview namespace: the rendered preview host (read by the admission
+/// policies' Ingress host rule).
+pub const HOST_ANNOTATION: &str = "pullwarden.dev/preview-host";
+/// The synthetic user manifests are applied as.
+pub const PREVIEW_USER: &str = "pullwarden:preview";
+/// The group of that user (admission policies match on it).
+pub const PREVIEW_GROUP: &str = "pullwarden:previews";
+/// User extra naming the preview (`<namespace>.<name>`) in audit logs.
+pub const PREVIEW_EXTRA: &str = "preview.pullwarden.dev";
+/// Name of the Pullwarden-owned RoleBinding, ResourceQuota and LimitRange (tenant values).
+pub const CONFINEMENT_NAME: &str = "pullwarden-preview";
+/// Name of the ResourceQuota and LimitRange holding the operator's ceiling.
+pub const CEILING_NAME: &str = "pullwarden-ceiling";
+/// Name of the default-deny NetworkPolicy.
+pub const NETWORK_POLICY_NAME: &str = "pullwarden-default-deny";
+/// The ClusterRole bound (inside the preview namespace only) to the preview identity.
 pub const WORKLOAD_CLUSTER_ROLE: &str = "pullwarden-preview-workload";
 
 /// `<namespace>.<name>` of a preview, as a label value (≤ 63 chars, hashed when longer).
@@ -44,8 +76,42 @@ pub fn owned_by(ns: &Namespace, pe: &PreviewEnvironment) -> bool {
     !uid.is_empty() && ns.labels().get(OWNER_UID_LABEL).map(String::as_str) == Some(uid)
 }
 
+/// Why a rendered preview namespace name may not be used, or `Ok`. The operator's form: the
+/// name starts with `--preview-namespace-prefix` (`{{tenant}}` = the PreviewEnvironment's
+/// namespace), is not a tenant namespace itself and matches no `--preview-namespace-deny` glob.
+/// Without this a tenant could claim any free name: another tenant's future preview, or a name
+/// that a dangling RoleBinding or an admission exemption elsewhere already trusts.
+pub fn check_namespace_name(
+    name: &str,
+    tenant: &str,
+    settings: &PreviewSettings,
+) -> Result<(), String> {
+    let prefix = settings.namespace_prefix.replace("{{tenant}}", tenant);
+    if !name.starts_with(&prefix) || name.len() == prefix.len() {
+        return Err(format!(
+            "preview namespace {name:?} does not have the form the operator enforces: it must start with {prefix:?} (flag --preview-namespace-prefix={:?}); set template.namespace accordingly, e.g. \"{prefix}{{{{repo}}}}-pr-{{{{number}}}}\"",
+            settings.namespace_prefix
+        ));
+    }
+    for pattern in &settings.namespace_deny {
+        let denied = globset::Glob::new(pattern)
+            .map(|g| g.compile_matcher().is_match(name))
+            .unwrap_or(pattern == name);
+        if denied {
+            return Err(format!(
+                "preview namespace {name:?} is reserved by the operator (matches {pattern:?} of --preview-namespace-deny)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The namespace manifest.
-pub fn namespace_manifest(name: &str, pe: &PreviewEnvironment) -> Value {
+pub fn namespace_manifest(name: &str, pe: &PreviewEnvironment, host: Option<&str>) -> Value {
+    let mut annotations = serde_json::Map::new();
+    if let Some(host) = host {
+        annotations.insert(HOST_ANNOTATION.into(), json!(host));
+    }
     json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {
@@ -53,17 +119,19 @@ pub fn namespace_manifest(name: &str, pe: &PreviewEnvironment) -> Value {
             "labels": {
                 OWNER_UID_LABEL: pe.meta().uid.clone().unwrap_or_default(),
                 OWNER_LABEL: owner_label_value(pe),
+                TENANT_LABEL: pe.namespace().unwrap_or_default(),
                 "app.kubernetes.io/managed-by": "pullwarden",
                 "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/enforce-version": "latest",
                 "pod-security.kubernetes.io/warn": "restricted",
             },
+            "annotations": annotations,
         },
     })
 }
 
 /// Default quota when the template sets none: enough for a typical web app preview, small
-/// enough that a runaway PR cannot starve the cluster.
+/// enough that a runaway PR cannot starve the cluster. The ceiling applies on top.
 pub fn default_quota() -> Value {
     json!({"hard": {
         "pods": "30", "services": "15", "services.loadbalancers": "0", "services.nodeports": "0",
@@ -72,17 +140,80 @@ pub fn default_quota() -> Value {
     }})
 }
 
-/// Default container requests/limits, so that pods without resources still fit the quota.
+/// Default container requests/limits, so that pods without resources still fit the quota
+/// (including the ceiling's cpu limit and ephemeral-storage entries).
 pub fn default_limit_range() -> Value {
     json!({"limits": [{
         "type": "Container",
-        "default": {"cpu": "500m", "memory": "512Mi"},
-        "defaultRequest": {"cpu": "50m", "memory": "64Mi"},
+        "default": {"cpu": "500m", "memory": "512Mi", "ephemeral-storage": "1Gi"},
+        "defaultRequest": {"cpu": "50m", "memory": "64Mi", "ephemeral-storage": "64Mi"},
     }]})
 }
 
-/// Every confinement object (besides the namespace), in apply order.
-pub fn confinement_manifests(namespace: &str, quota: Option<&PreviewQuota>) -> Vec<Value> {
+fn map_of(pairs: &[(String, String)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// The operator's ResourceQuota ceiling (no scopes: it counts everything in the namespace).
+pub fn ceiling_quota(settings: &PreviewSettings) -> Value {
+    json!({"hard": map_of(&settings.quota_ceiling)})
+}
+
+/// The operator's per-container maximum.
+pub fn ceiling_limit_range(settings: &PreviewSettings) -> Value {
+    json!({"limits": [{"type": "Container", "max": map_of(&settings.container_max)}]})
+}
+
+/// Default-deny for ingress and egress; admitted: the namespace's own pods, the ingress
+/// controller's namespace (ingress), DNS in kube-system and the operator's egress CIDRs
+/// (egress). Tenant NetworkPolicies can only add peers inside the namespace (safety rules),
+/// so this stays the boundary.
+pub fn network_policy(namespace: &str, settings: &PreviewSettings) -> Value {
+    let same_namespace = json!({"podSelector": {}});
+    let mut egress = vec![
+        json!({"to": [same_namespace]}),
+        json!({
+            "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}}],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }),
+    ];
+    if !settings.egress_cidrs.is_empty() {
+        let blocks: Vec<Value> = settings
+            .egress_cidrs
+            .iter()
+            .map(|c| json!({"ipBlock": {"cidr": c.to_string()}}))
+            .collect();
+        egress.push(json!({ "to": blocks }));
+    }
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": NETWORK_POLICY_NAME, "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "pullwarden"}},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {"from": [same_namespace]},
+                {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": settings.ingress_namespace}}}]},
+            ],
+            "egress": egress,
+        },
+    })
+}
+
+/// Every confinement object (besides the namespace), in apply order: the NetworkPolicy and the
+/// ceilings before the RoleBinding, so nothing can be written as the preview identity before
+/// the walls stand.
+pub fn confinement_manifests(
+    namespace: &str,
+    quota: Option<&PreviewQuota>,
+    settings: &PreviewSettings,
+) -> Vec<Value> {
     let labels = json!({"app.kubernetes.io/managed-by": "pullwarden"});
     let quota_spec = quota
         .and_then(|q| q.resource_quota.as_ref())
@@ -93,25 +224,37 @@ pub fn confinement_manifests(namespace: &str, quota: Option<&PreviewQuota>) -> V
         .map(|l| serde_json::to_value(l).expect("serialisable"))
         .unwrap_or_else(default_limit_range);
     vec![
-        json!({"apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": PREVIEW_SERVICE_ACCOUNT, "namespace": namespace, "labels": labels},
-            "automountServiceAccountToken": false}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": PREVIEW_SERVICE_ACCOUNT, "namespace": namespace, "labels": labels},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": WORKLOAD_CLUSTER_ROLE},
-            "subjects": [{"kind": "ServiceAccount", "name": PREVIEW_SERVICE_ACCOUNT, "namespace": namespace}]}),
+        network_policy(namespace, settings),
         json!({"apiVersion": "v1", "kind": "ResourceQuota",
-            "metadata": {"name": "pullwarden-preview", "namespace": namespace, "labels": labels},
+            "metadata": {"name": CEILING_NAME, "namespace": namespace, "labels": labels},
+            "spec": ceiling_quota(settings)}),
+        json!({"apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": CEILING_NAME, "namespace": namespace, "labels": labels},
+            "spec": ceiling_limit_range(settings)}),
+        json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": CONFINEMENT_NAME, "namespace": namespace, "labels": labels},
             "spec": quota_spec}),
         json!({"apiVersion": "v1", "kind": "LimitRange",
-            "metadata": {"name": "pullwarden-preview", "namespace": namespace, "labels": labels},
+            "metadata": {"name": CONFINEMENT_NAME, "namespace": namespace, "labels": labels},
             "spec": limits_spec}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": CONFINEMENT_NAME, "namespace": namespace, "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": WORKLOAD_CLUSTER_ROLE},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": PREVIEW_USER}]}),
     ]
 }
 
 /// Creates or updates the namespace and its confinement. Refuses a namespace that exists and is
 /// not owned by this preview (someone else's namespace is never adopted, let alone deleted).
-pub async fn ensure(ctx: &Context, pe: &PreviewEnvironment, namespace: &str) -> Result<(), Error> {
+pub async fn ensure(
+    ctx: &Context,
+    pe: &PreviewEnvironment,
+    namespace: &str,
+    host: Option<&str>,
+) -> Result<(), Error> {
+    let settings = &ctx.config.settings.previews;
+    check_namespace_name(namespace, &pe.namespace().unwrap_or_default(), settings)
+        .map_err(Error::InvalidSpec)?;
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     if let Some(existing) = namespaces.get_opt(namespace).await?
         && !owned_by(&existing, pe)
@@ -125,27 +268,18 @@ pub async fn ensure(ctx: &Context, pe: &PreviewEnvironment, namespace: &str) -> 
         .patch(
             namespace,
             &params,
-            &Patch::Apply(&namespace_manifest(namespace, pe)),
+            &Patch::Apply(&namespace_manifest(namespace, pe, host)),
         )
         .await?;
-    for manifest in confinement_manifests(namespace, pe.spec.template.quota.as_ref()) {
-        let kind = manifest["kind"].as_str().unwrap_or_default();
+    for manifest in confinement_manifests(namespace, pe.spec.template.quota.as_ref(), settings) {
         let name = manifest["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        match kind {
-            "ServiceAccount" => {
-                let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
-                api.patch(&name, &params, &Patch::Apply(&manifest)).await?;
-            }
-            _ => {
-                let (ar, _) = super::apply::api_resource(&manifest)?;
-                let api: Api<kube::api::DynamicObject> =
-                    Api::namespaced_with(ctx.client.clone(), namespace, &ar);
-                api.patch(&name, &params, &Patch::Apply(&manifest)).await?;
-            }
-        }
+        let (ar, _) = super::apply::api_resource(&manifest)?;
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), namespace, &ar);
+        api.patch(&name, &params, &Patch::Apply(&manifest)).await?;
     }
     Ok(())
 }
@@ -193,9 +327,14 @@ mod tests {
     }
 
     #[test]
-    fn namespace_carries_ownership_and_pod_security() {
-        let m = namespace_manifest("web-pr-1", &preview());
+    fn namespace_carries_ownership_tenant_host_and_pod_security() {
+        let m = namespace_manifest("team-web-pr-1", &preview(), Some("pr-1.example.test"));
         assert_eq!(m["metadata"]["labels"][OWNER_UID_LABEL], "1234-abcd");
+        assert_eq!(m["metadata"]["labels"][TENANT_LABEL], "team");
+        assert_eq!(
+            m["metadata"]["annotations"][HOST_ANNOTATION],
+            "pr-1.example.test"
+        );
         assert_eq!(
             m["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
             "restricted"
@@ -214,18 +353,118 @@ mod tests {
     }
 
     #[test]
-    fn confinement_binds_only_the_workload_role_in_the_namespace() {
-        let objs = confinement_manifests("web-pr-1", None);
+    fn confinement_binds_only_the_synthetic_user_in_the_namespace() {
+        let objs = confinement_manifests("team-web-pr-1", None, &PreviewSettings::default());
         let rb = objs.iter().find(|o| o["kind"] == "RoleBinding").unwrap();
         assert_eq!(rb["roleRef"]["name"], WORKLOAD_CLUSTER_ROLE);
-        assert_eq!(rb["metadata"]["namespace"], "web-pr-1");
-        assert_eq!(rb["subjects"][0]["namespace"], "web-pr-1");
-        let quota = objs.iter().find(|o| o["kind"] == "ResourceQuota").unwrap();
-        assert_eq!(quota["spec"]["hard"]["services.loadbalancers"], "0");
+        assert_eq!(rb["metadata"]["namespace"], "team-web-pr-1");
+        assert_eq!(
+            rb["subjects"],
+            json!([{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": PREVIEW_USER}]),
+            "no ServiceAccount subject: a workload could run as one"
+        );
+        assert!(
+            objs.iter().all(|o| o["kind"] != "ServiceAccount"),
+            "no identity a pod could use is created"
+        );
+        assert_eq!(
+            objs.last().unwrap()["kind"],
+            "RoleBinding",
+            "the walls stand before the identity gets any right"
+        );
         assert!(
             objs.iter()
-                .all(|o| o["metadata"]["namespace"] == "web-pr-1")
+                .all(|o| o["metadata"]["namespace"] == "team-web-pr-1")
         );
+    }
+
+    #[test]
+    fn the_ceiling_is_a_separate_unscoped_quota_whatever_the_tenant_asks() {
+        let tenant: PreviewQuota = serde_json::from_value(json!({
+            "resourceQuota": {"hard": {"requests.cpu": "500", "pods": "1000"}, "scopes": ["Terminating"]},
+            "limitRange": {"limits": [{"type": "Container", "max": {"cpu": "64"}}]}
+        }))
+        .unwrap();
+        let settings = PreviewSettings::default();
+        let objs = confinement_manifests("team-x", Some(&tenant), &settings);
+        let quotas: Vec<&Value> = objs
+            .iter()
+            .filter(|o| o["kind"] == "ResourceQuota")
+            .collect();
+        assert_eq!(quotas.len(), 2);
+        let ceiling = quotas
+            .iter()
+            .find(|q| q["metadata"]["name"] == CEILING_NAME)
+            .unwrap();
+        assert_eq!(ceiling["spec"]["hard"]["requests.cpu"], "4");
+        assert_eq!(ceiling["spec"]["hard"]["services.loadbalancers"], "0");
+        assert!(ceiling["spec"]["scopes"].is_null());
+        for key in [
+            "limits.cpu",
+            "limits.memory",
+            "requests.ephemeral-storage",
+            "count/deployments.apps",
+        ] {
+            assert!(ceiling["spec"]["hard"][key].is_string(), "{key}");
+        }
+        let tenant_quota = quotas
+            .iter()
+            .find(|q| q["metadata"]["name"] == CONFINEMENT_NAME)
+            .unwrap();
+        assert_eq!(tenant_quota["spec"]["hard"]["pods"], "1000");
+        let max = objs
+            .iter()
+            .find(|o| o["kind"] == "LimitRange" && o["metadata"]["name"] == CEILING_NAME)
+            .unwrap();
+        assert_eq!(max["spec"]["limits"][0]["max"]["memory"], "4Gi");
+    }
+
+    #[test]
+    fn default_limits_fill_every_resource_the_ceiling_quotas() {
+        let defaults = default_limit_range();
+        let d = &defaults["limits"][0];
+        for resource in ["cpu", "memory", "ephemeral-storage"] {
+            assert!(d["default"][resource].is_string(), "{resource}");
+            assert!(d["defaultRequest"][resource].is_string(), "{resource}");
+        }
+    }
+
+    #[test]
+    fn network_policy_denies_by_default_and_admits_ingress_controller_and_dns() {
+        let mut settings = PreviewSettings::default();
+        settings.egress_cidrs = vec!["10.20.0.0/16".parse().unwrap()];
+        let np = network_policy("team-x", &settings);
+        assert_eq!(np["spec"]["podSelector"], json!({}));
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        let ingress = serde_json::to_string(&np["spec"]["ingress"]).unwrap();
+        assert!(ingress.contains("ingress-nginx"), "{ingress}");
+        assert!(!ingress.contains("ipBlock"), "{ingress}");
+        let egress = serde_json::to_string(&np["spec"]["egress"]).unwrap();
+        assert!(
+            egress.contains("10.20.0.0/16") && egress.contains("53"),
+            "{egress}"
+        );
+        assert!(!egress.contains("0.0.0.0/0"), "{egress}");
+    }
+
+    #[test]
+    fn namespace_names_have_the_enforced_form() {
+        let s = PreviewSettings::default();
+        assert!(check_namespace_name("team-web-pr-1", "team", &s).is_ok());
+        let err = check_namespace_name("web-pr-1", "team", &s).unwrap_err();
+        assert!(
+            err.contains("\"team-\"") && err.contains("--preview-namespace-prefix"),
+            "{err}"
+        );
+        assert!(check_namespace_name("other-web-pr-1", "team", &s).is_err());
+        assert!(check_namespace_name("team-", "team", &s).is_err());
+        // The prefix lets tenant `kube` form `kube-system`; the deny-list still refuses it.
+        let err = check_namespace_name("kube-system", "kube", &s).unwrap_err();
+        assert!(err.contains("--preview-namespace-deny"), "{err}");
+        let mut custom = s.clone();
+        custom.namespace_prefix = "pv-{{tenant}}-".into();
+        assert!(check_namespace_name("pv-team-7", "team", &custom).is_ok());
+        assert!(check_namespace_name("team-7", "team", &custom).is_err());
     }
 
     #[test]

@@ -238,16 +238,29 @@ async fn reconcile(
             target_branch: &target.target_branch,
         },
     };
-    let params = PreviewParams::build(&ParamsInput {
-        source,
-        head_sha: &target.head_sha,
-        owner: &coords.owner,
-        repo: &coords.name,
-        template: &pe.spec.template,
-    })
+    let namespace_prefix = ctx
+        .config
+        .settings
+        .previews
+        .namespace_prefix
+        .replace("{{tenant}}", &namespace);
+    let params = PreviewParams::build_in(
+        &ParamsInput {
+            source,
+            head_sha: &target.head_sha,
+            owner: &coords.owner,
+            repo: &coords.name,
+            template: &pe.spec.template,
+        },
+        &namespace_prefix,
+    )
     .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     let preview_ns = params.namespace.clone();
+    confine::check_namespace_name(&preview_ns, &namespace, &ctx.config.settings.previews)
+        .map_err(Error::InvalidSpec)?;
     progress.status.namespace = Some(preview_ns.clone());
+    let identity = confine::owner_label_value(&pe);
+    let host = (!params.host.is_empty()).then_some(params.host.as_str());
     let reporter = Reporter::new(
         forge.as_ref(),
         &pe,
@@ -375,7 +388,7 @@ async fn reconcile(
     if ready_for_head {
         let still = match pe.spec.template.delivery {
             Delivery::Manifests => {
-                let client = apply::impersonated_client(ctx, &preview_ns)?;
+                let client = apply::impersonated_client(ctx, &identity)?;
                 apply::not_ready_workloads(&client, &progress.status.inventory).await?
             }
             Delivery::Argocd => {
@@ -403,6 +416,51 @@ async fn reconcile(
         progress.status.message = Some(message);
         progress.write(ctx).await?;
         return Ok(Action::requeue(DEPLOY_POLL * 5));
+    }
+
+    // The per-namespace cap on previews (`--max-previews-per-namespace`), checked before a
+    // deploy, never on a Ready re-check: the oldest previews of the namespace keep their place.
+    // Only a preview that never deployed is counted against it (a live one is not evicted).
+    let cap = ctx.config.settings.previews.max_previews_per_namespace;
+    let never_deployed = progress.status.deployed_sha.is_none();
+    let ranked: Vec<(Option<jiff::Timestamp>, String)> = if never_deployed {
+        api.list_metadata(&kube::api::ListParams::default().match_any())
+            .await?
+            .items
+            .iter()
+            .filter(|m| m.metadata.deletion_timestamp.is_none())
+            .map(|m| {
+                (
+                    m.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    m.name_any(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if never_deployed && !within_namespace_cap(&ranked, &pe.name_any(), cap) {
+        let message = format!(
+            "namespace {namespace} has {} PreviewEnvironments; the operator allows {cap} (--max-previews-per-namespace): this one is not deployed until older ones are deleted",
+            ranked.len()
+        );
+        progress.set(
+            PreviewPhase::Failed,
+            Outcome::stalled("PreviewLimitReached", message.clone()),
+            None,
+            message.clone(),
+        );
+        publish(
+            ctx,
+            pe.as_ref(),
+            EventType::Warning,
+            "PreviewLimitReached",
+            "Deploy",
+            &message,
+        )
+        .await;
+        progress.write(ctx).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
     // Report "deploying" once per SHA.
@@ -446,9 +504,9 @@ async fn reconcile(
                 }
             };
             tracing::debug!(preview = %pe.name_any(), objects = objects.len(), "rendered");
-            confine::ensure(ctx, &pe, &preview_ns).await?;
+            confine::ensure(ctx, &pe, &preview_ns, host).await?;
             tracing::debug!(preview = %pe.name_any(), namespace = %preview_ns, "namespace confined");
-            let client = apply::impersonated_client(ctx, &preview_ns)?;
+            let client = apply::impersonated_client(ctx, &identity)?;
             if let Err(err) = apply::apply_objects(&client, &objects).await {
                 return match err {
                     Error::ManifestsRefused(msg) => {
@@ -466,7 +524,7 @@ async fn reconcile(
             apply::not_ready_workloads(&client, &progress.status.inventory).await?
         }
         Delivery::Argocd => {
-            confine::ensure(ctx, &pe, &preview_ns).await?;
+            confine::ensure(ctx, &pe, &preview_ns, host).await?;
             match argocd::ensure(ctx, &pe, &preview_ns, &coords.clone_url, &target.head_sha).await?
             {
                 argocd::AppState::Ready => Vec::new(),
@@ -557,6 +615,21 @@ async fn reconcile(
     .await;
     progress.write(ctx).await?;
     Ok(Action::requeue(recheck))
+}
+
+/// Whether `me` is among the `cap` oldest previews of its namespace (by creation time, then
+/// name): the ones beyond the cap wait, the older ones are never displaced by new ones.
+fn within_namespace_cap(
+    previews: &[(Option<jiff::Timestamp>, String)],
+    me: &str,
+    cap: u32,
+) -> bool {
+    let mut ranked: Vec<&(Option<jiff::Timestamp>, String)> = previews.iter().collect();
+    ranked.sort_by(|a, b| (a.0.is_none(), a.0, &a.1).cmp(&(b.0.is_none(), b.0, &b.1)));
+    ranked
+        .iter()
+        .take(usize::try_from(cap).unwrap_or(usize::MAX))
+        .any(|(_, name)| name == me)
 }
 
 /// The `Applied` condition once a revision's objects are in the cluster.
@@ -860,4 +933,29 @@ async fn mark_inactive(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_cap_keeps_the_oldest_previews() {
+        let t = |s: i64| Some(jiff::Timestamp::from_second(s).unwrap());
+        let previews = vec![
+            (t(30), "c".to_string()),
+            (t(10), "a".to_string()),
+            (t(20), "b".to_string()),
+            (None, "new".to_string()),
+        ];
+        assert!(within_namespace_cap(&previews, "a", 2));
+        assert!(within_namespace_cap(&previews, "b", 2));
+        assert!(!within_namespace_cap(&previews, "c", 2));
+        assert!(
+            !within_namespace_cap(&previews, "new", 3),
+            "no timestamp sorts last"
+        );
+        assert!(within_namespace_cap(&previews, "new", 4));
+        assert!(!within_namespace_cap(&previews, "a", 0));
+    }
 }
