@@ -215,12 +215,7 @@ async fn a_ready_preview_is_confined_and_its_identity_is_out_of_a_workloads_reac
     }))
     .unwrap();
     let issued: TokenRequest = sas
-        .create_subresource(
-            "token",
-            &sa.name_any(),
-            &PostParams::default(),
-            serde_json::to_vec(&request).unwrap(),
-        )
+        .create_subresource("token", &sa.name_any(), &PostParams::default(), &request)
         .await
         .unwrap();
     let token = issued.status.unwrap().token;
@@ -338,9 +333,10 @@ async fn a_ready_preview_is_confined_and_its_identity_is_out_of_a_workloads_reac
         np_spec.policy_types.unwrap(),
         vec!["Ingress".to_string(), "Egress".to_string()]
     );
+    let selector = np_spec.pod_selector.unwrap_or_default();
     assert!(
-        np_spec.pod_selector.match_labels.is_none()
-            && np_spec.pod_selector.match_expressions.is_none(),
+        selector.match_labels.unwrap_or_default().is_empty()
+            && selector.match_expressions.unwrap_or_default().is_empty(),
         "it selects every pod"
     );
 }
@@ -357,7 +353,8 @@ async fn namespace_names_always_get_the_tenant_prefix() {
         let manifest = json!({"apiVersion": "pullwarden.dev/v1alpha1", "kind": "PreviewEnvironment",
             "metadata": {"name": name},
             "spec": {"repositoryRef": {"name": n}, "branch": "main",
-                "template": {"path": "deploy/preview", "namespace": asked}}});
+                "template": {"path": "deploy/preview", "namespace": asked,
+                    "vars": {"image": "registry.test/acme/shop"}}}});
         apply(&previews, name, &manifest).await;
         let ready = wait_for(
             &previews,
@@ -394,7 +391,8 @@ async fn reserved_names_from_the_deny_list_are_refused() {
     let manifest = json!({"apiVersion": "pullwarden.dev/v1alpha1", "kind": "PreviewEnvironment",
         "metadata": {"name": "reserved"},
         "spec": {"repositoryRef": {"name": n}, "branch": "main",
-            "template": {"path": "deploy/preview", "namespace": namespace}}});
+            "template": {"path": "deploy/preview", "namespace": namespace,
+                "vars": {"image": "registry.test/acme/shop"}}}});
     apply(&previews, "reserved", &manifest).await;
     let refused = wait_for(
         &previews,
@@ -426,7 +424,8 @@ async fn previews_beyond_the_namespace_cap_wait_and_say_why() {
         json!({"apiVersion": "pullwarden.dev/v1alpha1", "kind": "PreviewEnvironment",
             "metadata": {"name": name},
             "spec": {"repositoryRef": {"name": n}, "branch": branch,
-                "template": {"path": "deploy/preview", "namespace": format!("{n}-{name}")}}})
+                "template": {"path": "deploy/preview", "namespace": format!("{n}-{name}"),
+                    "vars": {"image": "registry.test/acme/shop"}}}})
     };
     apply(&previews, "first", &manifest("first", "main")).await;
     wait_for(

@@ -12,11 +12,12 @@
 //! rules (and the admission policies) keeps a preview's objects in its own namespace. The user
 //! extra [`PREVIEW_EXTRA`] names the preview in the API server's audit log.
 //!
-//! Quota: two ResourceQuotas and two LimitRanges. `pullwarden-preview` carries the tenant's
-//! `template.quota` (or the defaults); `pullwarden-ceiling` carries the operator's ceiling
-//! (`--preview-quota-ceiling`, `--preview-container-max`) without scopes. The API server enforces
-//! every quota of a namespace, so the effective limit is the intersection by construction — a
-//! tenant quota with a `scopes` trick or a larger number cannot lift the ceiling.
+//! Quota: two ResourceQuotas. `pullwarden-preview` carries the tenant's `template.quota` (or the
+//! defaults); `pullwarden-ceiling` carries the operator's ceiling (`--preview-quota-ceiling`)
+//! without scopes. The API server enforces every quota of a namespace, so the effective limit is
+//! the intersection by construction — a tenant quota with a `scopes` trick or a larger number
+//! cannot lift the ceiling. The one LimitRange has the operator's per-container maximum
+//! intersected in ([`limit_range_spec`]).
 //!
 //! Builders are pure; [`ensure`] applies them with the operator's own identity (these are the
 //! only objects in a preview namespace not written as the preview identity).
@@ -48,7 +49,7 @@ pub const PREVIEW_GROUP: &str = "pullwarden:previews";
 pub const PREVIEW_EXTRA: &str = "preview.pullwarden.dev";
 /// Name of the Pullwarden-owned RoleBinding, ResourceQuota and LimitRange (tenant values).
 pub const CONFINEMENT_NAME: &str = "pullwarden-preview";
-/// Name of the ResourceQuota and LimitRange holding the operator's ceiling.
+/// Name of the ResourceQuota holding the operator's ceiling.
 pub const CEILING_NAME: &str = "pullwarden-ceiling";
 /// Name of the default-deny NetworkPolicy.
 pub const NETWORK_POLICY_NAME: &str = "pullwarden-default-deny";
@@ -164,9 +165,74 @@ pub fn ceiling_quota(settings: &PreviewSettings) -> Value {
     json!({"hard": map_of(&settings.quota_ceiling)})
 }
 
-/// The operator's per-container maximum.
-pub fn ceiling_limit_range(settings: &PreviewSettings) -> Value {
-    json!({"limits": [{"type": "Container", "max": map_of(&settings.container_max)}]})
+/// A Kubernetes quantity (`500m`, `2`, `4Gi`, `1e3`) as a number, for comparing limits.
+pub fn quantity_value(q: &str) -> Option<f64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0f64.powi(2),
+        "Gi" => 1024.0f64.powi(3),
+        "Ti" => 1024.0f64.powi(4),
+        "Pi" => 1024.0f64.powi(5),
+        "Ei" => 1024.0f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    Some(number * factor)
+}
+
+/// The tenant's LimitRange (or the default) with the operator's per-container maximum
+/// (`--preview-container-max`) intersected into its Container item: a tenant `max` above the
+/// ceiling (or unreadable, or absent) becomes the ceiling. One LimitRange, not two, because
+/// Kubernetes defaults a Container item's missing `default` to its `max`: a separate ceiling
+/// object would give every container the maximum as its request. For the same reason a resource
+/// the ceiling bounds gets Pullwarden's default when the tenant sets none.
+pub fn limit_range_spec(tenant: Option<&Value>, settings: &PreviewSettings) -> Value {
+    let mut spec = tenant.cloned().unwrap_or_else(default_limit_range);
+    let defaults = default_limit_range();
+    let fallback = &defaults["limits"][0];
+    if !spec["limits"].is_array() {
+        spec["limits"] = json!([]);
+    }
+    let limits = spec["limits"].as_array_mut().expect("an array");
+    if !limits.iter().any(|l| l["type"] == "Container") {
+        limits.push(json!({"type": "Container"}));
+    }
+    for item in limits.iter_mut().filter(|l| l["type"] == "Container") {
+        for (resource, ceiling) in &settings.container_max {
+            let tenant_max = item["max"][resource.as_str()]
+                .as_str()
+                .and_then(quantity_value);
+            let lower = match (tenant_max, quantity_value(ceiling)) {
+                (Some(t), Some(c)) => t > c,
+                _ => true,
+            };
+            if lower {
+                item["max"][resource.as_str()] = json!(ceiling);
+            }
+            for key in ["default", "defaultRequest"] {
+                if item[key][resource.as_str()].is_null()
+                    && !fallback[key][resource.as_str()].is_null()
+                {
+                    item[key][resource.as_str()] = fallback[key][resource.as_str()].clone();
+                }
+            }
+        }
+    }
+    spec
 }
 
 /// Default-deny for ingress and egress; admitted: the namespace's own pods, the ingress
@@ -219,18 +285,15 @@ pub fn confinement_manifests(
         .and_then(|q| q.resource_quota.as_ref())
         .map(|q| serde_json::to_value(q).expect("serialisable"))
         .unwrap_or_else(default_quota);
-    let limits_spec = quota
+    let tenant_limits = quota
         .and_then(|q| q.limit_range.as_ref())
-        .map(|l| serde_json::to_value(l).expect("serialisable"))
-        .unwrap_or_else(default_limit_range);
+        .map(|l| serde_json::to_value(l).expect("serialisable"));
+    let limits_spec = limit_range_spec(tenant_limits.as_ref(), settings);
     vec![
         network_policy(namespace, settings),
         json!({"apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": {"name": CEILING_NAME, "namespace": namespace, "labels": labels},
             "spec": ceiling_quota(settings)}),
-        json!({"apiVersion": "v1", "kind": "LimitRange",
-            "metadata": {"name": CEILING_NAME, "namespace": namespace, "labels": labels},
-            "spec": ceiling_limit_range(settings)}),
         json!({"apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": {"name": CONFINEMENT_NAME, "namespace": namespace, "labels": labels},
             "spec": quota_spec}),
@@ -412,11 +475,46 @@ mod tests {
             .find(|q| q["metadata"]["name"] == CONFINEMENT_NAME)
             .unwrap();
         assert_eq!(tenant_quota["spec"]["hard"]["pods"], "1000");
-        let max = objs
-            .iter()
-            .find(|o| o["kind"] == "LimitRange" && o["metadata"]["name"] == CEILING_NAME)
-            .unwrap();
-        assert_eq!(max["spec"]["limits"][0]["max"]["memory"], "4Gi");
+        let ranges: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "LimitRange").collect();
+        assert_eq!(
+            ranges.len(),
+            1,
+            "one LimitRange: a max-only one would default limits to max"
+        );
+        let item = &ranges[0]["spec"]["limits"][0];
+        assert_eq!(
+            item["max"]["cpu"], "2",
+            "the tenant's 64 cpus are lowered to the ceiling"
+        );
+        assert_eq!(item["max"]["memory"], "4Gi");
+        assert_eq!(
+            item["default"]["memory"], "512Mi",
+            "a bounded resource gets a default"
+        );
+    }
+
+    #[test]
+    fn quantities_compare_across_suffixes() {
+        assert_eq!(quantity_value("500m"), Some(0.5));
+        assert_eq!(quantity_value("2"), Some(2.0));
+        assert_eq!(quantity_value("4Gi"), Some(4.0 * 1024.0 * 1024.0 * 1024.0));
+        assert_eq!(quantity_value("1e3"), Some(1000.0));
+        assert!(quantity_value("3Gi").unwrap() < quantity_value("4G").unwrap());
+        assert_eq!(quantity_value("lots"), None);
+    }
+
+    #[test]
+    fn a_smaller_tenant_max_is_kept_and_garbage_is_replaced() {
+        let settings = PreviewSettings::default();
+        let tenant =
+            json!({"limits": [{"type": "Container", "max": {"cpu": "500m", "memory": "lots"}}]});
+        let spec = limit_range_spec(Some(&tenant), &settings);
+        assert_eq!(spec["limits"][0]["max"]["cpu"], "500m");
+        assert_eq!(spec["limits"][0]["max"]["memory"], "4Gi");
+        let pods_only = json!({"limits": [{"type": "Pod", "max": {"cpu": "1"}}]});
+        let spec = limit_range_spec(Some(&pods_only), &settings);
+        assert_eq!(spec["limits"][1]["type"], "Container");
+        assert_eq!(spec["limits"][1]["max"]["ephemeral-storage"], "4Gi");
     }
 
     #[test]
