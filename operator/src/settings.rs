@@ -112,8 +112,10 @@ pub struct SafetyOptions {
     /// Namespace where Argo CD watches Applications (and AppProjects).
     #[arg(long, default_value = "argocd", env = "PULLWARDEN_ARGOCD_NAMESPACE")]
     pub argocd_namespace: String,
-    /// The AppProject Pullwarden manages for previews (destination = the preview namespace only,
-    /// no cluster-scoped kinds, namespaced kinds = the manifests allow-list).
+    /// The AppProject Pullwarden manages for previews, one per preview named
+    /// `<this>-<preview namespace>` (destination = the preview namespace only, sourceRepos = the
+    /// Repository URL, no cluster-scoped kinds, namespaced kinds = the manifests allow-list). A
+    /// template naming no project (or this one) gets it.
     #[arg(
         long,
         default_value = "pullwarden-previews",

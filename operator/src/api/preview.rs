@@ -180,29 +180,30 @@ fn default_probe_path() -> String {
     "/".into()
 }
 
-/// Argo CD Application settings for `delivery: argocd`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Argo CD Application settings for `delivery: argocd`. Where Argo CD runs, the destination
+/// cluster and the projects a preview may use are operator configuration (`pullwarden run
+/// --argocd-*` flags and their chart values under `security:`), not template fields: Argo CD
+/// applies the pull request's content with its own privileges, so its AppProject is the
+/// confinement.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArgoCdOptions {
-    /// Namespace where Argo CD watches Applications.
-    #[serde(default = "default_argocd_namespace")]
-    pub namespace: String,
-    /// Argo CD project of the Application.
-    #[serde(default = "default_argocd_project")]
-    pub project: String,
-    /// Destination cluster API server.
-    #[serde(default = "default_argocd_server")]
-    pub destination_server: String,
-}
-
-fn default_argocd_namespace() -> String {
-    "argocd".into()
-}
-fn default_argocd_project() -> String {
-    "default".into()
-}
-fn default_argocd_server() -> String {
-    "https://kubernetes.default.svc".into()
+    /// AppProject of the Application. Unset (recommended): the restricted AppProject Pullwarden
+    /// manages for this preview (the preview namespace as the only destination, no
+    /// cluster-scoped kinds, the manifests allow-list as namespaced kinds, the Repository URL as
+    /// the only source). Otherwise it must be the managed project's name (`--argocd-project`)
+    /// or one the operator allows (`--argocd-allowed-projects`); `default` is always refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub project: Option<String>,
+    /// Deprecated, refused unless equal to the operator's setting: the namespace of Argo CD's
+    /// Applications is the operator's `--argocd-namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Deprecated, refused unless equal to the operator's setting: the destination cluster is
+    /// the operator's `--argocd-destination-server`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_server: Option<String>,
 }
 
 /// Lifecycle phase of a preview.

@@ -524,9 +524,11 @@ async fn reconcile(
             apply::not_ready_workloads(&client, &progress.status.inventory).await?
         }
         Delivery::Argocd => {
+            // Project and ownership refusals come before the preview namespace exists.
+            let plan =
+                argocd::plan(ctx, &pe, &preview_ns, &coords.clone_url, &target.head_sha).await?;
             confine::ensure(ctx, &pe, &preview_ns, host).await?;
-            match argocd::ensure(ctx, &pe, &preview_ns, &coords.clone_url, &target.head_sha).await?
-            {
+            match argocd::apply(ctx, plan).await? {
                 argocd::AppState::Ready => Vec::new(),
                 argocd::AppState::Progressing(m) => vec![m],
                 argocd::AppState::Failed(m) => {
