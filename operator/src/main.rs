@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the operator.
-    Run(RunOptions),
+    Run(Box<RunOptions>),
     /// Print the CustomResourceDefinitions as YAML (crds/ is generated from this).
     Crd {
         /// Write one file per CRD into this directory instead of printing.
@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?
-                .block_on(pullwarden::run::run(opts))
+                .block_on(pullwarden::run::run(*opts))
         }
     }
 }

@@ -314,11 +314,15 @@ mod tests {
 
     #[test]
     fn project_default_and_external_name_are_refused_as_settings() {
-        let mut o = SafetyOptions::default();
-        o.argocd_allowed_projects = vec!["default".into()];
+        let o = SafetyOptions {
+            argocd_allowed_projects: vec!["default".into()],
+            ..SafetyOptions::default()
+        };
         assert!(Settings::from_options(&o).is_err());
-        let mut o = SafetyOptions::default();
-        o.preview_service_types = vec!["ExternalName".into()];
+        let o = SafetyOptions {
+            preview_service_types: vec!["ExternalName".into()],
+            ..SafetyOptions::default()
+        };
         assert!(Settings::from_options(&o).is_err());
     }
 }
