@@ -262,8 +262,8 @@ metadata:
 spec:
   providerID: kwok://kwok-node-$i
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "32", memory: 256Gi, ephemeral-storage: 500Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, ephemeral-storage: 500Gi, pods: "110"}
   nodeInfo:
     architecture: amd64
     kubeletVersion: fake

@@ -354,7 +354,7 @@ async fn namespace_names_always_get_the_tenant_prefix() {
             "metadata": {"name": name},
             "spec": {"repositoryRef": {"name": n}, "branch": "main",
                 "template": {"path": "deploy/preview", "namespace": asked,
-                    "vars": {"image": "registry.test/acme/shop"}}}});
+                    "host": "{{namespace}}.preview.test", "vars": {"image": "registry.test/acme/shop"}}}});
         apply(&previews, name, &manifest).await;
         let ready = wait_for(
             &previews,
@@ -392,7 +392,7 @@ async fn reserved_names_from_the_deny_list_are_refused() {
         "metadata": {"name": "reserved"},
         "spec": {"repositoryRef": {"name": n}, "branch": "main",
             "template": {"path": "deploy/preview", "namespace": namespace,
-                "vars": {"image": "registry.test/acme/shop"}}}});
+                "host": "{{namespace}}.preview.test", "vars": {"image": "registry.test/acme/shop"}}}});
     apply(&previews, "reserved", &manifest).await;
     let refused = wait_for(
         &previews,
@@ -425,7 +425,7 @@ async fn previews_beyond_the_namespace_cap_wait_and_say_why() {
             "metadata": {"name": name},
             "spec": {"repositoryRef": {"name": n}, "branch": branch,
                 "template": {"path": "deploy/preview", "namespace": format!("{n}-{name}"),
-                    "vars": {"image": "registry.test/acme/shop"}}}})
+                    "host": "{{namespace}}.preview.test", "vars": {"image": "registry.test/acme/shop"}}}})
     };
     apply(&previews, "first", &manifest("first", "main")).await;
     wait_for(
