@@ -664,6 +664,65 @@ mod tests {
         );
     }
 
+    /// The admission policy of `config/admission` allows the same kinds for every writer, and
+    /// names the same tool annotations and control-plane taints.
+    #[test]
+    fn admission_policies_match_the_renderer() {
+        let text = include_str!("../../../config/admission/policies.yaml");
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|d: &Value| !d.is_null())
+            .collect();
+        let policy = |name: &str| {
+            docs.iter()
+                .find(|d| d["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let variable = |policy: &Value, name: &str| -> String {
+            policy["spec"]["variables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("variable {name} missing"))["expression"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        // The quoted strings of a CEL list literal.
+        let quoted = |expr: &str| -> BTreeSet<String> {
+            expr.split('\'')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let kinds = policy("pullwarden-preview-kinds");
+        let allowed: BTreeSet<String> = ALLOWED_KINDS
+            .iter()
+            .map(|k| format!("{}/{}", k.group(), k.resource))
+            .collect();
+        assert_eq!(quoted(&variable(kinds, "allowed")), allowed);
+        let ingress = policy("pullwarden-preview-ingress");
+        let tools = quoted(&variable(ingress, "allowedAnnotations"));
+        for a in TOOL_ANNOTATIONS {
+            assert!(tools.contains(*a), "{a}");
+        }
+        let pods = serde_json::to_string(policy("pullwarden-preview-pods")).unwrap();
+        for t in CONTROL_PLANE_TAINTS {
+            assert!(pods.contains(t), "{t}");
+        }
+        for doc in &docs {
+            for rule in doc["spec"]["matchConstraints"]["resourceRules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(rule["scope"], "Namespaced", "{}", doc["metadata"]["name"]);
+            }
+        }
+    }
+
     #[test]
     fn allowed_kinds_and_versions() {
         assert_eq!(allowed_kind("v1", "ServiceAccount"), Ok(0));
