@@ -7,7 +7,9 @@
 //! - a non-default render (namespace scope, Ingress, ServiceMonitor, 3 replicas, no CRDs, ...)
 //!   says what the values asked for and is accepted too;
 //! - values.schema.json rejects bad values with helm's schema error, while good ones pass;
-//! - the manager Pod passes the `restricted` Pod Security Standard, enforced by the API server.
+//! - the manager Pod passes the `restricted` Pod Security Standard, enforced by the API server;
+//! - `security:` has one key per safety flag of `pullwarden run` and renders each as that flag,
+//!   and the admission policies are config/admission's, reading the same settings.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -76,6 +78,28 @@ tolerations:
     effect: NoSchedule
 podAnnotations:
   example.com/team: platform
+security:
+  previewDomain: preview.example.com
+  previewIngressClass: nginx
+  previewIngressAnnotations: [nginx.ingress.kubernetes.io/proxy-body-size, "example.com/*"]
+  previewServiceTypes: [NodePort]
+  defaultMaxPreviews: 5
+  allowCrossHostApiUrl: true
+networkPolicy:
+  enabled: true
+  ingress:
+    webhookFrom:
+      - namespaceSelector:
+          matchLabels:
+            kubernetes.io/metadata.name: ingress-nginx
+  egress:
+    apiServer:
+      cidrs: [10.0.0.1/32, 192.168.10.4/32]
+      port: 443
+    forges:
+      cidrs: [140.82.112.0/20, 0.0.0.0/0, "::/0"]
+      except: [169.254.0.0/16, 10.0.0.0/8, "fe80::/10"]
+      ports: [443, 22]
 "#;
 
 /// A subset of the Prometheus Operator's ServiceMonitor CRD (the fields the chart sets, with
@@ -515,7 +539,7 @@ async fn default_render_mirrors_config_default_and_is_accepted_by_the_api_server
         "the chart's default objects differ from config/default's"
     );
     // Off by default.
-    for kind in ["Ingress", "ServiceMonitor"] {
+    for kind in ["Ingress", "ServiceMonitor", "NetworkPolicy"] {
         assert!(
             all_of_kind(&docs, kind).is_empty(),
             "{kind} rendered by default"
@@ -526,7 +550,11 @@ async fn default_render_mirrors_config_default_and_is_accepted_by_the_api_server
         let kind = str_at(doc, &["kind"]).unwrap();
         let namespaced = !matches!(
             kind,
-            "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+            "CustomResourceDefinition"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "ValidatingAdmissionPolicy"
+                | "ValidatingAdmissionPolicyBinding"
         );
         assert_eq!(
             str_at(doc, &["metadata", "namespace"]),
@@ -904,9 +932,70 @@ async fn non_default_values_render_as_asked_and_are_accepted_by_the_api_server()
         format!("--leader-election-namespace={}", ns.name()),
         "--namespace=team-shop".to_owned(),
         "--webhook-max-body-bytes=5242880".to_owned(),
+        "--preview-domain=preview.example.com".to_owned(),
+        "--preview-ingress-class=nginx".to_owned(),
+        "--preview-ingress-annotations=nginx.ingress.kubernetes.io/proxy-body-size,example.com/*"
+            .to_owned(),
+        "--preview-service-types=NodePort".to_owned(),
+        "--default-max-previews=5".to_owned(),
+        "--allow-cross-host-api-url".to_owned(),
     ] {
         assert!(args.contains(&want), "args {args:?} lack {want}");
     }
+    // The admission policies read the same settings.
+    let params = find(&docs, "ConfigMap", &format!("{full}-admission"));
+    for (key, want) in [
+        ("previewDomain", "preview.example.com"),
+        ("ingressClass", "nginx"),
+        (
+            "ingressAnnotations",
+            "nginx.ingress.kubernetes.io/proxy-body-size,example.com/*",
+        ),
+        ("serviceTypes", "NodePort"),
+        ("runtimeClasses", ""),
+        (
+            "operatorUsername",
+            &format!("system:serviceaccount:{}:{full}", ns.name()),
+        ),
+    ] {
+        assert_eq!(str_at(params, &["data", key]), Some(want), "{key}");
+    }
+    // Pullwarden's own NetworkPolicy: the two ports in, API server, DNS and forges out.
+    let np = find(&docs, "NetworkPolicy", full);
+    let ingress = at(np, &["spec", "ingress"])
+        .and_then(Value::as_sequence)
+        .unwrap();
+    let ports: Vec<&str> = ingress
+        .iter()
+        .map(|r| str_at(&at(r, &["ports"]).unwrap()[0], &["port"]).unwrap())
+        .collect();
+    assert_eq!(ports, ["webhook", "admin"]);
+    assert!(at(&ingress[0], &["from"]).is_some() && at(&ingress[1], &["from"]).is_none());
+    let egress = at(np, &["spec", "egress"])
+        .and_then(Value::as_sequence)
+        .unwrap();
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    assert_eq!(
+        str_at(&at(&egress[0], &["to"]).unwrap()[1], &["ipBlock", "cidr"]),
+        Some("192.168.10.4/32")
+    );
+    let forges = at(&egress[2], &["to"])
+        .and_then(Value::as_sequence)
+        .unwrap();
+    // `except` entries go only to the "anywhere" block of their own address family.
+    let v6 = forges
+        .iter()
+        .find(|t| str_at(t, &["ipBlock", "cidr"]) == Some("::/0"))
+        .unwrap();
+    assert_eq!(
+        at(v6, &["ipBlock", "except"]),
+        Some(&Value::Sequence(vec![Value::from("fe80::/10")]))
+    );
+    let github = forges
+        .iter()
+        .find(|t| str_at(t, &["ipBlock", "cidr"]) == Some("140.82.112.0/20"))
+        .unwrap();
+    assert!(at(github, &["ipBlock", "except"]).is_none());
     assert!(
         at(c, &["env"])
             .and_then(Value::as_sequence)
@@ -1061,6 +1150,29 @@ async fn values_schema_rejects_bad_values_and_accepts_good_ones() {
         // A typo is an error, not a silently ignored key.
         (&["replica=3"], &["replica"], &["replicas=3"]),
         (
+            &["security.previewServiceTypes={ExternalName}"],
+            &["/security/previewServiceTypes"],
+            &["security.previewServiceTypes={LoadBalancer}"],
+        ),
+        (
+            &["security.argocdProject=default"],
+            &["/security/argocdProject"],
+            &["security.argocdProject=previews"],
+        ),
+        (
+            &["security.previewDomian=x.example.com"],
+            &["previewDomian"],
+            &["security.previewDomain=x.example.com"],
+        ),
+        (
+            &["networkPolicy.enabled=true"],
+            &["/networkPolicy/egress"],
+            &[
+                "networkPolicy.enabled=true",
+                "networkPolicy.egress.apiServer.cidrs={10.0.0.1/32}",
+            ],
+        ),
+        (
             &[
                 "webhook.ingress.enabled=true",
                 "webhook.ingress.tls.secretName=tls",
@@ -1118,4 +1230,181 @@ async fn server_dry_run_refuses_an_invalid_render() {
             "the dry run failed for another reason: {e:#}"
         ),
     }
+}
+
+/// `security:` holds exactly the safety flags of `pullwarden run` (SafetyOptions), each named
+/// like its flag; set, they render as flags that `pullwarden run` accepts and that build the
+/// settings asked for; unset, none is rendered (the binary's defaults apply).
+#[tokio::test]
+async fn security_values_are_the_safety_flags() {
+    use clap::{Args as _, Parser as _};
+    let flags: BTreeSet<String> =
+        pullwarden::settings::SafetyOptions::augment_args(clap::Command::new("run"))
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+    let values: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    let keys: BTreeSet<String> = values["security"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| {
+            // camelCase -> kebab-case, as the chart's `kebabcase` does.
+            let mut out = String::new();
+            for c in k.as_str().unwrap().chars() {
+                if c.is_ascii_uppercase() {
+                    out.push('-');
+                }
+                out.push(c.to_ascii_lowercase());
+            }
+            out
+        })
+        .collect();
+    assert_eq!(keys, flags, "security: keys vs SafetyOptions flags");
+
+    let default_args = args_of(manager_container(find(
+        &parse_docs(&render("pullwarden", "pullwarden-system", None).await).unwrap(),
+        "Deployment",
+        "pullwarden",
+    )));
+    for flag in &flags {
+        assert!(
+            !default_args
+                .iter()
+                .any(|a| a.starts_with(&format!("--{flag}"))),
+            "--{flag} rendered without being set: {default_args:?}"
+        );
+    }
+
+    let all = r#"
+security:
+  previewNamespacePrefix: "{{tenant}}-pv-"
+  previewNamespaceDeny: [kube-*, prod-*]
+  previewQuotaCeiling: [requests.cpu=2, pods=10]
+  previewContainerMax: [cpu=1, memory=1Gi]
+  defaultMaxPreviews: 3
+  maxPreviewsPerNamespace: 7
+  previewIngressNamespace: traefik
+  previewEgressCidrs: [10.20.0.0/16]
+  previewDomain: .Preview.Example.com
+  previewIngressClass: traefik
+  previewIngressAnnotations: [traefik.ingress.kubernetes.io/*]
+  previewServiceTypes: [NodePort, LoadBalancer]
+  previewRuntimeClasses: [gvisor]
+  argocdNamespace: gitops
+  argocdProject: previews
+  argocdAllowedProjects: [team-previews]
+  argocdDestinationServer: https://previews.example.com:6443
+  clusterCidrs: [10.0.0.0/8, "fd00::/8"]
+  outboundAllowCidrs: [192.168.5.0/24]
+  allowCrossHostApiUrl: true
+"#;
+    let args = args_of(manager_container(find(
+        &parse_docs(&render("pullwarden", "pullwarden-system", Some(all)).await).unwrap(),
+        "Deployment",
+        "pullwarden",
+    )));
+    let security: Vec<String> = args
+        .iter()
+        .filter(|a| flags.iter().any(|f| a.starts_with(&format!("--{f}"))))
+        .cloned()
+        .collect();
+    assert_eq!(
+        security.len(),
+        flags.len(),
+        "one arg per flag: {security:?}"
+    );
+    #[derive(clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        opts: pullwarden::settings::SafetyOptions,
+    }
+    let parsed = Run::try_parse_from(std::iter::once("run".to_owned()).chain(security))
+        .unwrap_or_else(|e| panic!("the rendered flags do not parse: {e}"))
+        .opts;
+    let s = pullwarden::settings::Settings::from_options(&parsed).unwrap();
+    assert_eq!(s.previews.namespace_prefix, "{{tenant}}-pv-");
+    assert_eq!(s.previews.namespace_deny, ["kube-*", "prod-*"]);
+    assert_eq!(s.previews.quota_ceiling.len(), 2);
+    assert_eq!(s.previews.max_previews_per_namespace, 7);
+    assert_eq!(s.previews.domain.as_deref(), Some("preview.example.com"));
+    assert_eq!(s.previews.ingress_class.as_deref(), Some("traefik"));
+    assert_eq!(s.previews.service_types, ["NodePort", "LoadBalancer"]);
+    assert_eq!(s.argocd.allowed_projects, ["team-previews"]);
+    assert_eq!(s.network.cluster_cidrs.len(), 2);
+    assert!(s.network.allow_cross_host_api_url);
+    // The admission params normalise the domain the same way.
+    let docs = parse_docs(&render("pullwarden", "pullwarden-system", Some(all)).await).unwrap();
+    let params = find(&docs, "ConfigMap", "pullwarden-admission");
+    assert_eq!(
+        str_at(params, &["data", "previewDomain"]),
+        Some("preview.example.com")
+    );
+}
+
+/// The chart's admission policies are config/admission's verbatim; its bindings and params
+/// equal config/admission's for the default release in pullwarden-system, and follow the
+/// release otherwise.
+#[tokio::test]
+async fn admission_policies_are_identical_to_config_admission() {
+    let docs = parse_docs(&render("pullwarden", "pullwarden-system", None).await).unwrap();
+    let dir = repo_root().join("config").join("admission");
+    let source = read_docs(&dir.join("policies.yaml"));
+    assert_eq!(source.len(), 6);
+    for policy in &source {
+        let (kind, name) = kind_name(policy);
+        let ours = find(&docs, &kind, &name);
+        assert!(
+            normalize_numbers(ours) == normalize_numbers(policy),
+            "the chart's {kind} {name} differs from config/admission/policies.yaml; run charts/sync-from-config.sh"
+        );
+    }
+    for binding in read_docs(&dir.join("bindings.yaml")) {
+        let (kind, name) = kind_name(&binding);
+        let ours = find(&docs, &kind, &name);
+        assert_eq!(at(ours, &["spec"]), at(&binding, &["spec"]), "{name}");
+    }
+    let params = &read_docs(&dir.join("params.yaml"))[0];
+    let ours = find(&docs, "ConfigMap", "pullwarden-admission");
+    assert_eq!(at(ours, &["data"]), at(params, &["data"]));
+    assert_eq!(
+        str_at(ours, &["metadata", "namespace"]),
+        str_at(params, &["metadata", "namespace"])
+    );
+
+    // Another release: params in its namespace, naming its ServiceAccount.
+    let docs = parse_docs(&render("team-a", "team-a-system", None).await).unwrap();
+    let binding = find(
+        &docs,
+        "ValidatingAdmissionPolicyBinding",
+        "pullwarden-preview-owned",
+    );
+    assert_eq!(
+        str_at(binding, &["spec", "paramRef", "name"]),
+        Some("team-a-pullwarden-admission")
+    );
+    assert_eq!(
+        str_at(binding, &["spec", "paramRef", "namespace"]),
+        Some("team-a-system")
+    );
+    let params = find(&docs, "ConfigMap", "team-a-pullwarden-admission");
+    assert_eq!(
+        str_at(params, &["data", "operatorUsername"]),
+        Some("system:serviceaccount:team-a-system:team-a-pullwarden")
+    );
+    // Off: none of it.
+    let out = template(
+        "pullwarden",
+        "pullwarden-system",
+        None,
+        &["admissionPolicies.enabled=false"],
+    )
+    .await
+    .unwrap();
+    assert!(out.success, "{}", out.stderr);
+    let docs = parse_docs(&out.stdout).unwrap();
+    assert!(all_of_kind(&docs, "ValidatingAdmissionPolicy").is_empty());
+    assert!(all_of_kind(&docs, "ValidatingAdmissionPolicyBinding").is_empty());
 }

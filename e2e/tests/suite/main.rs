@@ -1,4 +1,5 @@
 //! The end-to-end suite: one test binary, so that one local control plane serves the whole run.
+mod admission;
 mod argocd_confined;
 mod chart;
 mod cluster_harness;

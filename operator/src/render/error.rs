@@ -107,13 +107,45 @@ pub enum RefusalReason {
     },
     /// `metadata.finalizers` would keep the namespace from ever being deleted.
     Finalizers,
-    /// Service `spec.type` NodePort, LoadBalancer or ExternalName.
+    /// A name starting with `pullwarden-`, reserved for Pullwarden's own objects.
+    ReservedName,
+    /// Service `spec.type` ExternalName, or NodePort/LoadBalancer not in the operator's
+    /// `allowed` list.
     ServiceType {
         service_type: String,
+        allowed: Vec<String>,
     },
     /// Service `spec.externalIPs`.
     ExternalIps,
-    /// A pod template field the product forbids (host namespaces, hostPath, privileged, …).
+    /// An Ingress rule or TLS entry (`field`) without a host.
+    IngressNoHost {
+        field: String,
+    },
+    /// An Ingress host with a wildcard.
+    IngressWildcard {
+        host: String,
+    },
+    /// An Ingress host that is neither the rendered host nor under the preview domain.
+    IngressHost {
+        host: String,
+        rendered: String,
+        domain: Option<String>,
+    },
+    /// Ingress `spec.defaultBackend` (or the old `spec.backend`).
+    IngressDefaultBackend,
+    /// `spec.ingressClassName` other than the operator's (`None`: none configured).
+    IngressClass {
+        class: String,
+        expected: Option<String>,
+    },
+    /// An Ingress annotation the operator does not allow.
+    IngressAnnotation {
+        key: String,
+    },
+    /// A Secret that asks for a ServiceAccount token.
+    ServiceAccountToken,
+    /// A pod template field the product forbids (host namespaces, hostPath, privileged,
+    /// nodeName, tolerations, …).
     PodSpec {
         field: String,
     },
@@ -130,8 +162,16 @@ impl RefusalReason {
             RefusalReason::Duplicate { .. } => "duplicate".into(),
             RefusalReason::Malformed { field, .. } => format!("bad {field}"),
             RefusalReason::Finalizers => "finalizers".into(),
-            RefusalReason::ServiceType { service_type } => service_type.clone(),
+            RefusalReason::ReservedName => "reserved name".into(),
+            RefusalReason::ServiceType { service_type, .. } => service_type.clone(),
             RefusalReason::ExternalIps => "externalIPs".into(),
+            RefusalReason::IngressNoHost { .. } => "Ingress without host".into(),
+            RefusalReason::IngressWildcard { host } => format!("wildcard host {host}"),
+            RefusalReason::IngressHost { host, .. } => format!("host {host}"),
+            RefusalReason::IngressDefaultBackend => "defaultBackend".into(),
+            RefusalReason::IngressClass { class, .. } => format!("ingress class {class}"),
+            RefusalReason::IngressAnnotation { key } => format!("annotation {key}"),
+            RefusalReason::ServiceAccountToken => "service-account token".into(),
             RefusalReason::PodSpec { field } => field.clone(),
         }
     }
@@ -157,12 +197,74 @@ impl fmt::Display for RefusalReason {
             RefusalReason::Finalizers => f.write_str(
                 "metadata.finalizers are not allowed: they would block deleting the preview",
             ),
-            RefusalReason::ServiceType { service_type } => write!(
-                f,
-                "Service type {service_type} is not allowed (it exposes the preview outside the cluster or redirects to other names); use ClusterIP and an Ingress"
+            RefusalReason::ReservedName => f.write_str(
+                "names starting with `pullwarden-` are reserved for the objects Pullwarden itself creates in the preview namespace (its ServiceAccount, RoleBinding, quota, LimitRange and NetworkPolicy); rename the object",
             ),
+            RefusalReason::ServiceType {
+                service_type,
+                allowed,
+            } => {
+                if service_type == "ExternalName" {
+                    f.write_str("Service type ExternalName is never allowed (it lets an Ingress or a client be redirected to any name); use ClusterIP and an Ingress")
+                } else {
+                    write!(
+                        f,
+                        "Service type {service_type} is not allowed on this cluster (it exposes the preview outside the cluster); use ClusterIP and an Ingress"
+                    )?;
+                    if !allowed.is_empty() {
+                        write!(f, " (the operator allows {})", allowed.join(", "))?;
+                    }
+                    Ok(())
+                }
+            }
             RefusalReason::ExternalIps => f.write_str(
                 "Service spec.externalIPs is not allowed (it can intercept cluster traffic)",
+            ),
+            RefusalReason::IngressNoHost { field } => write!(
+                f,
+                "{field} has no host; every Ingress rule and TLS entry must name the preview's host (a host-less rule catches traffic for every name)"
+            ),
+            RefusalReason::IngressWildcard { host } => write!(
+                f,
+                "Ingress host {host:?} is a wildcard; name the preview's host exactly"
+            ),
+            RefusalReason::IngressHost {
+                host,
+                rendered,
+                domain,
+            } => {
+                write!(f, "Ingress host {host:?} is not this preview's: ")?;
+                match (rendered.is_empty(), domain) {
+                    (false, Some(d)) => write!(
+                        f,
+                        "use {rendered:?} (`{{{{host}}}}`) or a name under {d:?}"
+                    ),
+                    (false, None) => write!(f, "use {rendered:?} (`{{{{host}}}}`)"),
+                    (true, Some(d)) => write!(f, "use a name under {d:?}"),
+                    (true, None) => f.write_str(
+                        "this preview has no host (template.host) and the operator configured no preview domain, so no Ingress host is allowed",
+                    ),
+                }
+            }
+            RefusalReason::IngressDefaultBackend => f.write_str(
+                "Ingress spec.defaultBackend is not allowed (it receives traffic for every host); route the preview's host in spec.rules",
+            ),
+            RefusalReason::IngressClass { class, expected } => match expected {
+                Some(e) => write!(
+                    f,
+                    "ingressClassName {class:?} is not allowed; previews use the class {e:?} (omit the field and Pullwarden sets it)"
+                ),
+                None => write!(
+                    f,
+                    "ingressClassName {class:?} is not allowed; previews use the cluster's default class (omit the field)"
+                ),
+            },
+            RefusalReason::IngressAnnotation { key } => write!(
+                f,
+                "Ingress annotation {key:?} is not allowed (only annotations the operator lists pass: they configure the ingress controller)"
+            ),
+            RefusalReason::ServiceAccountToken => f.write_str(
+                "Secrets of type kubernetes.io/service-account-token (or with the kubernetes.io/service-account.name annotation) are not allowed: they would hold a ServiceAccount's API token",
             ),
             RefusalReason::PodSpec { field } => {
                 write!(f, "pod template uses {field}, which previews may not use")

@@ -10,8 +10,8 @@
 //!    refused: those need `delivery: argocd`), apply the [`Limits`], replace placeholders by
 //!    sentinels (`template`), parse every document into JSON with the values substituted and
 //!    expansion bounded (`parse`), check that each document is a Kubernetes object, apply the
-//!    safety rules (`policy`), then set the namespace and the Pullwarden labels and order the
-//!    objects for apply.
+//!    safety rules (`policy`, with the operator's [`PreviewSettings`]), then set the namespace,
+//!    the Pullwarden labels and the forced Ingress class and order the objects for apply.
 //! 3. [`inventory_entries`] for `status.inventory`, [`prune_set`] for what to delete after a
 //!    successful apply, and `report` for the commit status line and the sticky PR comment.
 //!
@@ -28,8 +28,9 @@
 //! - Work is bounded: file count, total bytes, object count, and the size documents may expand
 //!   to (YAML aliases, long values), enforced while parsing rather than after.
 //! - These checks give a clear refusal on the pull request; they are not the only line:
-//!   objects are applied impersonating the preview namespace's ServiceAccount, whose RBAC grants
-//!   exactly [`ALLOWED_KINDS`] in that namespace, and Pod Security `restricted` applies there.
+//!   objects are applied impersonating the preview identity, whose RBAC grants exactly
+//!   [`ALLOWED_KINDS`] in that namespace, Pod Security `restricted` applies there, and the
+//!   ValidatingAdmissionPolicies of `config/admission` enforce the same rules for every writer.
 
 mod error;
 pub mod params;
@@ -47,6 +48,7 @@ use serde_json::{Map, Value};
 
 use crate::api::InventoryEntry;
 use crate::git::TreeFile;
+use crate::settings::PreviewSettings;
 
 pub use error::{Problem, Refusal, RefusalReason, RenderError};
 pub use params::{ParamsInput, PreviewParams, PreviewSource, force_namespace, slug};
@@ -118,16 +120,19 @@ pub fn render(
     files: &[TreeFile],
     params: &PreviewParams,
     preview_name: &str,
+    settings: &PreviewSettings,
 ) -> Result<Vec<RenderedObject>, RenderError> {
-    render_with_limits(files, params, preview_name, &Limits::default())
+    render_with_limits(files, params, preview_name, settings, &Limits::default())
 }
 
 /// Renders the template directory `files` (paths relative to it) for the PreviewEnvironment
-/// `preview_name`: the objects in apply order, or every problem found.
+/// `preview_name`: the objects in apply order, or every problem found. `settings` are the
+/// operator's (never the template's): the Ingress, Service and pod rules depend on them.
 pub fn render_with_limits(
     files: &[TreeFile],
     params: &PreviewParams,
     preview_name: &str,
+    settings: &PreviewSettings,
     limits: &Limits,
 ) -> Result<Vec<RenderedObject>, RenderError> {
     // PreviewParams fields are public; never trust a hand-made namespace.
@@ -231,13 +236,18 @@ pub fn render_with_limits(
     }
 
     // Safety rules.
+    let scope = policy::Scope {
+        namespace,
+        host: &params.host,
+        settings,
+    };
     let mut refusals = Vec::new();
     let mut seen: BTreeMap<(String, String), (String, usize)> = BTreeMap::new();
     let mut accepted = Vec::with_capacity(candidates.len());
     for c in candidates {
         let mut reasons = match policy::allowed_kind(&c.api_version, &c.kind) {
             Ok(rank) => {
-                let mut reasons = policy::check_object(&c.kind, &c.name, &c.body, namespace);
+                let mut reasons = policy::check_object(&c.kind, &c.name, &c.body, &scope);
                 let key = (c.kind.clone(), c.name.clone());
                 match seen.get(&key) {
                     Some((file, document)) => reasons.push(RefusalReason::Duplicate {
@@ -274,7 +284,7 @@ pub fn render_with_limits(
     accepted.sort_by(|(ra, a), (rb, b)| ra.cmp(rb).then_with(|| a.name.cmp(&b.name)));
     Ok(accepted
         .into_iter()
-        .map(|(_, c)| c.finish(namespace, &label))
+        .map(|(_, c)| c.finish(namespace, &label, settings))
         .collect())
 }
 
@@ -337,7 +347,13 @@ impl Candidate {
         })
     }
 
-    fn finish(mut self, namespace: &str, preview_label: &str) -> RenderedObject {
+    fn finish(
+        mut self,
+        namespace: &str,
+        preview_label: &str,
+        settings: &PreviewSettings,
+    ) -> RenderedObject {
+        policy::force_fields(&self.kind, &mut self.body, settings);
         if let Value::Object(obj) = &mut self.body {
             // Fields a server fills in: present in manifests exported with `kubectl get -o
             // yaml`, and rejected or misapplied by server-side apply (managedFields,

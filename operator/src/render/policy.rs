@@ -1,22 +1,42 @@
 //! The product's safety rules for rendered objects (design: "Safety rules that are part of the
-//! product"). They are not options; nothing here is configurable by a template.
+//! product"). Nothing here is configurable by a template: the only inputs besides the object
+//! are the preview namespace, the rendered host and the operator's [`PreviewSettings`] (flags
+//! of `pullwarden run`, chart values under `security:`), which a tenant cannot change.
 //!
 //! - Only the namespaced kinds of [`ALLOWED_KINDS`], in exactly the listed API version. The same
-//!   list is granted to the preview's ServiceAccount by `config/rbac/preview_workload_role.yaml`
-//!   (a test keeps the two equal), so RBAC confines what the allow-list lets through, and the
-//!   allow-list gives a clear message for what RBAC would reject halfway through an apply.
+//!   list is granted to the preview identity by `config/rbac/preview_workload_role.yaml` and
+//!   enforced for every writer by the admission policy `config/admission/policies.yaml` (tests
+//!   keep the three equal), so RBAC and admission confine what the allow-list lets through, and
+//!   the allow-list gives a clear message before anything is applied.
 //! - `metadata.namespace` absent (it is then set) or equal to the preview namespace.
 //! - Valid names; no two objects of the same kind and name (the later one is refused, because
-//!   server-side apply would silently merge them).
+//!   server-side apply would silently merge them). Names starting with [`RESERVED_PREFIX`] are
+//!   Pullwarden's own (the namespace's ServiceAccount, RoleBinding, quota, LimitRange and
+//!   default-deny NetworkPolicy): a template can neither replace nor prune them.
 //! - No `metadata.finalizers`: an unknown finalizer keeps the namespace in `Terminating` forever.
-//! - Services: no NodePort, LoadBalancer or ExternalName types (exposure outside the cluster,
-//!   and ExternalName lets an Ingress controller be pointed at any name) and no `externalIPs`
-//!   (CVE-2020-8554).
+//! - Services: no `ExternalName` (it lets an Ingress controller be pointed at any name), no
+//!   `externalIPs` (CVE-2020-8554), NodePort/LoadBalancer only when the operator lists them in
+//!   `service_types`.
+//! - Ingresses: every rule has a host; hosts (of rules and TLS) equal the rendered `host` or sit
+//!   under the operator's preview `domain`, never a wildcard; no `defaultBackend` (it catches
+//!   every host); `ingressClassName` is the operator's class (set when absent) or, without one,
+//!   absent; annotations only from the operator's allow-list (empty by default: annotations
+//!   configure the controller — snippets, auth, cert-manager issuers — and
+//!   `kubernetes.io/ingress.class` picks another controller), besides [`TOOL_ANNOTATIONS`].
+//! - Secrets: no service-account token Secrets (type `kubernetes.io/service-account-token` or
+//!   the `kubernetes.io/service-account.name` annotation): the token controller would fill in a
+//!   token of a ServiceAccount of the namespace.
 //! - Pod templates of Deployment, StatefulSet, Job and CronJob: no `hostNetwork`, `hostPID`,
-//!   `hostIPC`, `hostPath` volumes, `hostPort`s or privileged containers. Pod Security
-//!   `restricted` on the preview namespace enforces this too, but only when pods are created —
-//!   long after the apply "succeeded" — and then only in events nobody reads; refusing here puts
-//!   the reason on the pull request.
+//!   `hostIPC`, `hostPath` volumes, `hostPort`s or privileged containers (Pod Security
+//!   `restricted` enforces these too, but only when pods are created — long after the apply
+//!   "succeeded" — and then only in events nobody reads; refusing here puts the reason on the
+//!   pull request); no `nodeName` (bypasses the scheduler and taints), no `system-*` priority
+//!   class (preempts cluster components), no toleration of control-plane taints or of every
+//!   taint, `runtimeClassName` only from the operator's list, no `serviceAccountToken`
+//!   projections (tokens for other audiences, e.g. a cloud IAM or Vault trusting the cluster's
+//!   issuer) and no Pullwarden ServiceAccount. `automountServiceAccountToken` is allowed: the
+//!   pod's own ServiceAccount has no rights (RBAC binds the synthetic preview user, not a
+//!   ServiceAccount).
 //!
 //! Checks run on the final JSON (placeholders substituted, typed), the same tree that is
 //! applied, so a value cannot switch something on after the check.
@@ -25,6 +45,34 @@ use serde_json::Value;
 
 use super::error::RefusalReason;
 use super::params::{is_dns_label, is_dns_subdomain};
+use crate::settings::PreviewSettings;
+
+/// Names starting with this are reserved for the objects Pullwarden creates in a preview
+/// namespace (`pullwarden-preview`, `pullwarden-default-deny`, and any later ones).
+pub const RESERVED_PREFIX: &str = "pullwarden-";
+
+/// Annotations written by deployment tools for their own bookkeeping (client-side apply, Argo
+/// CD's resource tracking), which no ingress controller reads: always allowed on an Ingress.
+pub const TOOL_ANNOTATIONS: &[&str] = &[
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "argocd.argoproj.io/tracking-id",
+];
+
+/// Control-plane node taints a preview pod may not tolerate.
+pub const CONTROL_PLANE_TAINTS: &[&str] = &[
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// What the checks of one object depend on besides the object.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// The preview namespace.
+    pub namespace: &'a str,
+    /// The rendered `host` (`""` without a host template).
+    pub host: &'a str,
+    pub settings: &'a PreviewSettings,
+}
 
 /// One kind a preview may contain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -300,30 +348,35 @@ pub(crate) fn check_object(
     kind: &str,
     name: &str,
     body: &Value,
-    preview_ns: &str,
+    scope: &Scope<'_>,
 ) -> Vec<RefusalReason> {
     let mut reasons = Vec::new();
     if let Some(why) = name_problem(kind, name) {
         reasons.push(RefusalReason::InvalidName { why });
     }
+    if name.starts_with(RESERVED_PREFIX) {
+        reasons.push(RefusalReason::ReservedName);
+    }
     let metadata = &body["metadata"];
     match &metadata["namespace"] {
         Value::Null => {}
-        Value::String(ns) if ns.is_empty() || ns == preview_ns => {}
+        Value::String(ns) if ns.is_empty() || ns == scope.namespace => {}
         Value::String(ns) => reasons.push(RefusalReason::Namespace {
             namespace: ns.clone(),
-            preview: preview_ns.to_string(),
+            preview: scope.namespace.to_string(),
         }),
         _ => reasons.push(RefusalReason::Malformed {
             field: "metadata.namespace".into(),
             why: "must be a string",
         }),
     }
-    if !matches!(metadata["labels"], Value::Null | Value::Object(_)) {
-        reasons.push(RefusalReason::Malformed {
-            field: "metadata.labels".into(),
-            why: "must be a mapping",
-        });
+    for field in ["labels", "annotations"] {
+        if !matches!(metadata[field], Value::Null | Value::Object(_)) {
+            reasons.push(RefusalReason::Malformed {
+                field: format!("metadata.{field}"),
+                why: "must be a mapping",
+            });
+        }
     }
     match &metadata["finalizers"] {
         Value::Null => {}
@@ -331,17 +384,40 @@ pub(crate) fn check_object(
         _ => reasons.push(RefusalReason::Finalizers),
     }
     match kind {
-        "Service" => check_service(&body["spec"], &mut reasons),
+        "Service" => check_service(&body["spec"], scope.settings, &mut reasons),
+        "Ingress" => check_ingress(body, scope, &mut reasons),
+        "Secret" => check_secret(body, &mut reasons),
         "Deployment" | "StatefulSet" | "Job" => {
-            check_pod_spec(&body["spec"]["template"]["spec"], &mut reasons);
+            check_pod_spec(
+                &body["spec"]["template"]["spec"],
+                scope.settings,
+                &mut reasons,
+            );
         }
         "CronJob" => check_pod_spec(
             &body["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+            scope.settings,
             &mut reasons,
         ),
         _ => {}
     }
     reasons
+}
+
+/// Fields the operator's settings force on an accepted object: `ingressClassName` of an
+/// Ingress without one, when a class is configured (a different one was refused).
+pub(crate) fn force_fields(kind: &str, body: &mut Value, settings: &PreviewSettings) {
+    if kind == "Ingress"
+        && let Some(class) = &settings.ingress_class
+        && let Some(obj) = body.as_object_mut()
+    {
+        let spec = obj
+            .entry("spec")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(spec) = spec.as_object_mut() {
+            spec.insert("ingressClassName".into(), Value::String(class.clone()));
+        }
+    }
 }
 
 /// Kubernetes' name rules for the allowed kinds.
@@ -362,13 +438,23 @@ fn name_problem(kind: &str, name: &str) -> Option<String> {
     }
 }
 
-fn check_service(spec: &Value, reasons: &mut Vec<RefusalReason>) {
-    if let Some(t) = spec["type"].as_str()
-        && matches!(t, "NodePort" | "LoadBalancer" | "ExternalName")
-    {
-        reasons.push(RefusalReason::ServiceType {
-            service_type: t.to_string(),
-        });
+fn check_service(spec: &Value, settings: &PreviewSettings, reasons: &mut Vec<RefusalReason>) {
+    match &spec["type"] {
+        Value::Null => {}
+        Value::String(t) if t == "ClusterIP" => {}
+        Value::String(t) if t == "ExternalName" => reasons.push(RefusalReason::ServiceType {
+            service_type: t.clone(),
+            allowed: Vec::new(),
+        }),
+        Value::String(t) if settings.service_types.contains(t) => {}
+        Value::String(t) => reasons.push(RefusalReason::ServiceType {
+            service_type: t.clone(),
+            allowed: settings.service_types.clone(),
+        }),
+        _ => reasons.push(RefusalReason::Malformed {
+            field: "spec.type".into(),
+            why: "must be a string",
+        }),
     }
     match &spec["externalIPs"] {
         Value::Null => {}
@@ -377,19 +463,130 @@ fn check_service(spec: &Value, reasons: &mut Vec<RefusalReason>) {
     }
 }
 
-fn check_pod_spec(pod: &Value, reasons: &mut Vec<RefusalReason>) {
+/// Whether an annotation key passes the operator's allow-list (exact keys, or prefixes ending
+/// in `*`) or is one of the [`TOOL_ANNOTATIONS`].
+pub fn annotation_allowed(key: &str, allow: &[String]) -> bool {
+    TOOL_ANNOTATIONS.contains(&key)
+        || allow.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == p,
+        })
+}
+
+/// Whether an Ingress host is the preview's own: the rendered host, or a name under the
+/// operator's preview domain (not the domain itself: that is nobody's preview).
+pub fn host_allowed(host: &str, rendered: &str, domain: Option<&str>) -> bool {
+    let host = host.to_ascii_lowercase();
+    (!rendered.is_empty() && host == rendered)
+        || domain.is_some_and(|d| {
+            host.strip_suffix(d)
+                .and_then(|h| h.strip_suffix('.'))
+                .is_some_and(|h| !h.is_empty())
+        })
+}
+
+fn check_ingress(body: &Value, scope: &Scope<'_>, reasons: &mut Vec<RefusalReason>) {
+    let settings = scope.settings;
+    let spec = &body["spec"];
+    let mut check_host = |host: &Value, field: String| match host.as_str() {
+        None | Some("") => reasons.push(RefusalReason::IngressNoHost { field }),
+        Some(h) if h.contains('*') => {
+            reasons.push(RefusalReason::IngressWildcard { host: h.into() })
+        }
+        Some(h) if host_allowed(h, scope.host, settings.domain.as_deref()) => {}
+        Some(h) => reasons.push(RefusalReason::IngressHost {
+            host: h.into(),
+            rendered: scope.host.into(),
+            domain: settings.domain.clone(),
+        }),
+    };
+    for (i, rule) in spec["rules"].as_array().into_iter().flatten().enumerate() {
+        check_host(&rule["host"], format!("spec.rules[{i}]"));
+    }
+    for (i, tls) in spec["tls"].as_array().into_iter().flatten().enumerate() {
+        for (j, host) in tls["hosts"].as_array().into_iter().flatten().enumerate() {
+            check_host(host, format!("spec.tls[{i}].hosts[{j}]"));
+        }
+    }
+    match (&spec["ingressClassName"], &settings.ingress_class) {
+        (Value::Null, _) => {}
+        (Value::String(c), Some(expected)) if c == expected => {}
+        (Value::String(c), expected) => reasons.push(RefusalReason::IngressClass {
+            class: c.clone(),
+            expected: expected.clone(),
+        }),
+        _ => reasons.push(RefusalReason::Malformed {
+            field: "spec.ingressClassName".into(),
+            why: "must be a string",
+        }),
+    }
+    if !spec["defaultBackend"].is_null() || !spec["backend"].is_null() {
+        reasons.push(RefusalReason::IngressDefaultBackend);
+    }
+    if let Some(annotations) = body["metadata"]["annotations"].as_object() {
+        for key in annotations.keys() {
+            if !annotation_allowed(key, &settings.ingress_annotations) {
+                reasons.push(RefusalReason::IngressAnnotation { key: key.clone() });
+            }
+        }
+    }
+}
+
+fn check_secret(body: &Value, reasons: &mut Vec<RefusalReason>) {
+    if body["type"] == "kubernetes.io/service-account-token"
+        || !body["metadata"]["annotations"]["kubernetes.io/service-account.name"].is_null()
+    {
+        reasons.push(RefusalReason::ServiceAccountToken);
+    }
+}
+
+fn check_pod_spec(pod: &Value, settings: &PreviewSettings, reasons: &mut Vec<RefusalReason>) {
     let mut refuse = |field: String| reasons.push(RefusalReason::PodSpec { field });
     for field in ["hostNetwork", "hostPID", "hostIPC"] {
         if pod[field] == Value::Bool(true) {
             refuse(field.to_string());
         }
     }
+    if !pod["nodeName"].is_null() {
+        refuse("nodeName".into());
+    }
+    if let Some(class) = pod["priorityClassName"].as_str()
+        && class.starts_with("system-")
+    {
+        refuse(format!("priorityClassName {class}"));
+    }
+    match pod["runtimeClassName"].as_str() {
+        None => {}
+        Some(class) if settings.runtime_classes.iter().any(|c| c == class) => {}
+        Some(class) => refuse(format!("runtimeClassName {class}")),
+    }
+    for field in ["serviceAccountName", "serviceAccount"] {
+        if let Some(sa) = pod[field].as_str()
+            && sa.starts_with(RESERVED_PREFIX)
+        {
+            refuse(format!("{field} {sa} (Pullwarden's own)"));
+        }
+    }
+    for t in pod["tolerations"].as_array().into_iter().flatten() {
+        let key = t["key"].as_str().unwrap_or("");
+        if key.is_empty() && t["operator"] == "Exists" {
+            refuse("a toleration of every taint (no key, operator Exists)".into());
+        } else if CONTROL_PLANE_TAINTS.contains(&key) {
+            refuse(format!("a toleration of {key}"));
+        }
+    }
     for volume in pod["volumes"].as_array().into_iter().flatten() {
+        let name = volume["name"].as_str().unwrap_or("?");
         if !volume["hostPath"].is_null() {
-            refuse(format!(
-                "hostPath (volume {})",
-                volume["name"].as_str().unwrap_or("?")
-            ));
+            refuse(format!("hostPath (volume {name})"));
+        }
+        let sources = volume["projected"]["sources"].as_array();
+        if sources
+            .into_iter()
+            .flatten()
+            .any(|s| !s["serviceAccountToken"].is_null())
+        {
+            refuse(format!("a serviceAccountToken projection (volume {name})"));
         }
     }
     for list in ["initContainers", "containers", "ephemeralContainers"] {
@@ -467,6 +664,65 @@ mod tests {
         );
     }
 
+    /// The admission policy of `config/admission` allows the same kinds for every writer, and
+    /// names the same tool annotations and control-plane taints.
+    #[test]
+    fn admission_policies_match_the_renderer() {
+        let text = include_str!("../../../config/admission/policies.yaml");
+        let docs: Vec<Value> = serde_yaml::Deserializer::from_str(text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .filter(|d: &Value| !d.is_null())
+            .collect();
+        let policy = |name: &str| {
+            docs.iter()
+                .find(|d| d["metadata"]["name"] == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let variable = |policy: &Value, name: &str| -> String {
+            policy["spec"]["variables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("variable {name} missing"))["expression"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        // The quoted strings of a CEL list literal.
+        let quoted = |expr: &str| -> BTreeSet<String> {
+            expr.split('\'')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        };
+        let kinds = policy("pullwarden-preview-kinds");
+        let allowed: BTreeSet<String> = ALLOWED_KINDS
+            .iter()
+            .map(|k| format!("{}/{}", k.group(), k.resource))
+            .collect();
+        assert_eq!(quoted(&variable(kinds, "allowed")), allowed);
+        let ingress = policy("pullwarden-preview-ingress");
+        let tools = quoted(&variable(ingress, "allowedAnnotations"));
+        for a in TOOL_ANNOTATIONS {
+            assert!(tools.contains(*a), "{a}");
+        }
+        let pods = serde_json::to_string(policy("pullwarden-preview-pods")).unwrap();
+        for t in CONTROL_PLANE_TAINTS {
+            assert!(pods.contains(t), "{t}");
+        }
+        for doc in &docs {
+            for rule in doc["spec"]["matchConstraints"]["resourceRules"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                assert_eq!(rule["scope"], "Namespaced", "{}", doc["metadata"]["name"]);
+            }
+        }
+    }
+
     #[test]
     fn allowed_kinds_and_versions() {
         assert_eq!(allowed_kind("v1", "ServiceAccount"), Ok(0));
@@ -535,6 +791,27 @@ mod tests {
         }
     }
 
+    const HOST: &str = "pr-1.shop.preview.test";
+
+    /// The checks with the default settings, namespace `pv` and host [`HOST`].
+    fn check(kind: &str, name: &str, body: &Value) -> Vec<RefusalReason> {
+        check_with(kind, name, body, &PreviewSettings::default())
+    }
+
+    fn check_with(
+        kind: &str,
+        name: &str,
+        body: &Value,
+        settings: &PreviewSettings,
+    ) -> Vec<RefusalReason> {
+        let scope = Scope {
+            namespace: "pv",
+            host: HOST,
+            settings,
+        };
+        check_object(kind, name, body, &scope)
+    }
+
     fn deployment(pod: Value) -> Value {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
                "spec": {"template": {"spec": pod}}})
@@ -547,17 +824,14 @@ mod tests {
     #[test]
     fn namespace_must_be_absent_or_the_preview_namespace() {
         let ok = json!({"metadata": {"name": "a", "namespace": "pv"}});
-        assert!(check_object("ConfigMap", "a", &ok, "pv").is_empty());
+        assert!(check("ConfigMap", "a", &ok).is_empty());
         let empty = json!({"metadata": {"name": "a", "namespace": ""}});
-        assert!(check_object("ConfigMap", "a", &empty, "pv").is_empty());
+        assert!(check("ConfigMap", "a", &empty).is_empty());
         let other = json!({"metadata": {"name": "a", "namespace": "kube-system"}});
-        assert_eq!(
-            shorts(&check_object("ConfigMap", "a", &other, "pv")),
-            ["in kube-system"]
-        );
+        assert_eq!(shorts(&check("ConfigMap", "a", &other)), ["in kube-system"]);
         let bad = json!({"metadata": {"name": "a", "namespace": 3}});
         assert_eq!(
-            shorts(&check_object("ConfigMap", "a", &bad, "pv")),
+            shorts(&check("ConfigMap", "a", &bad)),
             ["bad metadata.namespace"]
         );
     }
@@ -565,7 +839,7 @@ mod tests {
     #[test]
     fn names_follow_kubernetes_rules() {
         let body = json!({"metadata": {}});
-        assert!(check_object("ConfigMap", "app.config-1", &body, "pv").is_empty());
+        assert!(check("ConfigMap", "app.config-1", &body).is_empty());
         for (kind, name) in [
             ("ConfigMap", "App"),
             ("ConfigMap", "a_b"),
@@ -575,39 +849,36 @@ mod tests {
             ("CronJob", &"c".repeat(53)),
         ] {
             assert_eq!(
-                shorts(&check_object(kind, name, &body, "pv")),
+                shorts(&check(kind, name, &body)),
                 ["invalid name"],
                 "{kind} {name}"
             );
         }
-        assert!(check_object("CronJob", &"c".repeat(52), &body, "pv").is_empty());
-        assert!(check_object("Deployment", &"d".repeat(253), &body, "pv").is_empty());
+        assert!(check("CronJob", &"c".repeat(52), &body).is_empty());
+        assert!(check("Deployment", &"d".repeat(253), &body).is_empty());
     }
 
     #[test]
     fn finalizers_and_bad_labels_are_refused() {
         let body = json!({"metadata": {"finalizers": ["example.com/never"], "labels": "x"}});
         assert_eq!(
-            shorts(&check_object("ConfigMap", "a", &body, "pv")),
+            shorts(&check("ConfigMap", "a", &body)),
             ["bad metadata.labels", "finalizers"]
         );
         let empty = json!({"metadata": {"finalizers": []}});
-        assert!(check_object("ConfigMap", "a", &empty, "pv").is_empty());
+        assert!(check("ConfigMap", "a", &empty).is_empty());
     }
 
     #[test]
     fn service_exposure_is_refused() {
         for t in ["NodePort", "LoadBalancer", "ExternalName"] {
             let svc = json!({"metadata": {}, "spec": {"type": t}});
-            assert_eq!(shorts(&check_object("Service", "web", &svc, "pv")), [t]);
+            assert_eq!(shorts(&check("Service", "web", &svc)), [t]);
         }
         let ips = json!({"metadata": {}, "spec": {"externalIPs": ["10.0.0.1"]}});
-        assert_eq!(
-            shorts(&check_object("Service", "web", &ips, "pv")),
-            ["externalIPs"]
-        );
+        assert_eq!(shorts(&check("Service", "web", &ips)), ["externalIPs"]);
         let ok = json!({"metadata": {}, "spec": {"type": "ClusterIP", "externalIPs": []}});
-        assert!(check_object("Service", "web", &ok, "pv").is_empty());
+        assert!(check("Service", "web", &ok).is_empty());
     }
 
     #[test]
@@ -622,12 +893,7 @@ mod tests {
             ]
         });
         assert_eq!(
-            shorts(&check_object(
-                "Deployment",
-                "web",
-                &deployment(pod.clone()),
-                "pv"
-            )),
+            shorts(&check("Deployment", "web", &deployment(pod.clone()))),
             [
                 "hostNetwork",
                 "hostPID",
@@ -638,21 +904,14 @@ mod tests {
             ]
         );
         let cron = json!({"metadata": {}, "spec": {"jobTemplate": {"spec": {"template": {"spec": {"hostNetwork": true}}}}}});
-        assert_eq!(
-            shorts(&check_object("CronJob", "c", &cron, "pv")),
-            ["hostNetwork"]
-        );
+        assert_eq!(shorts(&check("CronJob", "c", &cron)), ["hostNetwork"]);
         for kind in ["StatefulSet", "Job"] {
             let body = json!({"metadata": {}, "spec": {"template": {"spec": {"hostPID": true}}}});
-            assert_eq!(
-                shorts(&check_object(kind, "w", &body, "pv")),
-                ["hostPID"],
-                "{kind}"
-            );
+            assert_eq!(shorts(&check(kind, "w", &body)), ["hostPID"], "{kind}");
         }
         // A restricted pod passes.
         let fine = json!({"containers": [{"name": "app", "securityContext": {"allowPrivilegeEscalation": false}}]});
-        assert!(check_object("Deployment", "web", &deployment(fine), "pv").is_empty());
+        assert!(check("Deployment", "web", &deployment(fine)).is_empty());
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub const COMMENT_MAX: usize = 60_000;
 pub const LIST_MAX: usize = 50;
 /// Longest name or message shown in a comment, in characters.
 const ITEM_MAX: usize = 300;
+/// Reasons listed per refused object.
+const REASONS_MAX: usize = 10;
 
 /// The preview state a write-back reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -162,17 +164,28 @@ impl RenderError {
                 .iter()
                 .map(|p| format!("- {}: {}", code(&p.location()), text(&p.message)))
                 .collect(),
+            // One reason inline; several as a nested list, each bounded on its own (joined, the
+            // later ones would be cut off).
             RenderError::Refused(v) => v
                 .iter()
                 .map(|r| {
-                    let reasons: Vec<String> = r.reasons.iter().map(ToString::to_string).collect();
-                    format!(
-                        "- {} (document {}): {}: {}",
+                    let head = format!(
+                        "- {} (document {}): {}:",
                         code(&r.file),
                         r.document,
                         code(&format!("{} {}", r.api_version, r.object())),
-                        text(&reasons.join("; "))
-                    )
+                    );
+                    if let [reason] = r.reasons.as_slice() {
+                        return format!("{head} {}", text(&reason.to_string()));
+                    }
+                    let mut lines = vec![head];
+                    for reason in r.reasons.iter().take(REASONS_MAX) {
+                        lines.push(format!("  - {}", text(&reason.to_string())));
+                    }
+                    if r.reasons.len() > REASONS_MAX {
+                        lines.push(format!("  - … and {} more", r.reasons.len() - REASONS_MAX));
+                    }
+                    lines.join("\n")
                 })
                 .collect(),
         };

@@ -1,7 +1,33 @@
 //! End-to-end tests of [`render`]: fixtures, injection attempts, limits, refusals, ordering.
 
 use super::*;
+use crate::settings::PreviewSettings;
 use serde_json::json;
+
+/// [`super::render`] with the settings of `pullwarden run` without safety flags.
+fn render(
+    files: &[TreeFile],
+    params: &PreviewParams,
+    preview_name: &str,
+) -> Result<Vec<RenderedObject>, RenderError> {
+    super::render(files, params, preview_name, &PreviewSettings::default())
+}
+
+/// [`super::render_with_limits`] with the default settings.
+fn render_with_limits(
+    files: &[TreeFile],
+    params: &PreviewParams,
+    preview_name: &str,
+    limits: &Limits,
+) -> Result<Vec<RenderedObject>, RenderError> {
+    super::render_with_limits(
+        files,
+        params,
+        preview_name,
+        &PreviewSettings::default(),
+        limits,
+    )
+}
 
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
@@ -843,4 +869,516 @@ fn refused_render_makes_a_comment_and_status() {
     let body = refusal_comment("shop-pr-42", SHA, "shop-pr-42", &err);
     assert!(body.starts_with(report::COMMENT_MARKER));
     assert!(body.contains("`rbac.yaml` (document 1)"));
+}
+
+// --- Operator safety settings: Ingress, Service, pod and ownership rules -------------------
+
+/// Settings with a preview domain, an ingress class, an annotation allow-list, NodePort and a
+/// runtime class allowed.
+fn configured() -> PreviewSettings {
+    PreviewSettings {
+        domain: Some("preview.example.com".into()),
+        ingress_class: Some("nginx".into()),
+        ingress_annotations: vec![
+            "nginx.ingress.kubernetes.io/proxy-body-size".into(),
+            "example.com/*".into(),
+        ],
+        service_types: vec!["NodePort".into()],
+        runtime_classes: vec!["gvisor".into()],
+        ..PreviewSettings::default()
+    }
+}
+
+/// The rendered host of [`params`].
+const HOST: &str = "pr-42.preview.example.com";
+
+fn ingress(extra_meta: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n{extra_meta}spec:\n{spec}"
+    )
+}
+
+fn rule(host: &str) -> String {
+    format!(
+        "  - host: \"{host}\"\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service: {{name: web, port: {{number: 80}}}}\n"
+    )
+}
+
+/// The short reasons of a one-object render, `[]` when it renders.
+fn outcome(text: &str, settings: &PreviewSettings) -> Vec<String> {
+    match super::render(&[file("o.yaml", text)], &params(), "p", settings) {
+        Ok(_) => Vec::new(),
+        Err(RenderError::Refused(r)) => r[0].reasons.iter().map(RefusalReason::short).collect(),
+        Err(other) => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ingress_rules_table() {
+    let default = PreviewSettings::default();
+    let conf = configured();
+    let rules = |hosts: &[&str]| {
+        format!(
+            "  rules:\n{}",
+            hosts.iter().map(|h| rule(h)).collect::<String>()
+        )
+    };
+    let cases: Vec<(&str, String, &PreviewSettings, Vec<&str>)> = vec![
+        (
+            "the rendered host",
+            ingress("", &rules(&[HOST])),
+            &default,
+            vec![],
+        ),
+        (
+            "the rendered host, any case",
+            ingress("", &rules(&["PR-42.preview.example.com"])),
+            &default,
+            vec![],
+        ),
+        (
+            "a production host",
+            ingress("", &rules(&["shop.example.com"])),
+            &default,
+            vec!["host shop.example.com"],
+        ),
+        (
+            "another preview's host, no domain configured",
+            ingress("", &rules(&["pr-7.preview.example.com"])),
+            &default,
+            vec!["host pr-7.preview.example.com"],
+        ),
+        (
+            "under the configured domain",
+            ingress("", &rules(&[HOST, "api-42.preview.example.com"])),
+            &conf,
+            vec![],
+        ),
+        (
+            "the domain itself",
+            ingress("", &rules(&["preview.example.com"])),
+            &conf,
+            vec!["host preview.example.com"],
+        ),
+        (
+            "a suffix that is not a subdomain",
+            ingress("", &rules(&["evilpreview.example.com"])),
+            &conf,
+            vec!["host evilpreview.example.com"],
+        ),
+        (
+            "a wildcard, even under the domain",
+            ingress("", &rules(&["*.preview.example.com"])),
+            &conf,
+            vec!["wildcard host *.preview.example.com"],
+        ),
+        (
+            "a host-less rule",
+            ingress("", "  rules:\n  - http:\n      paths: []\n"),
+            &default,
+            vec!["Ingress without host"],
+        ),
+        (
+            "a defaultBackend",
+            ingress(
+                "",
+                "  defaultBackend:\n    service: {name: web, port: {number: 80}}\n",
+            ),
+            &default,
+            vec!["defaultBackend"],
+        ),
+        (
+            "a TLS host that is not the preview's",
+            ingress(
+                "",
+                &format!(
+                    "  tls:\n  - hosts: [\"{HOST}\", \"shop.example.com\"]\n{}",
+                    rules(&[HOST])
+                ),
+            ),
+            &default,
+            vec!["host shop.example.com"],
+        ),
+        (
+            "a class without a configured one",
+            ingress(
+                "",
+                &format!("  ingressClassName: nginx\n{}", rules(&[HOST])),
+            ),
+            &default,
+            vec!["ingress class nginx"],
+        ),
+        (
+            "the configured class",
+            ingress(
+                "",
+                &format!("  ingressClassName: nginx\n{}", rules(&[HOST])),
+            ),
+            &conf,
+            vec![],
+        ),
+        (
+            "another class than the configured one",
+            ingress(
+                "",
+                &format!("  ingressClassName: public\n{}", rules(&[HOST])),
+            ),
+            &conf,
+            vec!["ingress class public"],
+        ),
+        (
+            "any annotation by default (cert-manager)",
+            ingress(
+                "  annotations:\n    cert-manager.io/cluster-issuer: letsencrypt-prod\n",
+                &rules(&[HOST]),
+            ),
+            &default,
+            vec!["annotation cert-manager.io/cluster-issuer"],
+        ),
+        (
+            "the legacy class annotation",
+            ingress(
+                "  annotations:\n    kubernetes.io/ingress.class: public\n",
+                &rules(&[HOST]),
+            ),
+            &conf,
+            vec!["annotation kubernetes.io/ingress.class"],
+        ),
+        (
+            "a snippet next to an allowed annotation",
+            ingress(
+                "  annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: 8m\n    nginx.ingress.kubernetes.io/server-snippet: x\n",
+                &rules(&[HOST]),
+            ),
+            &conf,
+            vec!["annotation nginx.ingress.kubernetes.io/server-snippet"],
+        ),
+        (
+            "allowed exactly and by prefix, and tool bookkeeping",
+            ingress(
+                "  annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: 8m\n    example.com/team: shop\n    argocd.argoproj.io/tracking-id: x\n",
+                &rules(&[HOST]),
+            ),
+            &conf,
+            vec![],
+        ),
+    ];
+    for (what, text, settings, expected) in cases {
+        assert_eq!(outcome(&text, settings), expected, "{what}");
+    }
+}
+
+#[test]
+fn ingress_class_is_forced_when_configured_and_left_absent_otherwise() {
+    let text = ingress("", &format!("  rules:\n{}", rule(HOST)));
+    let objs = super::render(&[file("i.yaml", &text)], &params(), "p", &configured()).unwrap();
+    assert_eq!(objs[0].body["spec"]["ingressClassName"], "nginx");
+    let objs = render(&[file("i.yaml", &text)], &params(), "p").unwrap();
+    assert!(objs[0].body["spec"]["ingressClassName"].is_null());
+}
+
+#[test]
+fn a_preview_without_host_or_domain_may_not_have_an_ingress_host() {
+    let mut t = template(None);
+    t.path = "deploy/preview".into();
+    let p = PreviewParams::build(&ParamsInput {
+        source: PreviewSource::PullRequest {
+            number: 42,
+            title: "t",
+            author: "a",
+            head_ref: "b",
+            base_ref: "main",
+        },
+        head_sha: SHA,
+        owner: "acme",
+        repo: "shop",
+        template: &t,
+    })
+    .unwrap();
+    let text = ingress("", &format!("  rules:\n{}", rule(HOST)));
+    let r = refusals(render(&[file("i.yaml", &text)], &p, "p").unwrap_err());
+    let line = r[0].to_string();
+    assert!(line.contains("no host (template.host)"), "{line}");
+}
+
+#[test]
+fn service_rules_table() {
+    let default = PreviewSettings::default();
+    let conf = configured();
+    let svc = |spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports: [{{port: 80}}]\n{spec}"
+        )
+    };
+    let cases: Vec<(&str, String, &PreviewSettings, Vec<&str>)> = vec![
+        ("ClusterIP", svc("  type: ClusterIP\n"), &default, vec![]),
+        ("no type", svc(""), &default, vec![]),
+        (
+            "NodePort by default",
+            svc("  type: NodePort\n"),
+            &default,
+            vec!["NodePort"],
+        ),
+        (
+            "NodePort when allowed",
+            svc("  type: NodePort\n"),
+            &conf,
+            vec![],
+        ),
+        (
+            "LoadBalancer not allowed",
+            svc("  type: LoadBalancer\n"),
+            &conf,
+            vec!["LoadBalancer"],
+        ),
+        (
+            "ExternalName never",
+            svc("  type: ExternalName\n  externalName: db.prod.svc.cluster.local\n"),
+            &conf,
+            vec!["ExternalName"],
+        ),
+        (
+            "externalIPs never",
+            svc("  externalIPs: [10.0.0.1]\n"),
+            &conf,
+            vec!["externalIPs"],
+        ),
+    ];
+    for (what, text, settings, expected) in cases {
+        assert_eq!(outcome(&text, settings), expected, "{what}");
+    }
+    let r = refusals(
+        render(
+            &[file("s.yaml", &svc("  type: ExternalName\n"))],
+            &params(),
+            "p",
+        )
+        .unwrap_err(),
+    );
+    assert!(r[0].to_string().contains("never allowed"), "{}", r[0]);
+}
+
+#[test]
+fn pod_rules_table() {
+    let default = PreviewSettings::default();
+    let conf = configured();
+    let deploy = |pod: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: app, image: x}}]\n{pod}"
+        )
+    };
+    let cases: Vec<(&str, String, &PreviewSettings, Vec<&str>)> = vec![
+        ("a plain pod", deploy(""), &default, vec![]),
+        (
+            "nodeName",
+            deploy("      nodeName: control-plane-1\n"),
+            &default,
+            vec!["nodeName"],
+        ),
+        (
+            "system-cluster-critical",
+            deploy("      priorityClassName: system-cluster-critical\n"),
+            &default,
+            vec!["priorityClassName system-cluster-critical"],
+        ),
+        (
+            "system-node-critical",
+            deploy("      priorityClassName: system-node-critical\n"),
+            &default,
+            vec!["priorityClassName system-node-critical"],
+        ),
+        (
+            "any system- class",
+            deploy("      priorityClassName: system-custom\n"),
+            &default,
+            vec!["priorityClassName system-custom"],
+        ),
+        (
+            "a tenant priority class",
+            deploy("      priorityClassName: preview-low\n"),
+            &default,
+            vec![],
+        ),
+        (
+            "the control-plane taint",
+            deploy(
+                "      tolerations: [{key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}]\n",
+            ),
+            &default,
+            vec!["a toleration of node-role.kubernetes.io/control-plane"],
+        ),
+        (
+            "the master taint",
+            deploy(
+                "      tolerations: [{key: node-role.kubernetes.io/master, operator: Equal, value: \"\"}]\n",
+            ),
+            &default,
+            vec!["a toleration of node-role.kubernetes.io/master"],
+        ),
+        (
+            "every taint",
+            deploy("      tolerations: [{operator: Exists}]\n"),
+            &default,
+            vec!["a toleration of every taint (no key, operator Exists)"],
+        ),
+        (
+            "an ordinary toleration",
+            deploy(
+                "      tolerations: [{key: dedicated, operator: Equal, value: previews, effect: NoSchedule}]\n",
+            ),
+            &default,
+            vec![],
+        ),
+        (
+            "a runtime class by default",
+            deploy("      runtimeClassName: gvisor\n"),
+            &default,
+            vec!["runtimeClassName gvisor"],
+        ),
+        (
+            "an allowed runtime class",
+            deploy("      runtimeClassName: gvisor\n"),
+            &conf,
+            vec![],
+        ),
+        (
+            "another runtime class",
+            deploy("      runtimeClassName: runc-privileged\n"),
+            &conf,
+            vec!["runtimeClassName runc-privileged"],
+        ),
+        (
+            "a serviceAccountToken projection",
+            deploy(
+                "      volumes:\n      - name: vault\n        projected:\n          sources:\n          - serviceAccountToken: {audience: vault, path: token}\n",
+            ),
+            &default,
+            vec!["a serviceAccountToken projection (volume vault)"],
+        ),
+        (
+            "a ConfigMap projection",
+            deploy(
+                "      volumes:\n      - name: cfg\n        projected:\n          sources:\n          - configMap: {name: web-config}\n",
+            ),
+            &default,
+            vec![],
+        ),
+        (
+            "Pullwarden's ServiceAccount",
+            deploy("      serviceAccountName: pullwarden-preview\n"),
+            &default,
+            vec!["serviceAccountName pullwarden-preview (Pullwarden's own)"],
+        ),
+        (
+            "automountServiceAccountToken (allowed: the pod's own ServiceAccount has no rights)",
+            deploy("      automountServiceAccountToken: true\n"),
+            &default,
+            vec![],
+        ),
+    ];
+    for (what, text, settings, expected) in cases {
+        assert_eq!(outcome(&text, settings), expected, "{what}");
+    }
+    // The same rules hold in every pod template.
+    let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: c\nspec:\n  schedule: '* * * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          nodeName: n1\n          containers: [{name: a, image: x}]\n";
+    assert_eq!(outcome(cron, &default), ["nodeName"]);
+    let sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: s\nspec:\n  template:\n    spec:\n      tolerations: [{operator: Exists}]\n";
+    assert_eq!(
+        outcome(sts, &default),
+        ["a toleration of every taint (no key, operator Exists)"]
+    );
+}
+
+#[test]
+fn service_account_tokens_and_pullwarden_objects_are_refused() {
+    let default = PreviewSettings::default();
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        (
+            "a token Secret",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: t\n  annotations: {kubernetes.io/service-account.name: default}\ntype: kubernetes.io/service-account-token\n",
+            vec!["service-account token"],
+        ),
+        (
+            "the token annotation on an Opaque Secret",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: t\n  annotations: {kubernetes.io/service-account.name: default}\n",
+            vec!["service-account token"],
+        ),
+        (
+            "an Opaque Secret",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: t\nstringData: {a: b}\n",
+            vec![],
+        ),
+        (
+            "Pullwarden's ServiceAccount",
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: pullwarden-preview\n",
+            vec!["reserved name"],
+        ),
+        (
+            "Pullwarden's default-deny NetworkPolicy",
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: pullwarden-default-deny\nspec:\n  podSelector: {}\n",
+            vec!["reserved name"],
+        ),
+        (
+            "any pullwarden- name",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pullwarden-anything\n",
+            vec!["reserved name"],
+        ),
+        (
+            "Pullwarden's quota (a denied kind anyway)",
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: pullwarden-preview\n",
+            vec!["quota"],
+        ),
+        (
+            "Pullwarden's RoleBinding (a denied kind anyway)",
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: pullwarden-preview\n",
+            vec!["RBAC"],
+        ),
+        (
+            "a name that merely contains pullwarden",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: my-pullwarden-notes\n",
+            vec![],
+        ),
+    ];
+    for (what, text, expected) in cases {
+        assert_eq!(outcome(text, &default), expected, "{what}");
+    }
+}
+
+/// Every new reason says what to do in words a PR author understands, and the status line stays
+/// within the forge's limit.
+#[test]
+fn refusal_messages_are_clear_and_the_status_line_short() {
+    let text = format!(
+        "{}---\n{}",
+        ingress(
+            "  annotations:\n    cert-manager.io/cluster-issuer: letsencrypt-prod\n",
+            &format!(
+                "  ingressClassName: public\n  rules:\n{}",
+                rule("shop.example.com")
+            )
+        ),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\nspec:\n  type: ExternalName\n  externalName: db.prod\n"
+    );
+    let err = render(&[file("evil.yaml", &text)], &params(), "p").unwrap_err();
+    let all = err.to_string();
+    for needle in [
+        "Ingress host \"shop.example.com\" is not this preview's: use \"pr-42.preview.example.com\" (`{{host}}`)",
+        "ingressClassName \"public\" is not allowed; previews use the cluster's default class (omit the field)",
+        "Ingress annotation \"cert-manager.io/cluster-issuer\" is not allowed",
+        "Service type ExternalName is never allowed",
+    ] {
+        assert!(all.contains(needle), "{needle:?} not in {all}");
+    }
+    let status = status_description(ReportState::Refused, &err.summary());
+    assert!(status.len() <= report::STATUS_DESCRIPTION_MAX, "{status}");
+    assert!(status.contains("Ingress/web"), "{status}");
+    let body = refusal_comment("p", SHA, "shop-pr-42", &err);
+    // Several reasons of one object are listed one per line, none cut off by the others.
+    for needle in [
+        "  - Ingress host \"shop.example.com\" is not this preview",
+        "  - ingressClassName \"public\" is not allowed",
+        "  - Ingress annotation \"cert-manager.io/cluster-issuer\" is not allowed",
+    ] {
+        assert!(body.contains(needle), "{needle:?} not in {body}");
+    }
 }

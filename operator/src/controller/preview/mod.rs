@@ -497,7 +497,12 @@ async fn reconcile(
                     ca.as_deref(),
                 )
                 .await?;
-            let objects = match render::render(&files, &params, &pe.name_any()) {
+            let objects = match render::render(
+                &files,
+                &params,
+                &pe.name_any(),
+                &ctx.config.settings.previews,
+            ) {
                 Ok(objects) => objects,
                 Err(err) => {
                     return refuse(ctx, &reporter, &pe, progress, &err).await;
