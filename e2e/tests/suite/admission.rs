@@ -176,6 +176,22 @@ fn forbidden() -> Vec<(&'static str, Value, &'static [&'static str], bool)> {
             false,
         ),
         (
+            "a NetworkPolicy opening egress to everywhere",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "allow-all"},
+                   "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                            "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}}),
+            &["NetworkPolicy egress peers may only be"],
+            false,
+        ),
+        (
+            "a NetworkPolicy admitting another namespace",
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "from-anywhere"},
+                   "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                            "ingress": [{"from": [{"namespaceSelector": {}}]}]}}),
+            &["NetworkPolicy ingress peers may only be"],
+            false,
+        ),
+        (
             "an ExternalName Service",
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "redirect"},
                    "spec": {"type": "ExternalName", "externalName": "db.production.svc.cluster.local"}}),

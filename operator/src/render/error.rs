@@ -144,6 +144,11 @@ pub enum RefusalReason {
     },
     /// A Secret that asks for a ServiceAccount token.
     ServiceAccountToken,
+    /// A NetworkPolicy peer outside what the preview's default-deny policy admits
+    /// (NetworkPolicies are additive, so any wider peer would open the wall).
+    NetworkPeer {
+        peer: String,
+    },
     /// A pod template field the product forbids (host namespaces, hostPath, privileged,
     /// nodeName, tolerations, …).
     PodSpec {
@@ -172,6 +177,7 @@ impl RefusalReason {
             RefusalReason::IngressClass { class, .. } => format!("ingress class {class}"),
             RefusalReason::IngressAnnotation { key } => format!("annotation {key}"),
             RefusalReason::ServiceAccountToken => "service-account token".into(),
+            RefusalReason::NetworkPeer { peer } => format!("network peer {peer}"),
             RefusalReason::PodSpec { field } => field.clone(),
         }
     }
@@ -265,6 +271,10 @@ impl fmt::Display for RefusalReason {
             ),
             RefusalReason::ServiceAccountToken => f.write_str(
                 "Secrets of type kubernetes.io/service-account-token (or with the kubernetes.io/service-account.name annotation) are not allowed: they would hold a ServiceAccount's API token",
+            ),
+            RefusalReason::NetworkPeer { peer } => write!(
+                f,
+                "NetworkPolicy peer {peer} is not allowed: NetworkPolicies add up, so a preview may only name pods of its own namespace, the ingress controller's namespace (ingress) and kube-system on port 53 (egress); other egress is the operator's --preview-egress-cidrs"
             ),
             RefusalReason::PodSpec { field } => {
                 write!(f, "pod template uses {field}, which previews may not use")

@@ -387,6 +387,7 @@ pub(crate) fn check_object(
         "Service" => check_service(&body["spec"], scope.settings, &mut reasons),
         "Ingress" => check_ingress(body, scope, &mut reasons),
         "Secret" => check_secret(body, &mut reasons),
+        "NetworkPolicy" => check_network_policy(&body["spec"], scope.settings, &mut reasons),
         "Deployment" | "StatefulSet" | "Job" => {
             check_pod_spec(
                 &body["spec"]["template"]["spec"],
@@ -527,6 +528,62 @@ fn check_ingress(body: &Value, scope: &Scope<'_>, reasons: &mut Vec<RefusalReaso
         for key in annotations.keys() {
             if !annotation_allowed(key, &settings.ingress_annotations) {
                 reasons.push(RefusalReason::IngressAnnotation { key: key.clone() });
+            }
+        }
+    }
+}
+
+/// The namespace a peer's `namespaceSelector` selects by exact name, if that is all it does.
+fn selected_namespace(selector: &Value) -> Option<&str> {
+    let labels = selector["matchLabels"].as_object()?;
+    let exprs_empty = selector["matchExpressions"]
+        .as_array()
+        .is_none_or(|a| a.is_empty());
+    (labels.len() == 1 && exprs_empty)
+        .then(|| labels.get("kubernetes.io/metadata.name")?.as_str())
+        .flatten()
+}
+
+/// Tenant NetworkPolicies may narrow traffic but not widen Pullwarden's default-deny one:
+/// peers are pods of the preview namespace, the ingress controller's namespace (ingress only)
+/// or kube-system with every port 53 (egress, DNS); never an `ipBlock`.
+fn check_network_policy(
+    spec: &Value,
+    settings: &PreviewSettings,
+    reasons: &mut Vec<RefusalReason>,
+) {
+    let mut refuse = |peer: String| reasons.push(RefusalReason::NetworkPeer { peer });
+    for (direction, rules, peers_key) in [
+        ("ingress", &spec["ingress"], "from"),
+        ("egress", &spec["egress"], "to"),
+    ] {
+        for (i, rule) in rules.as_array().into_iter().flatten().enumerate() {
+            let dns_only = rule["ports"].as_array().is_some_and(|ports| {
+                !ports.is_empty() && ports.iter().all(|p| p["port"] == 53 || p["port"] == "53")
+            });
+            let peers = rule[peers_key].as_array();
+            if peers.is_none_or(|p| p.is_empty()) {
+                // An empty peer list means "everywhere".
+                refuse(format!("{direction}[{i}] (no {peers_key}: every address)"));
+                continue;
+            }
+            for peer in peers.into_iter().flatten() {
+                if !peer["ipBlock"].is_null() {
+                    refuse(format!("{direction}[{i}] ipBlock"));
+                    continue;
+                }
+                let ns_selector = &peer["namespaceSelector"];
+                if ns_selector.is_null() {
+                    continue;
+                }
+                let allowed = match (direction, selected_namespace(ns_selector)) {
+                    ("ingress", Some(ns)) => ns == settings.ingress_namespace,
+                    ("egress", Some("kube-system")) => dns_only,
+                    _ => false,
+                };
+                if !allowed {
+                    refuse(format!("{direction}[{i}] namespaceSelector {ns_selector}"));
+                }
             }
         }
     }

@@ -1382,3 +1382,47 @@ fn refusal_messages_are_clear_and_the_status_line_short() {
         assert!(body.contains(needle), "{needle:?} not in {body}");
     }
 }
+
+#[test]
+fn network_policies_may_narrow_but_not_widen_the_default_deny() {
+    let policy = |spec: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: np\nspec:\n  podSelector: {{}}\n{spec}"
+        )
+    };
+    let ok = |spec: &str| {
+        render(&[file("np.yaml", &policy(spec))], &params(), "p")
+            .unwrap_or_else(|e| panic!("{spec}: {e}"));
+    };
+    let refused = |spec: &str, expect: &str| {
+        let err = render(&[file("np.yaml", &policy(spec))], &params(), "p").expect_err(spec);
+        let text = err.to_string();
+        assert!(
+            text.contains("NetworkPolicy peer") && text.contains(expect),
+            "{spec}: {text}"
+        );
+    };
+    // The shipped fixture's shape: ingress controller in, DNS and own pods out.
+    ok(
+        "  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}\n  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}\n    ports: [{port: 53, protocol: UDP}]\n  - to:\n    - podSelector: {}\n",
+    );
+    ok("  policyTypes: [Ingress, Egress]\n");
+    refused(
+        "  egress:\n  - to:\n    - ipBlock: {cidr: 0.0.0.0/0}\n",
+        "ipBlock",
+    );
+    refused("  egress:\n  - {}\n", "every address");
+    refused("  ingress:\n  - from: []\n", "every address");
+    refused(
+        "  egress:\n  - to:\n    - namespaceSelector: {}\n",
+        "namespaceSelector",
+    );
+    refused(
+        "  egress:\n  - to:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}\n",
+        "namespaceSelector",
+    );
+    refused(
+        "  ingress:\n  - from:\n    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: other-tenant}}\n",
+        "other-tenant",
+    );
+}
