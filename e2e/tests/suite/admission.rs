@@ -11,7 +11,8 @@
 //! cluster run under them too.
 
 use crate::support::*;
-use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use pullwarden::api::{PreviewEnvironment, PreviewPhase, Repository};
@@ -328,7 +329,8 @@ async fn the_api_server_refuses_forbidden_objects_from_every_writer() {
     // The operator writes its own objects, as the confinement does (the only exemption).
     let operator = as_user(cluster, &operator_user(), &[]).await;
     for obj in [
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "pullwarden-preview"}}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "pullwarden-default-deny"},
+               "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                "metadata": {"name": "pullwarden-preview"},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "pullwarden-preview-workload"},
@@ -371,14 +373,15 @@ async fn the_api_server_refuses_forbidden_objects_from_every_writer() {
                 );
             }
         }
-        // Pullwarden's ServiceAccount cannot be deleted (to be recreated as the writer likes).
-        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
-        let msg = match sas
-            .delete("pullwarden-preview", &DeleteParams::default())
+        // Pullwarden's default-deny NetworkPolicy cannot be deleted (the preview identity may
+        // delete NetworkPolicies, so this is the admission policy's refusal, not RBAC's).
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+        let msg = match policies
+            .delete("pullwarden-default-deny", &DeleteParams::default())
             .await
         {
             Err(kube::Error::Api(s)) if s.code == 403 => s.message,
-            other => panic!("{who}: deleting Pullwarden's ServiceAccount: {other:?}"),
+            other => panic!("{who}: deleting Pullwarden's NetworkPolicy: {other:?}"),
         };
         assert!(
             msg.contains("only the Pullwarden operator may delete them"),

@@ -1352,7 +1352,7 @@ async fn admission_policies_are_identical_to_config_admission() {
     let docs = parse_docs(&render("pullwarden", "pullwarden-system", None).await).unwrap();
     let dir = repo_root().join("config").join("admission");
     let source = read_docs(&dir.join("policies.yaml"));
-    assert_eq!(source.len(), 6);
+    assert_eq!(source.len(), 7);
     for policy in &source {
         let (kind, name) = kind_name(policy);
         let ours = find(&docs, &kind, &name);
