@@ -34,7 +34,7 @@ pub struct SafetyOptions {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "kube-*,default,pullwarden*,argocd*,flux-system,cert-manager*,ingress-*,monitoring*,istio-*,linkerd*,openshift*",
+        default_value = "kube-*,default,pullwarden-system,argocd,flux-system,cert-manager,ingress-nginx,monitoring,istio-system,linkerd,openshift-*",
         env = "PULLWARDEN_PREVIEW_NAMESPACE_DENY"
     )]
     pub preview_namespace_deny: Vec<String>,

@@ -249,7 +249,10 @@ fn forbidden() -> Vec<(&'static str, Value, &'static [&'static str], bool)> {
             json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                    "metadata": {"name": "pullwarden-default-deny"},
                    "spec": {"podSelector": {}, "ingress": [{}], "egress": [{}]}}),
-            &["names starting with pullwarden- are reserved"],
+            &[
+                "names starting with pullwarden- are reserved",
+                "NetworkPolicy ingress peers may only be",
+            ],
             false,
         ),
         (

@@ -201,8 +201,9 @@ impl PreviewParams {
         };
         let rendered_ns = template::render_string(ns_template, "template.namespace", &ns_scope)
             .map_err(RenderError::Template)?;
-        let forced = force_namespace(&rendered_ns).map_err(|e| RenderError::Params(vec![e]))?;
+        let forced = sanitize_namespace(&rendered_ns).map_err(|e| RenderError::Params(vec![e]))?;
         params.namespace = if forced.starts_with(namespace_prefix) {
+            check_namespace(&forced).map_err(|e| RenderError::Params(vec![e]))?;
             forced
         } else {
             let prefixed = format!("{namespace_prefix}{forced}");
@@ -350,6 +351,13 @@ fn cut_with_hash(s: &str, max: usize, hash_input: &str) -> String {
 /// Forces a rendered namespace into a valid, non-reserved RFC 1123 label (rule in the module
 /// docs). The error explains why no valid name could be made.
 pub fn force_namespace(rendered: &str) -> Result<String, String> {
+    let s = sanitize_namespace(rendered)?;
+    check_namespace(&s)?;
+    Ok(s)
+}
+
+/// [`force_namespace`] without the reserved-name check (the operator's prefix comes first).
+fn sanitize_namespace(rendered: &str) -> Result<String, String> {
     let mut s: String = rendered
         .chars()
         .flat_map(char::to_lowercase)
@@ -373,7 +381,6 @@ pub fn force_namespace(rendered: &str) -> Result<String, String> {
     if s.len() > LABEL_MAX {
         s = cut_with_hash(&s, LABEL_MAX, rendered);
     }
-    check_namespace(&s)?;
     Ok(s)
 }
 
