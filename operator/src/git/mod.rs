@@ -21,8 +21,9 @@
 //! - Everything git2 does is blocking and runs on `tokio::task::spawn_blocking`.
 //!
 //! Outbound guard (`crate::net`), when the cache or call has one: http(s) remotes go through a
-//! per-operation loopback [`GitProxy`] that only reaches the remote's own authority, at an
-//! address the guard checked when connecting; ssh and `git://` remotes are resolved once
+//! per-operation loopback [`GitProxy`] (a CONNECT tunnel for https; for plain http the URL is
+//! pointed at the proxy) that only reaches the remote's own authority, at an address the
+//! guard checked when connecting; ssh and `git://` remotes are resolved once
 //! through the guard and the URL is pinned to the checked address (host keys are still
 //! matched against the original host name); local paths are refused. libgit2 follows no
 //! off-site redirect, and the credential callback only answers for the remote's own host.
@@ -387,6 +388,8 @@ fn proxy_options(access: &Access<'_>) -> ProxyOptions<'static> {
 /// checked address (ssh, git://). Holds the proxy alive for the operation.
 struct Route {
     connect_url: String,
+    /// Whether libgit2 reaches the remote through the proxy as a CONNECT proxy (https).
+    tunnel: bool,
     proxy: Option<GitProxy>,
 }
 
@@ -394,12 +397,16 @@ impl Route {
     fn direct(url: &str) -> Route {
         Route {
             connect_url: url.to_string(),
+            tunnel: false,
             proxy: None,
         }
     }
 
     fn proxy_url(&self) -> Option<String> {
-        self.proxy.as_ref().map(GitProxy::url)
+        self.proxy
+            .as_ref()
+            .filter(|_| self.tunnel)
+            .map(GitProxy::url)
     }
 
     /// The guard's own message when the proxy refused something during the operation.
@@ -450,8 +457,16 @@ async fn route(url: &str, guard: Option<&Guard>) -> Result<Route, ForgeError> {
         let proxy = GitProxy::start(guard.clone(), authority)
             .await
             .map_err(|e| io_error("starting the git proxy", &e))?;
+        // https tunnels through the proxy (CONNECT); plain http is pointed at it, because
+        // libgit2 does not send plain-http requests through a proxy (see `crate::net::proxy`).
+        let (connect_url, tunnel) = if lower.starts_with("https://") {
+            (url.to_string(), true)
+        } else {
+            (proxy.reverse_url(&parsed), false)
+        };
         return Ok(Route {
-            connect_url: url.to_string(),
+            connect_url,
+            tunnel,
             proxy: Some(proxy),
         });
     }
@@ -476,6 +491,7 @@ async fn route(url: &str, guard: Option<&Guard>) -> Result<Route, ForgeError> {
     })?;
     Ok(Route {
         connect_url,
+        tunnel: false,
         proxy: None,
     })
 }

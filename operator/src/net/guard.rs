@@ -309,19 +309,22 @@ impl Guard {
         let mut first_refusal = None;
         let mut ok = Vec::new();
         for sa in addrs {
-            let verdict = if internal && !self.allowed(canonical(sa.ip()), None) {
-                Err(Refusal {
-                    host: host.to_string(),
-                    addr: Some(sa.ip()),
-                    reason: format!(
-                        "{host} is a cluster-internal or local name; its address {} is not \
-                         listed in --outbound-allow-cidrs",
-                        sa.ip()
-                    ),
-                })
-            } else {
-                self.check_addr_for(host, sa.ip())
-            };
+            // The address class first (the clearer message), then the name rule.
+            let verdict = self.check_addr_for(host, sa.ip()).and_then(|()| {
+                if internal && !self.allowed(canonical(sa.ip()), None) {
+                    Err(Refusal {
+                        host: host.to_string(),
+                        addr: Some(sa.ip()),
+                        reason: format!(
+                            "{host} is a cluster-internal or local name; its address {} is not \
+                             listed in --outbound-allow-cidrs",
+                            sa.ip()
+                        ),
+                    })
+                } else {
+                    Ok(())
+                }
+            });
             match verdict {
                 Ok(()) => ok.push(*sa),
                 Err(r) => {

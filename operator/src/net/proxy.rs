@@ -1,22 +1,23 @@
 //! A loopback proxy that confines libgit2's HTTP(S) connections to one checked remote.
 //!
-//! libgit2 resolves and connects by itself and takes no resolver hook, but it honours
-//! `git2::ProxyOptions`. Every git operation over http(s) therefore gets its own
-//! [`GitProxy`] on `127.0.0.1:<ephemeral>`:
-//! - `CONNECT host:port` (https; TLS stays end to end between libgit2 and the server, so the
-//!   certificate is still verified for the real host name) and absolute-form requests
-//!   (`GET http://host:port/path`, plain http) are accepted only for the one authority the
-//!   operation was started for — a redirect to another host (libgit2 follows the first
-//!   redirect of a fetch) reaches the proxy and is refused before anything, token included, is
-//!   forwarded;
+//! libgit2 resolves and connects by itself and takes no resolver hook. Every git operation over
+//! http(s) therefore gets its own [`GitProxy`] on `127.0.0.1:<ephemeral>`, bound to the one
+//! authority (host and port) of the remote:
+//! - https: libgit2 is given the proxy through `git2::ProxyOptions` and sends
+//!   `CONNECT host:port`; the tunnel opens only for the remote's authority (TLS stays end to
+//!   end, so the certificate is still verified for the real host name). A redirect to another
+//!   host makes libgit2 ask for a tunnel to that host, which is refused before anything — the
+//!   token included — leaves.
+//! - plain http: libgit2 1.9 does not route plain-http requests through a proxy (it sends the
+//!   absolute-form request straight to the server), so the remote URL itself is pointed at the
+//!   proxy ([`GitProxy::reverse_url`]) and the proxy forwards each request to the remote: `Host`
+//!   set to the remote, `Connection: close` (one request per connection, so every response
+//!   head passes through the proxy), and a redirect answer is rewritten — same-origin locations
+//!   to the proxy again, any other origin replaced by a `403` and recorded.
 //! - the target is resolved once through the [`Guard`] and the upstream connection goes to a
-//!   checked address (no rebinding);
-//! - a refusal answers `403` and is recorded, so the caller can report the guard's message
-//!   instead of libgit2's generic proxy error.
+//!   checked address (no rebinding); a refusal answers `403` and is recorded, so the caller can
+//!   report the guard's message instead of libgit2's generic status error.
 //!
-//! After the first request of a plain-http connection the bytes are relayed as they are:
-//! libgit2 opens a new proxy connection whenever the server changes, and later requests on a
-//! kept-alive connection stay absolute-form, which origin servers must accept (RFC 9112 §3.2.2).
 //! The proxy lives as long as the value (dropping it stops the listener and its connections).
 
 use std::net::SocketAddr;
@@ -78,13 +79,37 @@ fn p_u16(s: &str) -> Option<u16> {
 pub enum Plan {
     /// Open a tunnel to the authority, answer 200.
     Tunnel(Authority),
-    /// Connect to the authority and send the head rewritten to origin form.
+    /// Forward to the authority (plain http) with this rewritten head.
     Forward { to: Authority, head: Vec<u8> },
     /// Answer 403 with this reason.
     Refuse(String),
 }
 
+fn cross_origin(to: &Authority, allowed: &Authority) -> Plan {
+    Plan::Refuse(format!(
+        "git remote redirected or connected to {}:{}, but this operation may only reach {}:{} \
+         (cross-origin redirects are not followed)",
+        to.host, to.port, allowed.host, allowed.port
+    ))
+}
+
+/// `host[:port]` as a `Host` header value (port omitted when it is the scheme default).
+fn host_header(a: &Authority, default_port: u16) -> String {
+    let host = if a.host.contains(':') {
+        format!("[{}]", a.host)
+    } else {
+        a.host.clone()
+    };
+    if a.port == default_port {
+        host
+    } else {
+        format!("{host}:{}", a.port)
+    }
+}
+
 /// Pure: the plan for a request head sent to the proxy, given the one allowed authority.
+/// `CONNECT` opens a tunnel (https); an origin-form request (the remote URL pointed at the
+/// proxy, plain http) is forwarded to `allowed` with `Host` and `Connection` rewritten.
 pub fn decide(head: &[u8], allowed: &Authority) -> Plan {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
@@ -94,54 +119,110 @@ pub fn decide(head: &[u8], allowed: &Authority) -> Plan {
     else {
         return Plan::Refuse("malformed request line".into());
     };
-    let other = |to: &Authority| {
-        Plan::Refuse(format!(
-            "git remote redirected or connected to {}:{}, but this operation may only reach \
-             {}:{} (cross-origin redirects are not followed)",
-            to.host, to.port, allowed.host, allowed.port
-        ))
-    };
     if method.eq_ignore_ascii_case("CONNECT") {
         return match Authority::parse(target) {
             Some(a) if a == *allowed => Plan::Tunnel(a),
-            Some(a) => other(&a),
+            Some(a) => cross_origin(&a, allowed),
             None => Plan::Refuse(format!("bad CONNECT target {target:?}")),
         };
     }
-    let Ok(url) = url::Url::parse(target) else {
-        return Plan::Refuse("only CONNECT and absolute-form http requests are proxied".into());
-    };
-    if url.scheme() != "http" {
-        return Plan::Refuse(format!("scheme {} is not proxied", url.scheme()));
+    if !target.starts_with('/') {
+        // An absolute-form request names its own target; only our own remote is reachable.
+        if let Some(to) = url::Url::parse(target)
+            .ok()
+            .as_ref()
+            .and_then(Authority::of_url)
+            && to != *allowed
+        {
+            return cross_origin(&to, allowed);
+        }
+        return Plan::Refuse("only CONNECT and origin-form requests are proxied".into());
     }
-    let Some(to) = Authority::of_url(&url) else {
-        return Plan::Refuse("request target has no host".into());
-    };
-    if to != *allowed {
-        return other(&to);
-    }
-    let mut origin_form = url.path().to_string();
-    if let Some(q) = url.query() {
-        origin_form.push('?');
-        origin_form.push_str(q);
-    }
-    let mut out = format!("{method} {origin_form} {version}\r\n");
+    let mut out = format!("{method} {target} {version}\r\n");
+    out.push_str(&format!("Host: {}\r\n", host_header(allowed, 80)));
+    out.push_str("Connection: close\r\n");
     for line in lines {
-        let lower = line.to_ascii_lowercase();
-        if lower.starts_with("proxy-authorization:") || lower.starts_with("proxy-connection:") {
+        if line.is_empty() {
+            continue;
+        }
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if [
+            "host",
+            "connection",
+            "proxy-authorization",
+            "proxy-connection",
+            "keep-alive",
+        ]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+        {
             continue;
         }
         out.push_str(line);
         out.push_str("\r\n");
     }
-    // `split` left the empty line(s) of the terminator; keep exactly one blank line.
+    out.push_str("\r\n");
+    Plan::Forward {
+        to: allowed.clone(),
+        head: out.into_bytes(),
+    }
+}
+
+/// Pure: a response head from the remote as libgit2 may see it. A redirect stays only when it
+/// stays on the remote's origin (its location is pointed at the proxy again, so the next
+/// request is guarded too); any other redirect is an error naming the other origin.
+pub fn rewrite_response(
+    head: &[u8],
+    remote: &url::Url,
+    proxy_base: &str,
+) -> Result<Vec<u8>, String> {
+    let text = String::from_utf8_lossy(head);
+    let status_line = text.split("\r\n").next().unwrap_or_default();
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if !(300..400).contains(&status) || status == 304 {
+        return Ok(head.to_vec());
+    }
+    let mut out = String::new();
+    for line in text.split("\r\n") {
+        let Some((name, value)) = line.split_once(':') else {
+            out.push_str(line);
+            out.push_str("\r\n");
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("location") {
+            out.push_str(line);
+            out.push_str("\r\n");
+            continue;
+        }
+        let target = remote
+            .join(value.trim())
+            .map_err(|_| "the remote redirected to an unusable location".to_string())?;
+        if target.origin() != remote.origin() {
+            return Err(format!(
+                "the remote redirected to {}; cross-origin redirects are not followed and no \
+                 credential is sent there",
+                target.origin().ascii_serialization()
+            ));
+        }
+        let mut rel = target.path().to_string();
+        if let Some(q) = target.query() {
+            rel.push('?');
+            rel.push_str(q);
+        }
+        out.push_str(&format!(
+            "Location: {}{rel}\r\n",
+            proxy_base.trim_end_matches('/')
+        ));
+    }
+    // `split` yields two empty strings for the terminator; keep exactly one blank line.
     while out.ends_with("\r\n\r\n\r\n") {
         out.truncate(out.len() - 2);
     }
-    Plan::Forward {
-        to,
-        head: out.into_bytes(),
-    }
+    Ok(out.into_bytes())
 }
 
 /// A running per-operation proxy (see the module docs).
@@ -165,16 +246,18 @@ impl GitProxy {
         let addr = listener.local_addr()?;
         let refusals: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen = refusals.clone();
+        let base = format!("http://{addr}");
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (guard, allowed, seen) = (guard.clone(), allowed.clone(), seen.clone());
+                let (guard, allowed, seen, base) =
+                    (guard.clone(), allowed.clone(), seen.clone(), base.clone());
                 // Connections die with the proxy: the JoinSet aborts them when dropped.
                 conns.spawn(async move {
-                    let _ = serve(stream, &guard, &allowed, &seen).await;
+                    let _ = serve(stream, &guard, &allowed, &base, &seen).await;
                 });
                 while conns.try_join_next().is_some() {}
             }
@@ -186,9 +269,17 @@ impl GitProxy {
         })
     }
 
-    /// `http://127.0.0.1:<port>` for `git2::ProxyOptions::url`.
+    /// `http://127.0.0.1:<port>` for `git2::ProxyOptions::url` (https remotes).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A plain-http remote URL pointed at the proxy (same path and query).
+    pub fn reverse_url(&self, remote: &url::Url) -> String {
+        let mut u = remote.clone();
+        let _ = u.set_ip_host(self.addr.ip());
+        let _ = u.set_port(Some(self.addr.port()));
+        u.to_string()
     }
 
     /// The first refusal, if the proxy refused anything.
@@ -202,22 +293,7 @@ impl GitProxy {
 }
 
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((buf, rest));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(std::io::Error::other("request head too large"));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    read_head_from(stream).await
 }
 
 async fn refuse(client: &mut TcpStream, seen: &Mutex<Vec<String>>, reason: String) {
@@ -256,6 +332,7 @@ async fn serve(
     mut client: TcpStream,
     guard: &Guard,
     allowed: &Authority,
+    proxy_base: &str,
     seen: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     let (head, rest) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client))
@@ -286,19 +363,81 @@ async fn serve(
             return Ok(());
         }
     };
-    match first {
-        None => {
-            client
-                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                .await?
+    let Some(head) = first else {
+        client
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await?;
+        if !rest.is_empty() {
+            upstream.write_all(&rest).await?;
         }
-        Some(head) => upstream.write_all(&head).await?,
-    }
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+        return Ok(());
+    };
+    // Plain http, one request per connection (`Connection: close`): the request goes up as it
+    // is; the response head is checked for redirects before libgit2 sees it.
+    upstream.write_all(&head).await?;
     if !rest.is_empty() {
         upstream.write_all(&rest).await?;
     }
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    let (mut client_read, mut client_write) = client.split();
+    let (mut up_read, mut up_write) = upstream.split();
+    let request_body = async {
+        let _ = tokio::io::copy(&mut client_read, &mut up_write).await;
+        let _ = up_write.shutdown().await;
+    };
+    let remote = url::Url::parse(&format!("http://{}/", host_header(&to, 80)))
+        .map_err(std::io::Error::other)?;
+    let response = async {
+        let (resp_head, resp_rest) = read_head_from(&mut up_read).await?;
+        match rewrite_response(&resp_head, &remote, proxy_base) {
+            Ok(h) => {
+                client_write.write_all(&h).await?;
+                client_write.write_all(&resp_rest).await?;
+                tokio::io::copy(&mut up_read, &mut client_write).await?;
+            }
+            Err(reason) => {
+                tracing::info!(reason = %reason, "git proxy refused a redirect");
+                let body = format!("{reason}\n");
+                let resp = format!(
+                    "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                client_write.write_all(resp.as_bytes()).await?;
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(reason);
+            }
+        }
+        client_write.shutdown().await?;
+        Ok::<(), std::io::Error>(())
+    };
+    // The response decides when the exchange is over (the server closes after it).
+    tokio::select! {
+        r = response => r?,
+        () = async { request_body.await; std::future::pending::<()>().await } => {}
+    }
     Ok(())
+}
+
+async fn read_head_from<R: AsyncReadExt + Unpin>(
+    stream: &mut R,
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(std::io::Error::other("response head too large"));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Whether the guard (not the network) is why `to` could not be reached.
@@ -360,18 +499,24 @@ mod tests {
     }
 
     #[test]
-    fn absolute_form_is_rewritten_and_proxy_headers_dropped() {
+    fn origin_form_is_forwarded_with_host_and_connection_rewritten() {
         let a = Authority {
             host: "127.0.0.1".into(),
             port: 8080,
         };
-        let head = b"GET http://127.0.0.1:8080/o/r.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nProxy-Authorization: Basic eA==\r\nAuthorization: Basic dG9rZW4=\r\n\r\n";
+        let head = b"GET /o/r.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: 127.0.0.1:5555\r\nConnection: keep-alive\r\nProxy-Authorization: Basic eA==\r\nAuthorization: Basic dG9rZW4=\r\n\r\n";
         match decide(head, &a) {
             Plan::Forward { to, head } => {
                 assert_eq!(to, a);
                 let text = String::from_utf8(head).unwrap();
                 assert!(
-                    text.starts_with("GET /o/r.git/info/refs?service=git-upload-pack HTTP/1.1\r\n"),
+                    text.starts_with(
+                        "GET /o/r.git/info/refs?service=git-upload-pack HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n"
+                    ),
+                    "{text}"
+                );
+                assert!(
+                    !text.contains("5555") && !text.contains("keep-alive"),
                     "{text}"
                 );
                 assert!(!text.contains("Proxy-Authorization"), "{text}");
@@ -380,18 +525,42 @@ mod tests {
             }
             p => panic!("{p:?}"),
         }
-        // A redirect to another origin is refused before the Authorization header goes out.
+        // An absolute-form request to another origin is refused before it goes anywhere.
         let evil =
             b"GET http://127.0.0.1:9999/steal HTTP/1.1\r\nAuthorization: Basic dG9rZW4=\r\n\r\n";
-        assert!(matches!(decide(evil, &a), Plan::Refuse(_)));
-        assert!(matches!(
-            decide(b"GET /relative HTTP/1.1\r\n\r\n", &a),
-            Plan::Refuse(_)
-        ));
-        assert!(matches!(
-            decide(b"GET https://127.0.0.1:8080/ HTTP/1.1\r\n\r\n", &a),
-            Plan::Refuse(_)
-        ));
+        match decide(evil, &a) {
+            Plan::Refuse(r) => assert!(r.contains("cross-origin"), "{r}"),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn redirects_are_kept_on_the_origin_or_refused() {
+        let remote = url::Url::parse("http://git.example/").unwrap();
+        let base = "http://127.0.0.1:4000";
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(rewrite_response(ok, &remote, base).unwrap(), ok.to_vec());
+        let same = b"HTTP/1.1 301 Moved\r\nLocation: http://git.example/o/r2.git/info/refs?service=git-upload-pack\r\n\r\n";
+        let text = String::from_utf8(rewrite_response(same, &remote, base).unwrap()).unwrap();
+        assert!(
+            text.contains(
+                "Location: http://127.0.0.1:4000/o/r2.git/info/refs?service=git-upload-pack\r\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("\r\n\r\n") && !text.ends_with("\r\n\r\n\r\n"));
+        let relative = b"HTTP/1.1 302 Found\r\nLocation: /o/r2.git/info/refs\r\n\r\n";
+        assert!(
+            String::from_utf8(rewrite_response(relative, &remote, base).unwrap())
+                .unwrap()
+                .contains("Location: http://127.0.0.1:4000/o/r2.git/info/refs")
+        );
+        let evil = b"HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/latest?x=1\r\n\r\n";
+        let e = rewrite_response(evil, &remote, base).unwrap_err();
+        assert!(
+            e.contains("http://169.254.169.254;") && !e.contains("latest"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
