@@ -181,7 +181,11 @@ impl Context {
         let git = crate::git::GitCache::with_limits(
             config.git_cache_dir.clone(),
             crate::git::CacheLimits::default(),
-            crate::git::FetchLimits::for_render(&crate::render::Limits::default()),
+            crate::git::FetchLimits {
+                max_fetch_bytes: config.settings.network.git_fetch_max_bytes,
+                max_fetch_objects: config.settings.network.git_fetch_max_objects,
+                ..crate::git::FetchLimits::for_render(&crate::render::Limits::default())
+            },
         )
         .with_guard(guard);
         Ok(Context {
