@@ -242,7 +242,14 @@ pub struct OperatorOptions {
     pub env: Vec<(String, String)>,
     /// Extra `pullwarden run` flags (e.g. the safety settings of docs/security.md).
     pub args: Vec<String>,
+    /// Start WITHOUT `--outbound-allow-cidrs=127.0.0.0/8`. The forge emulator listens on
+    /// loopback, which the outbound guard refuses unless the operator allows it, so the
+    /// harness allows it by default; a test of the guard itself sets this.
+    pub refuse_loopback_forge: bool,
 }
+
+/// The flag the harness adds unless [`OperatorOptions::refuse_loopback_forge`] is set.
+pub const ALLOW_LOOPBACK_FORGE: &str = "--outbound-allow-cidrs=127.0.0.0/8";
 
 /// A running operator process.
 #[derive(Debug)]
@@ -297,6 +304,9 @@ impl Operator {
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        if !opts.refuse_loopback_forge {
+            cmd.arg(ALLOW_LOOPBACK_FORGE);
         }
         cmd.args(&opts.args);
         let child = cmd.spawn().context("starting the pullwarden binary")?;

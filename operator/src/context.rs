@@ -171,8 +171,23 @@ impl Context {
             controller: "pullwarden".into(),
             instance: Some(config.instance.clone()),
         };
-        let forges = ForgeClients::new(metrics.forge.clone(), BudgetConfig::default());
-        let git = crate::git::GitCache::new(config.git_cache_dir.clone());
+        // One outbound guard for every tenant-chosen connection (forge APIs and git).
+        let guard = crate::net::Guard::from(&config.settings.network);
+        let forges = ForgeClients::with_guard(
+            metrics.forge.clone(),
+            BudgetConfig::default(),
+            guard.clone(),
+        );
+        let git = crate::git::GitCache::with_limits(
+            config.git_cache_dir.clone(),
+            crate::git::CacheLimits::default(),
+            crate::git::FetchLimits {
+                max_fetch_bytes: config.settings.network.git_fetch_max_bytes,
+                max_fetch_objects: config.settings.network.git_fetch_max_objects,
+                ..crate::git::FetchLimits::for_render(&crate::render::Limits::default())
+            },
+        )
+        .with_guard(guard);
         Ok(Context {
             git,
             recorder: Recorder::new(client.clone(), reporter),

@@ -30,6 +30,17 @@ pub enum Error {
         problem: String,
     },
 
+    /// A referenced Secret may not be used for this: it did not opt in as a credential, or it
+    /// is a service-account token. `reason` is the condition reason
+    /// (`CredentialsNotOptedIn`, `ServiceAccountTokenRefused`).
+    #[error("Secret {namespace}/{name} {problem}")]
+    SecretRefused {
+        namespace: String,
+        name: String,
+        reason: &'static str,
+        problem: String,
+    },
+
     /// A referenced Pullwarden object does not exist.
     #[error("{kind} {namespace}/{name} not found")]
     ReferenceNotFound {
@@ -95,6 +106,7 @@ impl Error {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::SecretNotFound { .. } => "SecretNotFound",
             Error::SecretInvalid { .. } => "SecretInvalid",
+            Error::SecretRefused { reason, .. } => reason,
             Error::ReferenceNotFound { .. } => "ReferenceNotFound",
             Error::ReferenceNotReady { .. } => "ReferenceNotReady",
             Error::ManifestsRefused(_) => "ManifestsRefused",
@@ -112,9 +124,9 @@ impl Error {
             // Secrets are not watched (that would need list/watch on every Secret in the
             // cluster), so a created or fixed Secret is noticed on this retry or at once when the
             // object is touched (e.g. the reconcile-requested-at annotation).
-            Error::SecretNotFound { .. } | Error::SecretInvalid { .. } => {
-                Retry::After(Duration::from_secs(30))
-            }
+            Error::SecretNotFound { .. }
+            | Error::SecretInvalid { .. }
+            | Error::SecretRefused { .. } => Retry::After(Duration::from_secs(30)),
             Error::ReferenceNotFound { .. } | Error::ReferenceNotReady { .. } => {
                 Retry::After(Duration::from_secs(60))
             }

@@ -6,6 +6,8 @@
 //! - [`forge`]: GitHub, GitLab, Gitea and plain-git providers behind one trait, with one API
 //!   budget per credential.
 //! - [`git`]: git2-based `ls-remote` and shallow fetches of preview templates.
+//! - [`net`]: the outbound guard (SSRF): address checks, resolve-once, same-origin redirects,
+//!   the loopback proxy that confines libgit2.
 //! - [`policy`]: PolicyGate rule logic (pure).
 //! - [`webhook`]: the inbound webhook ingress (signature checks, dedupe, routing).
 //! - [`telemetry`]: logging and Prometheus metrics.
@@ -17,6 +19,7 @@ pub mod error;
 pub mod forge;
 pub mod git;
 pub mod leader;
+pub mod net;
 pub mod policy;
 pub mod render;
 pub mod run;

@@ -150,6 +150,16 @@ pub struct SafetyOptions {
     /// Allow a Repository's `apiUrl` on a different host than its `url`.
     #[arg(long, env = "PULLWARDEN_ALLOW_CROSS_HOST_API_URL")]
     pub allow_cross_host_api_url: bool,
+    /// Most bytes one git fetch of a preview template may receive (checked while receiving).
+    #[arg(long, default_value_t = 256 * 1024 * 1024, env = "PULLWARDEN_GIT_FETCH_MAX_BYTES")]
+    pub git_fetch_max_bytes: u64,
+    /// Most objects one git fetch of a preview template may bring (checked while receiving).
+    #[arg(
+        long,
+        default_value_t = 200_000,
+        env = "PULLWARDEN_GIT_FETCH_MAX_OBJECTS"
+    )]
+    pub git_fetch_max_objects: usize,
 }
 
 impl Default for SafetyOptions {
@@ -198,6 +208,9 @@ pub struct NetworkSettings {
     pub cluster_cidrs: Vec<IpNet>,
     pub allow_cidrs: Vec<IpNet>,
     pub allow_cross_host_api_url: bool,
+    /// Caps on one git fetch (bytes received, objects), checked while fetching.
+    pub git_fetch_max_bytes: u64,
+    pub git_fetch_max_objects: usize,
     /// How long a resolved address is trusted (the guard resolves once per connection anyway).
     pub connect_timeout: Duration,
 }
@@ -287,6 +300,8 @@ impl Settings {
                 cluster_cidrs: o.cluster_cidrs.clone(),
                 allow_cidrs: o.outbound_allow_cidrs.clone(),
                 allow_cross_host_api_url: o.allow_cross_host_api_url,
+                git_fetch_max_bytes: o.git_fetch_max_bytes,
+                git_fetch_max_objects: o.git_fetch_max_objects,
                 connect_timeout: Duration::from_secs(10),
             },
         })

@@ -287,7 +287,8 @@ async fn run(cluster: &Cluster, args: &Args, bin: &Path) -> Result<Value> {
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": SECRET_NAME}, "stringData": {"token": TOKEN}
+        "metadata": {"name": SECRET_NAME, "labels": {"pullwarden.dev/credentials": "true"}},
+        "stringData": {"token": TOKEN}
     }))?;
     secrets.create(&PostParams::default(), &secret).await?;
     let repos_api: Api<Repository> = Api::namespaced(client.clone(), &namespace);

@@ -620,6 +620,12 @@ pub enum FaultAction {
     },
     /// Close the connection without answering.
     DropConnection,
+    /// `302 Found` to `location` + the request's path and query (e.g. another emulator's
+    /// base URL, to test that clients follow no cross-origin redirect).
+    Redirect {
+        /// Base URL the request is redirected to (no trailing slash).
+        location: String,
+    },
 }
 
 /// Adds a fault rule (`POST /_emulator/faults`).

@@ -248,6 +248,18 @@ async fn handle(shared: Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
                     reply_forge,
                 ))
             }
+            FaultAction::Redirect { location } => {
+                let target = match parts.uri.query() {
+                    Some(q) => format!("{}{path}?{q}", location.trim_end_matches('/')),
+                    None => format!("{}{path}", location.trim_end_matches('/')),
+                };
+                let r = Reply::with(
+                    StatusCode::FOUND,
+                    json!({"message": "Moved", "location": target}),
+                )
+                .header("location", target);
+                Some(finish(r, reply_forge))
+            }
             FaultAction::SecondaryRateLimit { retry_after } => {
                 let r = Reply::with(
                     StatusCode::FORBIDDEN,

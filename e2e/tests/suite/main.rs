@@ -12,3 +12,4 @@ mod previews;
 mod repository_sync;
 mod support;
 mod tenant_confinement;
+mod tenant_outbound;

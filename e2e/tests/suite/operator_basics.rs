@@ -92,7 +92,8 @@ async fn every_kind_gets_real_conditions() {
     // Creating the Secret (and asking for a reconcile) makes it sync from the forge.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &n);
     let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "web-token"}, "stringData": {"token": "ghp_basics"}
+        "metadata": {"name": "web-token", "labels": {"pullwarden.dev/credentials": "true"}},
+        "stringData": {"token": "ghp_basics"}
     }))
     .unwrap();
     secrets
@@ -133,7 +134,8 @@ async fn every_kind_gets_real_conditions() {
 
     // A wrong token is AuthFailed, and the data of the last good sync stays.
     let bad: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "web-token"}, "stringData": {"token": "wrong"}}),
+        json!({"metadata": {"name": "web-token", "labels": {"pullwarden.dev/credentials": "true"}},
+               "stringData": {"token": "wrong"}}),
     )
     .unwrap();
     secrets

@@ -322,8 +322,44 @@ pub fn error_message(body: &[u8]) -> String {
                     _ => None,
                 })
         });
-    let msg = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
-    super::types::truncate_chars(&msg, 300)
+    // Only the forge's own error field is quoted. Anything else (an HTML page, a proxy's or an
+    // internal service's answer) is described, never echoed: a tenant must not be able to read
+    // responses of arbitrary endpoints through status conditions.
+    let msg = from_json.unwrap_or_else(|| describe_body(body));
+    let clean: String = msg
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    super::types::truncate_chars(clean.trim(), 300)
+}
+
+/// A body that is not a forge error, described without quoting it.
+pub(crate) fn describe_body(body: &[u8]) -> String {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        "empty body".to_string()
+    } else {
+        format!(
+            "a {}-byte body that is not a forge error (not shown)",
+            body.len()
+        )
+    }
+}
+
+/// A redirect that reached us was not followed: it leaves the origin (reqwest follows
+/// same-origin redirects itself, see `crate::net::redirect_policy`).
+fn redirect_refused(status: StatusCode, headers: &HeaderMap) -> ForgeError {
+    let to = headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| url::Url::parse(l).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "an unusable location".to_string());
+    ForgeError::OutboundRefused {
+        message: format!(
+            "the forge answered {status} redirecting to {to}; redirects to another origin are \
+             not followed and no credential is sent there"
+        ),
+    }
 }
 
 /// Classify a response. `default_secondary_wait` applies to 429/secondary limits without a time.
@@ -339,6 +375,9 @@ pub fn classify(
     }
     if status.is_success() {
         return Verdict::Ok;
+    }
+    if status.is_redirection() {
+        return Verdict::Fail(redirect_refused(status, headers));
     }
     let msg = error_message(body);
     if status == StatusCode::FORBIDDEN || status == StatusCode::TOO_MANY_REQUESTS {
@@ -549,10 +588,14 @@ pub struct ApiResponse {
 impl ApiResponse {
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, ForgeError> {
         serde_json::from_slice(&self.body).map_err(|e| {
+            // serde's message can quote the body; say where it failed instead.
             ForgeError::invalid_response(format!(
-                "cannot parse {} as {}: {e}",
-                String::from_utf8_lossy(&self.body[..self.body.len().min(120)]),
-                std::any::type_name::<T>()
+                "cannot parse the answer ({}) as {}: {:?} error at line {} column {}",
+                describe_body(&self.body),
+                std::any::type_name::<T>(),
+                e.classify(),
+                e.line(),
+                e.column()
             ))
         })
     }
@@ -1148,10 +1191,33 @@ mod tests {
             Verdict::Fail(e) => assert_eq!(e.category(), "NotFound"),
             v => panic!("{v:?}"),
         }
-        assert!(matches!(
-            c(502, &[], "<html>bad gateway</html>"),
-            Verdict::Retry(_)
-        ));
+        match c(502, &[], "<html>secret internal page</html>") {
+            Verdict::Retry(m) => {
+                assert!(
+                    !m.contains("secret"),
+                    "bodies of other answers are not echoed: {m}"
+                );
+                assert!(m.contains("33-byte body"), "{m}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // A redirect that reaches us left the origin: refused, naming only the origin.
+        match c(
+            302,
+            &[("location", "http://169.254.169.254/latest/meta-data?x=1")],
+            "",
+        ) {
+            Verdict::Fail(e) => {
+                assert_eq!(e.category(), "OutboundRefused");
+                assert!(e.to_string().contains("http://169.254.169.254;"), "{e}");
+                assert!(!e.to_string().contains("meta-data"), "{e}");
+            }
+            v => panic!("{v:?}"),
+        }
+        assert_eq!(
+            error_message(br#"{"message":"line\nbreak\u0007"}"#),
+            "line break"
+        );
         assert!(matches!(c(500, &[], ""), Verdict::Retry(_)));
         match c(
             422,

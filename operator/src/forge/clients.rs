@@ -1,7 +1,9 @@
 //! The client factory shared by all controllers.
 //!
-//! Flow: `client(kind, coords, creds, ca)` computes the credential key
-//! `kind | api base | sha256(credential) | sha256(CA)` (never the secret itself), reuses or
+//! Flow: `client(kind, coords, creds, ca)` first puts the API base through the outbound guard
+//! (when the factory has one, see [`ForgeClients::with_guard`]: IP literals are checked here,
+//! names when the guarded resolver resolves them), then computes the credential key
+//! `kind | api base | keyed hash(credential) | sha256(CA)` (never the secret itself), reuses or
 //! creates the [`CredentialState`] (budget + transport) for that key, and returns a cached
 //! per-repository client bound to it. Every controller asking with the same credential therefore
 //! shares one quota view, one ETag cache and one GitHub App installation token.
@@ -24,6 +26,7 @@ use super::gitlab::{GitlabForge, GitlabTransport};
 use super::metrics::ForgeMetrics;
 use super::shared::CredentialState;
 use super::types::ForgeKind;
+use crate::net::Guard;
 
 /// Credentials kept at once; beyond it the least recently used (a rotated Secret's old
 /// fingerprint, a deleted Repository's token) is dropped together with its clients.
@@ -46,6 +49,9 @@ struct Caches {
 struct Inner {
     metrics: ForgeMetrics,
     config: BudgetConfig,
+    /// The outbound guard every client connects through; `None` only for tools and tests
+    /// against a loopback forge (the operator always sets it, see `Context::new`).
+    guard: Option<Guard>,
     caches: Mutex<Caches>,
 }
 
@@ -66,14 +72,31 @@ impl fmt::Debug for ForgeClients {
 }
 
 impl ForgeClients {
+    /// A factory without the outbound guard (tools and tests); the operator uses
+    /// [`Self::with_guard`].
     pub fn new(metrics: ForgeMetrics, config: BudgetConfig) -> Self {
+        Self::build(metrics, config, None)
+    }
+
+    /// A factory whose every client (API and plain git) connects through `guard`.
+    pub fn with_guard(metrics: ForgeMetrics, config: BudgetConfig, guard: Guard) -> Self {
+        Self::build(metrics, config, Some(guard))
+    }
+
+    fn build(metrics: ForgeMetrics, config: BudgetConfig, guard: Option<Guard>) -> Self {
         ForgeClients {
             inner: Arc::new(Inner {
                 metrics,
                 config,
+                guard,
                 caches: Mutex::new(Caches::default()),
             }),
         }
+    }
+
+    /// The outbound guard of this factory, if any.
+    pub fn guard(&self) -> Option<&Guard> {
+        self.inner.guard.as_ref()
     }
 
     pub fn metrics(&self) -> &ForgeMetrics {
@@ -110,9 +133,19 @@ impl ForgeClients {
                 coords.kind
             )));
         }
+        let guard = self.inner.guard.as_ref();
         if kind == ForgeKind::Git {
             // No HTTP API, hence no budget: every call is a git protocol round-trip.
-            return Ok(Arc::new(GitForge::new(coords.clone(), creds, ca_pem)));
+            return Ok(Arc::new(GitForge::new(
+                coords.clone(),
+                creds,
+                ca_pem,
+                guard.cloned(),
+            )));
+        }
+        if let Some(g) = guard {
+            g.check_url(&coords.api_base)
+                .map_err(|r| ForgeError::refused(&r))?;
         }
         let ca_fp = ca_pem
             .as_deref()
@@ -146,6 +179,7 @@ impl ForgeClients {
                         &creds,
                         ca_pem.as_deref(),
                         &self.inner.config,
+                        guard,
                     )?);
                     (t.clone(), Some(t))
                 }
@@ -154,6 +188,8 @@ impl ForgeClients {
                         &coords.api_base,
                         &creds,
                         ca_pem.as_deref(),
+                        &self.inner.config,
+                        guard,
                     )?),
                     None,
                 ),
@@ -163,6 +199,7 @@ impl ForgeClients {
                         &creds,
                         ca_pem.as_deref(),
                         &self.inner.config,
+                        guard,
                     )?),
                     None,
                 ),

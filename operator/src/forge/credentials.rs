@@ -4,13 +4,17 @@
 //! [`Credentials::from_secret_data`], which accepts exactly one of the documented key sets and
 //! explains precisely what is missing or conflicting otherwise. The secret material lives in
 //! [`SecretString`]s and never reaches `Debug`, `Display` or logs; caches and metrics identify a
-//! credential by [`Credentials::fingerprint`] (a SHA-256), never by its value.
+//! credential by [`Credentials::fingerprint`], never by its value. The fingerprint is an
+//! HMAC-SHA256 under a random key drawn once per process: stable inside the process (one
+//! budget per credential), but useless to confirm a guessed token — a plain hash in a metric
+//! label would let anyone who can scrape `/metrics` test candidate tokens offline.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
+use hmac::{Hmac, Mac};
 pub use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::error::ForgeError;
 
@@ -100,6 +104,12 @@ impl fmt::Display for Credentials {
         }
         Ok(())
     }
+}
+
+/// The per-process key of [`Credentials::fingerprint`]; never leaves the process.
+fn process_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(rand::random)
 }
 
 fn text(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Result<String, ForgeError> {
@@ -265,10 +275,12 @@ impl Credentials {
         }
     }
 
-    /// SHA-256 over the credential material (hex). Identifies a credential in cache keys
-    /// without holding the secret. Two Secrets with the same token share one budget.
+    /// Keyed hash (HMAC-SHA256, per-process random key; hex) over the credential material.
+    /// Identifies a credential in cache keys and metric labels without holding or revealing
+    /// the secret. Two Secrets with the same token share one budget.
     pub fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
+        let mut h = <Hmac<Sha256> as Mac>::new_from_slice(process_key())
+            .expect("HMAC takes keys of any length");
         match self {
             Credentials::Anonymous => h.update(b"anonymous"),
             Credentials::Token(t) => {
@@ -301,7 +313,7 @@ impl Credentials {
                 h.update(known_hosts.as_bytes());
             }
         }
-        hex::encode(h.finalize())
+        hex::encode(h.finalize().into_bytes())
     }
 
     /// First 12 hex digits of [`Self::fingerprint`], for metric labels and logs.
@@ -459,5 +471,11 @@ mod tests {
         let b = Credentials::Token(SecretString::from("b".to_string()));
         assert_eq!(a.fingerprint(), a2.fingerprint());
         assert_ne!(a.fingerprint(), b.fingerprint());
+        // Keyed: someone who sees the fingerprint (a metric label) cannot confirm a guess by
+        // hashing candidate tokens the way the fingerprint is built.
+        use sha2::Digest;
+        let unkeyed = hex::encode(Sha256::digest(b"token\0a"));
+        assert_ne!(a.fingerprint(), unkeyed);
+        assert!(!unkeyed.starts_with(&a.short_fingerprint()));
     }
 }

@@ -40,6 +40,11 @@ pub enum ForgeError {
     #[error("invalid configuration: {message}")]
     InvalidConfig { message: String },
 
+    /// The outbound guard refused the connection (link-local, metadata, loopback, cluster
+    /// address, or a cross-origin redirect): nothing was sent. See `crate::net`.
+    #[error("{message}")]
+    OutboundRefused { message: String },
+
     /// The provider (or the credential type) cannot do this operation at all.
     #[error("{operation} is not supported by {provider}")]
     Unsupported {
@@ -59,6 +64,7 @@ impl ForgeError {
             ForgeError::Transient { .. } => "Transient",
             ForgeError::InvalidResponse { .. } => "InvalidResponse",
             ForgeError::InvalidConfig { .. } => "InvalidConfig",
+            ForgeError::OutboundRefused { .. } => "OutboundRefused",
             ForgeError::Unsupported { .. } => "Unsupported",
         }
     }
@@ -115,6 +121,12 @@ impl ForgeError {
         }
     }
 
+    pub(crate) fn refused(refusal: &crate::net::Refusal) -> Self {
+        ForgeError::OutboundRefused {
+            message: refusal.to_string(),
+        }
+    }
+
     pub(crate) fn unsupported(operation: &'static str, provider: impl Into<String>) -> Self {
         ForgeError::Unsupported {
             operation,
@@ -143,6 +155,12 @@ mod tests {
             (ForgeError::invalid_response("x"), "InvalidResponse"),
             (ForgeError::invalid_config("x"), "InvalidConfig"),
             (ForgeError::unsupported("op", "git"), "Unsupported"),
+            (
+                ForgeError::OutboundRefused {
+                    message: "x".into(),
+                },
+                "OutboundRefused",
+            ),
         ];
         for (err, want) in cases {
             assert_eq!(err.category(), want, "{err}");

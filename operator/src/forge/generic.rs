@@ -19,6 +19,7 @@ pub(crate) struct GitForge {
     coords: RepoCoordinates,
     credentials: Credentials,
     ca_pem: Option<Vec<u8>>,
+    guard: Option<crate::net::Guard>,
 }
 
 impl fmt::Debug for GitForge {
@@ -35,11 +36,13 @@ impl GitForge {
         coords: RepoCoordinates,
         credentials: Credentials,
         ca_pem: Option<Vec<u8>>,
+        guard: Option<crate::net::Guard>,
     ) -> Self {
         GitForge {
             coords,
             credentials,
             ca_pem,
+            guard,
         }
     }
 
@@ -59,22 +62,24 @@ impl Forge for GitForge {
     }
 
     async fn default_branch(&self) -> Result<String, ForgeError> {
-        git::default_branch(
+        git::default_branch_guarded(
             &self.coords.clone_url,
             &self.credentials,
             self.ca_pem.as_deref(),
+            self.guard.as_ref(),
         )
         .await
     }
 
     async fn list_branches(&self) -> Result<Vec<Branch>, ForgeError> {
-        let refs = git::ls_remote(
+        let refs = git::ls_remote_guarded(
             &self.coords.clone_url,
             &self.credentials,
             self.ca_pem.as_deref(),
+            self.guard.as_ref(),
         )
         .await?;
-        Ok(git::branches(&refs))
+        Ok(git::branches(&refs.refs))
     }
 
     async fn list_open_pull_requests(&self) -> Result<Vec<PullRequest>, ForgeError> {

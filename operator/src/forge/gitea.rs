@@ -51,6 +51,7 @@ impl GiteaTransport {
         creds: &Credentials,
         ca_pem: Option<&[u8]>,
         config: &BudgetConfig,
+        guard: Option<&crate::net::Guard>,
     ) -> Result<Self, ForgeError> {
         let origin = url::Url::parse(api_base)
             .map_err(|e| ForgeError::invalid_config(format!("bad Gitea API base: {e}")))?
@@ -84,7 +85,7 @@ impl GiteaTransport {
                 )
             })?;
         Ok(GiteaTransport {
-            http: http_client(ca_pem, config.request_timeout)?,
+            http: http_client(guard, ca_pem, config.request_timeout)?,
             origin,
             auth,
         })
@@ -651,7 +652,7 @@ mod tests {
         };
         let cfg = BudgetConfig::default();
         assert_eq!(
-            GiteaTransport::new("https://g/api/v1", &ssh, None, &cfg)
+            GiteaTransport::new("https://g/api/v1", &ssh, None, &cfg, None)
                 .unwrap_err()
                 .category(),
             "InvalidConfig"
@@ -661,6 +662,7 @@ mod tests {
             &Credentials::Token(secrecy::SecretString::from("tok".to_string())),
             None,
             &cfg,
+            None,
         )
         .unwrap();
         assert!(!format!("{t:?}").contains("tok"));

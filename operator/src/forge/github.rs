@@ -56,8 +56,9 @@ impl GithubTransport {
         creds: &Credentials,
         ca_pem: Option<&[u8]>,
         config: &BudgetConfig,
+        guard: Option<&crate::net::Guard>,
     ) -> Result<Self, ForgeError> {
-        let http = http_client(ca_pem, config.request_timeout)?;
+        let http = http_client(guard, ca_pem, config.request_timeout)?;
         let builder = Octocrab::builder().base_uri(api_base).map_err(|e| {
             ForgeError::invalid_config(format!("GitHub API base {api_base:?} is invalid: {e}"))
         })?;
@@ -173,7 +174,10 @@ fn map_octocrab(e: octocrab::Error) -> ForgeError {
         octocrab::Error::JWT { .. } => {
             ForgeError::invalid_config("githubPrivateKey cannot sign a GitHub App JWT")
         }
-        other => ForgeError::transient(format!("GitHub request failed: {other}")),
+        other => match crate::net::find_refusal(&other) {
+            Some(refusal) => ForgeError::refused(refusal),
+            None => ForgeError::transient(format!("GitHub request failed: {other}")),
+        },
     }
 }
 

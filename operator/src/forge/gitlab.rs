@@ -1,10 +1,10 @@
 //! GitLab (gitlab.com and self-managed) through the `gitlab` crate's `AsyncGitlab`.
 //!
-//! Flow: the transport builds the `AsyncGitlab` lazily on first use — `build_async` verifies the
-//! token with `GET /api/v4/user`, which is async and may fail, while [`super::ForgeClients`]
-//! hands out clients synchronously — and then sends every request through
-//! `AsyncClient::rest_async`, which returns the raw response with headers, so the budget sees
-//! `ETag`, `RateLimit-*` and `X-Next-Page`. A failed build is not cached; the next call retries.
+//! Flow: the transport sends every request through our own guarded reqwest client
+//! (`crate::net`) with the `PRIVATE-TOKEN` header, and verifies the token lazily on first use
+//! with `GET /api/v4/user` (async and fallible, while [`super::ForgeClients`] hands out clients
+//! synchronously); a failed check is not cached, the next call retries. The raw response with
+//! headers goes back to the budget, so it sees `ETag`, `RateLimit-*` and `X-Next-Page`.
 //!
 //! Merge requests are addressed by `iid`; approvals become [`Review`]s, notes are comments (the
 //! sticky comment is a note), commit statuses map to GitLab's `pending|running|success|failed|
@@ -14,20 +14,18 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use gitlab::api::{ApiError, AsyncClient};
-use gitlab::{AsyncGitlab, CertificateBundle, GitlabBuilder, GitlabError, RestError};
 use http::{HeaderMap, HeaderValue, Method, header};
 use jiff::Timestamp;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::Forge;
-use super::budget::{ApiRequest, RawResponse, Transport, error_message};
+use super::budget::{ApiRequest, BudgetConfig, RawResponse, Transport, error_message};
 use super::coords::{RepoCoordinates, encode_path_segment as enc};
 use super::credentials::Credentials;
 use super::error::ForgeError;
-use super::shared::{CredentialState, USER_AGENT, api_url, reqwest_error};
+use super::shared::{CredentialState, USER_AGENT, api_url, http_client, reqwest_error};
 use super::types::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -35,19 +33,22 @@ use super::types::*;
 // ---------------------------------------------------------------------------------------------
 
 pub(crate) struct GitlabTransport {
-    /// What `GitlabBuilder` calls the host: `host[:port][/relative-root]`.
-    host: String,
-    insecure: bool,
-    token: Option<SecretString>,
-    ca_pem: Option<Vec<u8>>,
-    client: tokio::sync::OnceCell<AsyncGitlab>,
+    http: reqwest::Client,
+    /// `https://host[:port][/relative-root]/api/v4`, no trailing slash.
+    api_base: String,
+    origin: url::Origin,
+    /// `PRIVATE-TOKEN` (a personal, project or group access token), marked sensitive.
+    token: Option<HeaderValue>,
+    /// The token is verified once (`GET /user`) before the first request, as `GitlabBuilder`
+    /// did; a failed check is not cached, so the next call tries again.
+    verified: tokio::sync::OnceCell<()>,
 }
 
 impl fmt::Debug for GitlabTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GitlabTransport")
-            .field("host", &self.host)
-            .field("insecure", &self.insecure)
+            .field("api_base", &self.api_base)
+            .field("authenticated", &self.token.is_some())
             .finish()
     }
 }
@@ -67,68 +68,40 @@ fn status_error(status: http::StatusCode, msg: &str) -> ForgeError {
     }
 }
 
-fn map_api_error(e: ApiError<RestError>) -> ForgeError {
-    match e {
-        ApiError::Client { source } => match source {
-            RestError::Communication { source } => reqwest_error(&source),
-            other => ForgeError::invalid_config(format!("cannot send GitLab request: {other}")),
-        },
-        ApiError::GitlabWithStatus { status, msg } => status_error(status, &msg),
-        ApiError::GitlabObjectWithStatus { status, obj }
-        | ApiError::GitlabUnrecognizedWithStatus { status, obj } => {
-            status_error(status, &obj.to_string())
-        }
-        ApiError::GitlabService { status, data } => status_error(status, &error_message(&data)),
-        ApiError::GitlabRateLimited { rl_reset, .. } => ForgeError::RateLimited {
-            reset: Timestamp::from_second(rl_reset.timestamp())
-                .unwrap_or_else(|_| Timestamp::now()),
-            message: "GitLab rate limit".into(),
-        },
-        ApiError::UrlParse { source } => {
-            ForgeError::invalid_config(format!("bad GitLab URL: {source}"))
-        }
-        other => ForgeError::invalid_response(format!("GitLab: {other}")),
-    }
-}
-
-fn map_build_error(e: GitlabError) -> ForgeError {
-    match e {
-        GitlabError::Api { source } => map_api_error(source),
-        GitlabError::Communication { source } => reqwest_error(&source),
-        GitlabError::UrlParse { source } => {
-            ForgeError::invalid_config(format!("bad GitLab URL: {source}"))
-        }
-        GitlabError::Http { status } => status_error(status, ""),
-        other => ForgeError::invalid_config(format!("cannot build GitLab client: {other}")),
-    }
-}
-
 impl GitlabTransport {
+    /// Requests go through our own reqwest client (not the `gitlab` crate's, which cannot take
+    /// the outbound guard and follows redirects with the `PRIVATE-TOKEN` header to any host).
     pub(crate) fn new(
         api_base: &str,
         creds: &Credentials,
         ca_pem: Option<&[u8]>,
+        config: &BudgetConfig,
+        guard: Option<&crate::net::Guard>,
     ) -> Result<Self, ForgeError> {
-        let (insecure, rest) = if let Some(rest) = api_base.strip_prefix("https://") {
-            (false, rest)
-        } else if let Some(rest) = api_base.strip_prefix("http://") {
-            (true, rest)
-        } else {
+        if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
             return Err(ForgeError::invalid_config(format!(
                 "GitLab API base {api_base:?} must be http(s)"
             )));
-        };
-        let host = rest
-            .trim_end_matches('/')
-            .strip_suffix("/api/v4")
-            .ok_or_else(|| {
-                ForgeError::invalid_config(format!(
-                    "GitLab API base {api_base:?} must end with /api/v4"
-                ))
-            })?
-            .to_string();
+        }
+        let api_base = api_base.trim_end_matches('/');
+        if !api_base.ends_with("/api/v4") {
+            return Err(ForgeError::invalid_config(format!(
+                "GitLab API base {api_base:?} must end with /api/v4"
+            )));
+        }
+        let origin = url::Url::parse(api_base)
+            .map_err(|e| ForgeError::invalid_config(format!("bad GitLab API base: {e}")))?
+            .origin();
         let token = match creds {
-            Credentials::Token(t) => Some(t.clone()),
+            Credentials::Token(t) => {
+                let mut v = HeaderValue::from_str(t.expose_secret()).map_err(|_| {
+                    ForgeError::invalid_config(
+                        "credential contains characters not allowed in an HTTP header",
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
             Credentials::Anonymous => None,
             other => {
                 return Err(ForgeError::invalid_config(format!(
@@ -137,75 +110,75 @@ impl GitlabTransport {
                 )));
             }
         };
-        if let Some(pem) = ca_pem {
-            // Validate now so a bad CA is reported as configuration, not on every call.
-            CertificateBundle::pem_bundle(pem).map_err(|e| {
-                ForgeError::invalid_config(format!(
-                    "caSecretRef does not hold PEM certificates: {e}"
-                ))
-            })?;
-        }
         Ok(GitlabTransport {
-            host,
-            insecure,
+            http: http_client(guard, ca_pem, config.request_timeout)?,
+            api_base: api_base.to_string(),
+            origin,
             token,
-            ca_pem: ca_pem.map(<[u8]>::to_vec),
-            client: tokio::sync::OnceCell::new(),
+            verified: tokio::sync::OnceCell::new(),
         })
     }
 
-    async fn client(&self) -> Result<&AsyncGitlab, ForgeError> {
-        self.client
+    fn request(&self, method: Method, url: url::Url) -> reqwest::RequestBuilder {
+        let mut builder = self
+            .http
+            .request(method, url)
+            .header(header::USER_AGENT, USER_AGENT)
+            .header(header::ACCEPT, "application/json");
+        if let Some(token) = &self.token {
+            builder = builder.header("PRIVATE-TOKEN", token.clone());
+        }
+        builder
+    }
+
+    async fn verify(&self) -> Result<(), ForgeError> {
+        if self.token.is_none() {
+            return Ok(());
+        }
+        self.verified
             .get_or_try_init(|| async {
-                let mut builder = match &self.token {
-                    Some(t) => GitlabBuilder::new(self.host.clone(), t.expose_secret().to_string()),
-                    None => GitlabBuilder::new_unauthenticated(self.host.clone()),
-                };
-                builder.user_agent(USER_AGENT);
-                if self.insecure {
-                    builder.insecure();
+                let url = url::Url::parse(&format!("{}/user", self.api_base))
+                    .map_err(|e| ForgeError::invalid_config(format!("bad GitLab URL: {e}")))?;
+                let resp = self
+                    .request(Method::GET, url)
+                    .send()
+                    .await
+                    .map_err(|e| reqwest_error(&e))?;
+                let status = resp.status();
+                if status.is_success() {
+                    return Ok(());
                 }
-                if let Some(pem) = &self.ca_pem {
-                    let bundle = CertificateBundle::pem_bundle(pem)
-                        .map_err(|e| ForgeError::invalid_config(format!("caSecretRef: {e}")))?;
-                    builder.cert_custom(bundle);
-                }
-                builder.build_async().await.map_err(map_build_error)
+                let body = resp.bytes().await.unwrap_or_default();
+                Err(status_error(status, &error_message(&body)))
             })
             .await
+            .map(|_| ())
     }
 }
 
 #[async_trait]
 impl Transport for GitlabTransport {
     async fn send(&self, req: &ApiRequest, extra: HeaderMap) -> Result<RawResponse, ForgeError> {
-        let client = self.client().await?;
-        let mut builder = http::Request::builder()
-            .method(req.method.clone())
-            .uri(req.url.as_str())
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"));
-        for (k, v) in &extra {
-            builder = builder.header(k, v);
+        let url = url::Url::parse(&req.url)
+            .map_err(|e| ForgeError::invalid_config(format!("bad request URL: {e}")))?;
+        if url.origin() != self.origin {
+            return Err(ForgeError::invalid_response(format!(
+                "refusing to send GitLab credentials to {}",
+                url.origin().ascii_serialization()
+            )));
         }
-        let body = match &req.body {
-            Some(b) => {
-                builder = builder.header(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                serde_json::to_vec(b)
-                    .map_err(|e| ForgeError::invalid_config(format!("cannot encode body: {e}")))?
-            }
-            None => Vec::new(),
-        };
-        let resp = client
-            .rest_async(builder, body)
-            .await
-            .map_err(map_api_error)?;
-        let (parts, body) = resp.into_parts();
+        self.verify().await?;
+        let mut builder = self.request(req.method.clone(), url).headers(extra);
+        if let Some(body) = &req.body {
+            builder = builder.json(body);
+        }
+        let resp = builder.send().await.map_err(|e| reqwest_error(&e))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| reqwest_error(&e))?;
         Ok(RawResponse {
-            status: parts.status,
-            headers: parts.headers,
+            status,
+            headers,
             body,
         })
     }
@@ -1082,18 +1055,22 @@ mod tests {
 
     #[test]
     fn transport_needs_token_and_v4_base() {
-        let token = Credentials::Token(SecretString::from("t".to_string()));
-        let t = GitlabTransport::new("https://git.corp/gitlab/api/v4", &token, None).unwrap();
-        assert_eq!((t.host.as_str(), t.insecure), ("git.corp/gitlab", false));
-        let t = GitlabTransport::new("http://127.0.0.1:9/api/v4", &token, None).unwrap();
-        assert_eq!((t.host.as_str(), t.insecure), ("127.0.0.1:9", true));
-        assert!(GitlabTransport::new("https://h/api/v3", &token, None).is_err());
+        let token = Credentials::Token(secrecy::SecretString::from("t".to_string()));
+        let cfg = BudgetConfig::default();
+        let t = GitlabTransport::new("https://git.corp/gitlab/api/v4", &token, None, &cfg, None)
+            .unwrap();
+        assert_eq!(t.api_base, "https://git.corp/gitlab/api/v4");
+        assert!(!format!("{t:?}").contains("\"t\""));
+        let t =
+            GitlabTransport::new("http://127.0.0.1:9/api/v4/", &token, None, &cfg, None).unwrap();
+        assert_eq!(t.api_base, "http://127.0.0.1:9/api/v4");
+        assert!(GitlabTransport::new("https://h/api/v3", &token, None, &cfg, None).is_err());
         let basic = Credentials::Basic {
             username: "u".into(),
-            password: SecretString::from("p".to_string()),
+            password: secrecy::SecretString::from("p".to_string()),
         };
         assert_eq!(
-            GitlabTransport::new("https://h/api/v4", &basic, None)
+            GitlabTransport::new("https://h/api/v4", &basic, None, &cfg, None)
                 .unwrap_err()
                 .category(),
             "InvalidConfig"

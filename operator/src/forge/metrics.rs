@@ -3,7 +3,15 @@
 //! One [`ForgeMetrics`] is created by the binary, registered once on the root registry, and handed
 //! to [`super::ForgeClients::new`]; every per-credential budget records into it. Labels are
 //! bounded: `endpoint` is a route template (`/repos/{owner}/{repo}/pulls`), never a URL with ids,
-//! and `credential` is a 12-hex-digit fingerprint, never a secret.
+//! and `credential` is 12 hex digits of the credential's *keyed* fingerprint (HMAC under a
+//! per-process random key, see [`super::Credentials::fingerprint`]): it tells credentials apart
+//! on a dashboard but cannot confirm a guessed token, and it changes when the process restarts.
+//!
+//! Who may scrape: `/metrics` is on the admin port (`--admin-addr`), not the webhook port; the
+//! chart exposes it only inside the cluster. Labels hold no secret, but forge names, endpoint
+//! templates and quota levels still describe the installation, so restrict scraping to the
+//! monitoring namespace (the chart's NetworkPolicy for Pullwarden's pods) — see
+//! docs/security.md.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -55,7 +63,7 @@ impl ForgeMetrics {
         );
         registry.register(
             "pullwarden_forge_rate_limit_remaining",
-            "Remaining API quota last reported by the forge, per credential fingerprint",
+            "Remaining API quota last reported by the forge, per credential (keyed fingerprint)",
             self.rate_limit_remaining.clone(),
         );
         registry.register(

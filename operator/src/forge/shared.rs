@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::budget::{ApiRequest, ApiResponse, Budget, Transport};
 use super::error::ForgeError;
+use crate::net::Guard;
 
 pub(crate) const USER_AGENT: &str = concat!("pullwarden/", env!("CARGO_PKG_VERSION"));
 
@@ -135,12 +136,19 @@ pub(crate) fn api_url(base: &str, path: &str, query: &[(&str, &str)]) -> String 
 }
 
 /// A reqwest client with our timeouts, user agent and optional private CA (added to, never
-/// replacing, the system roots; TLS verification is never disabled).
+/// replacing, the system roots; TLS verification is never disabled). With a guard, every
+/// connection goes through it (`crate::net`); redirects are followed on the same origin only
+/// either way, so a credential header never reaches another host.
 pub(crate) fn http_client(
+    guard: Option<&Guard>,
     ca_pem: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<reqwest::Client, ForgeError> {
-    let mut builder = reqwest::Client::builder()
+    let builder = match guard {
+        Some(g) => g.reqwest_builder(),
+        None => reqwest::Client::builder().redirect(crate::net::redirect_policy()),
+    };
+    let mut builder = builder
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .timeout(timeout)
         .user_agent(USER_AGENT);
@@ -160,8 +168,12 @@ pub(crate) fn http_client(
         .map_err(|e| ForgeError::invalid_config(format!("cannot build HTTP client: {e}")))
 }
 
-/// Map a reqwest transport error: everything on the wire is worth a retry.
+/// Map a reqwest transport error: a guard refusal is `OutboundRefused` (nothing was sent);
+/// everything else on the wire is worth a retry.
 pub(crate) fn reqwest_error(e: &reqwest::Error) -> ForgeError {
+    if let Some(refusal) = crate::net::find_refusal(e) {
+        return ForgeError::refused(refusal);
+    }
     if e.is_builder() {
         ForgeError::invalid_config(format!("bad request: {e}"))
     } else if e.is_timeout() {
@@ -197,7 +209,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_ca() {
-        let e = http_client(Some(b"not a cert"), Duration::from_secs(1)).unwrap_err();
+        let e = http_client(None, Some(b"not a cert"), Duration::from_secs(1)).unwrap_err();
         assert_eq!(e.category(), "InvalidConfig");
     }
 }

@@ -379,7 +379,7 @@ async fn failed_fetch_leaves_no_temp_dirs_and_cache_is_evicted() {
         )
         .await
         .unwrap();
-    let dir_a = cache.repo_dir(&a.url());
+    let dir_a = cache.repo_dir(&CacheScope::new("", &Credentials::Anonymous), &a.url());
     assert!(dir_a.exists());
     cache
         .fetch_tree(
@@ -392,7 +392,11 @@ async fn failed_fetch_leaves_no_temp_dirs_and_cache_is_evicted() {
         .await
         .unwrap();
     assert!(!dir_a.exists(), "least recently used repository evicted");
-    assert!(cache.repo_dir(&b.url()).exists());
+    assert!(
+        cache
+            .repo_dir(&CacheScope::new("", &Credentials::Anonymous), &b.url())
+            .exists()
+    );
 }
 
 #[tokio::test]
@@ -426,9 +430,12 @@ fn git_daemon(base: &Path) -> Option<Daemon> {
         .local_addr()
         .ok()?
         .port();
-    let child = Command::new("git")
+    // Run `git-daemon` itself: `git daemon` would run it as a child process that outlives a
+    // kill of the `git` wrapper.
+    let exec_path = Command::new("git").arg("--exec-path").output().ok()?;
+    let exec_path = String::from_utf8(exec_path.stdout).ok()?;
+    let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
         .args([
-            "daemon",
             "--reuseaddr",
             "--export-all",
             "--listen=127.0.0.1",
@@ -479,7 +486,9 @@ async fn smart_protocol_shallow_fetch_via_git_daemon() {
     let dep = files.iter().find(|f| f.path == "deployment.yaml").unwrap();
     assert_eq!(dep.bytes, b"kind: Deployment\nspec: {}\n");
     // Depth 1: the parent commit was not transferred.
-    let cached = Repository::open_bare(cache.repo_dir(&url)).unwrap();
+    let cached =
+        Repository::open_bare(cache.repo_dir(&CacheScope::new("", &Credentials::Anonymous), &url))
+            .unwrap();
     assert!(cached.find_commit(second).is_ok());
     assert!(
         cached.find_commit(first).is_err(),
@@ -498,4 +507,194 @@ async fn smart_protocol_shallow_fetch_via_git_daemon() {
         .await
         .unwrap_err();
     assert_eq!(e.category(), "NotFound", "{e}");
+}
+
+#[tokio::test]
+async fn cache_is_scoped_by_namespace_and_credential() {
+    let (f, sha) = Fixture::template();
+    let Some(daemon) = git_daemon(f.path.parent().unwrap()) else {
+        panic!("`git daemon` is required for this test (Debian package git)");
+    };
+    let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = GitCache::new(cache_dir.path());
+    let token_a = Credentials::token("tenant-a");
+    let a = CacheScope::new("team-a", &token_a);
+    cache
+        .fetch_tree_scoped(&a, &url, &sha.to_string(), "deploy", &token_a, None)
+        .await
+        .expect("tenant A fetches with its own credential");
+    // The repository goes away: A is served from its cache, but nobody else is — not another
+    // namespace with the same credential, not the same namespace with another credential.
+    fs::rename(&f.path, f.path.with_extension("gone")).unwrap();
+    cache
+        .fetch_tree_scoped(&a, &url, &sha.to_string(), "deploy", &token_a, None)
+        .await
+        .expect("A's own cache hit");
+    let token_b = Credentials::token("tenant-b");
+    for (scope, creds) in [
+        (CacheScope::new("team-b", &token_a), &token_a),
+        (CacheScope::new("team-a", &token_b), &token_b),
+        (
+            CacheScope::new("team-a", &Credentials::Anonymous),
+            &Credentials::Anonymous,
+        ),
+    ] {
+        let e = cache
+            .fetch_tree_scoped(&scope, &url, &sha.to_string(), "deploy", creds, None)
+            .await
+            .expect_err("another scope must fetch for itself");
+        assert!(
+            matches!(e.category(), "NotFound" | "Transient"),
+            "the remote was asked: {e}"
+        );
+    }
+    drop(daemon);
+    assert_ne!(
+        cache.repo_dir(&CacheScope::new("team-a", &token_a), &url),
+        cache.repo_dir(&CacheScope::new("team-b", &token_a), &url)
+    );
+}
+
+#[tokio::test]
+async fn fetch_caps_abort_the_transfer_and_the_walk_stops_at_the_limits() {
+    let (f, _) = Fixture::template();
+    for i in 0..40 {
+        f.write(
+            &format!("deploy/many/f{i}.yaml"),
+            format!("n: {i}\n").as_bytes(),
+        );
+    }
+    f.write("deploy/big.bin", &vec![7u8; 200_000]);
+    let sha = f.commit("many files");
+    let Some(daemon) = git_daemon(f.path.parent().unwrap()) else {
+        panic!("`git daemon` is required for this test (Debian package git)");
+    };
+    let url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let anon = Credentials::Anonymous;
+    let cache_dir = tempfile::tempdir().unwrap();
+    let few_objects = GitCache::with_limits(
+        cache_dir.path(),
+        CacheLimits::default(),
+        FetchLimits {
+            max_fetch_objects: 10,
+            ..FetchLimits::default()
+        },
+    );
+    let e = few_objects
+        .fetch_tree(&url, &sha.to_string(), "deploy", &anon, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("more than 10 objects"), "{e}");
+    assert_eq!(e.category(), "InvalidConfig");
+    let few_bytes = GitCache::with_limits(
+        cache_dir.path(),
+        CacheLimits::default(),
+        FetchLimits {
+            max_fetch_bytes: 4_096,
+            ..FetchLimits::default()
+        },
+    );
+    let e = few_bytes
+        .fetch_tree(&url, &sha.to_string(), "deploy", &anon, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exceeded 4096 bytes"), "{e}");
+    // Nothing half-fetched stays behind.
+    assert_eq!(fs::read_dir(cache_dir.path()).unwrap().count(), 0);
+
+    // The render limits: the walk refuses at the first file beyond them.
+    let render = FetchLimits::for_render(&crate::render::Limits {
+        max_files: 8,
+        ..crate::render::Limits::default()
+    });
+    let walk = GitCache::with_limits(cache_dir.path(), CacheLimits::default(), render);
+    let e = walk
+        .fetch_tree(&url, &sha.to_string(), "deploy", &anon, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("more than 8 files"), "{e}");
+    let small = GitCache::with_limits(
+        cache_dir.path(),
+        CacheLimits::default(),
+        FetchLimits {
+            max_total_bytes: 100_000,
+            ..FetchLimits::default()
+        },
+    );
+    let e = small
+        .fetch_tree(&url, &sha.to_string(), "deploy", &anon, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("more than 100000 bytes"), "{e}");
+}
+
+#[tokio::test]
+async fn the_guard_refuses_loopback_and_local_remotes_and_pins_allowed_ones() {
+    let (f, sha) = Fixture::template();
+    let Some(daemon) = git_daemon(f.path.parent().unwrap()) else {
+        panic!("`git daemon` is required for this test (Debian package git)");
+    };
+    let url = format!("git://localhost:{}/app.git", daemon.port);
+    let anon = Credentials::Anonymous;
+    let strict = Guard::default();
+    let e = ls_remote_guarded(&url, &anon, None, Some(&strict))
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), "OutboundRefused", "{e}");
+    assert!(e.to_string().contains("localhost"), "{e}");
+    let e = ls_remote_guarded(&f.url(), &anon, None, Some(&strict))
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), "OutboundRefused", "{e}");
+    let cache_dir = tempfile::tempdir().unwrap();
+    let e = GitCache::new(cache_dir.path())
+        .with_guard(strict)
+        .fetch_tree(&url, &sha.to_string(), "deploy", &anon, None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.category(), "OutboundRefused", "{e}");
+    // With loopback allowed the same remote works, through the pinned address.
+    let lo = Guard::new(
+        vec![],
+        vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+    );
+    let ip_url = format!("git://127.0.0.1:{}/app.git", daemon.port);
+    let refs = ls_remote_guarded(&ip_url, &anon, None, Some(&lo))
+        .await
+        .unwrap();
+    assert!(refs.refs.iter().any(|(n, _)| n == "refs/heads/main"));
+    let files = GitCache::new(cache_dir.path())
+        .with_guard(lo)
+        .fetch_tree(&ip_url, &sha.to_string(), "deploy", &anon, None)
+        .await
+        .unwrap();
+    assert!(!files.is_empty());
+}
+
+#[test]
+fn pinning_replaces_only_the_host() {
+    let v4: std::net::IpAddr = "140.82.112.3".parse().unwrap();
+    assert_eq!(
+        pin_url("ssh://git@github.com:22/o/r.git", v4).unwrap(),
+        "ssh://git@140.82.112.3:22/o/r.git"
+    );
+    assert_eq!(
+        pin_url("git@github.com:o/r.git", v4).unwrap(),
+        "git@140.82.112.3:o/r.git"
+    );
+    let v6: std::net::IpAddr = "2606:50c0::1".parse().unwrap();
+    assert_eq!(
+        pin_url("git@github.com:o/r.git", v6).unwrap(),
+        "git@[2606:50c0::1]:o/r.git"
+    );
+    assert!(same_host("https://h.example/o/r", "https://h.example/x"));
+    assert!(!same_host(
+        "https://h.example/o/r",
+        "https://evil.example/o/r"
+    ));
+    assert!(!same_host(
+        "https://h.example/o/r",
+        "https://h.example:8443/o/r"
+    ));
 }

@@ -192,8 +192,11 @@ async fn reconcile(
     super::repository::previews::validate_template(&pe.spec.template)
         .map_err(Error::InvalidSpec)?;
     let repo = refs::repository(ctx, &namespace, &pe.spec.repository_ref.name).await?;
-    let coords = refs::coordinates(&repo.spec)?;
+    let coords = refs::coordinates(&repo.spec, &ctx.config.settings.network)?;
     let (creds, ca) = refs::credentials(ctx, &repo).await?;
+    // The tenant's own git cache: a tree another namespace or credential fetched is never
+    // served without this credential fetching it.
+    let cache_scope = crate::git::CacheScope::new(&namespace, &creds);
     let forge = ctx
         .forges
         .client(refs::forge_kind(&repo.spec), &coords, creds, ca.clone())?;
@@ -489,7 +492,8 @@ async fn reconcile(
             tracing::debug!(preview = %pe.name_any(), url = %coords.clone_url, "fetching template");
             let files = ctx
                 .git
-                .fetch_tree(
+                .fetch_tree_scoped(
+                    &cache_scope,
                     &coords.clone_url,
                     &target.head_sha,
                     &pe.spec.template.path,
@@ -914,7 +918,7 @@ async fn mark_inactive(
     let Ok(repo) = refs::repository(ctx, &namespace, &pe.spec.repository_ref.name).await else {
         return Ok(());
     };
-    let coords = refs::coordinates(&repo.spec)?;
+    let coords = refs::coordinates(&repo.spec, &ctx.config.settings.network)?;
     let (creds, ca) = match refs::credentials(ctx, &repo).await {
         Ok(c) => c,
         Err(_) => return Ok(()),

@@ -71,7 +71,7 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     let namespace = repo.namespace().unwrap_or_default();
 
     // 1. validate
-    let coords = refs::coordinates(&repo.spec)?;
+    let coords = refs::coordinates(&repo.spec, &ctx.config.settings.network)?;
     let selector = Selector::new(&repo.spec.branches, repo.spec.pull_requests.as_ref())
         .map_err(Error::InvalidSpec)?;
     let interval =
@@ -87,7 +87,8 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     // 2. dereference
     let (creds, ca) = refs::credentials(ctx, &repo).await?;
     if let Some(webhook) = &repo.spec.webhook {
-        refs::secret_key(ctx, &namespace, &webhook.secret_ref.name, &webhook.key).await?;
+        refs::credential_secret_key(ctx, &namespace, &webhook.secret_ref.name, &webhook.key)
+            .await?;
     }
 
     let webhook_path = repo.spec.webhook.as_ref().map(|_| {
