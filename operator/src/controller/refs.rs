@@ -103,3 +103,20 @@ pub async fn repository(ctx: &Context, namespace: &str, name: &str) -> Result<Re
             name: name.into(),
         })
 }
+
+/// Whether a Secret opted in to being used by Pullwarden as a forge credential or webhook
+/// secret: label `pullwarden.dev/credentials: "true"` or type `pullwarden.dev/credentials`.
+/// ServiceAccount token Secrets never qualify, whatever their labels say.
+pub fn secret_opted_in(secret: &Secret) -> bool {
+    let kind = secret.type_.as_deref().unwrap_or("Opaque");
+    if kind == "kubernetes.io/service-account-token" {
+        return false;
+    }
+    kind == "pullwarden.dev/credentials"
+        || secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get("pullwarden.dev/credentials"))
+            .is_some_and(|value| value == "true")
+}
