@@ -159,7 +159,7 @@ async fn run(cluster: &Cluster, args: &Args) -> Result<Value> {
         ("forge-hook", "secret", HOOK_SECRET),
     ] {
         let s: Secret = serde_json::from_value(
-            json!({"metadata": {"name": name}, "stringData": {key: value}}),
+            json!({"metadata": {"name": name, "labels": {"pullwarden.dev/credentials": "true"}}, "stringData": {key: value}}),
         )?;
         secrets.create(&PostParams::default(), &s).await?;
     }

@@ -109,8 +109,9 @@ fn preview_app() -> Result<BTreeMap<String, Option<String>>> {
 
 async fn secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let s: Secret =
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}}))?;
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": {"pullwarden.dev/credentials": "true"}}, "stringData": {key: value}}),
+    )?;
     if api.create(&PostParams::default(), &s).await.is_err() {
         api.replace(name, &PostParams::default(), &s).await?;
     }

@@ -9,3 +9,4 @@ mod operator_basics;
 mod previews;
 mod repository_sync;
 mod support;
+mod webhook_attacks;

@@ -94,7 +94,7 @@ pub async fn forge_repo(
     info
 }
 
-/// Creates (or replaces) an Opaque Secret.
+/// Creates (or replaces) an Opaque Secret that opted in to Pullwarden (`pullwarden.dev/credentials`).
 pub async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) {
     let api: Api<Secret> = Api::namespaced(client.clone(), ns);
     let string_data: serde_json::Map<String, Value> = data
@@ -102,7 +102,7 @@ pub async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, 
         .map(|(k, v)| (k.to_string(), json!(v)))
         .collect();
     let s: Secret =
-        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": string_data}))
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"pullwarden.dev/credentials": "true"}}, "stringData": string_data}))
             .unwrap();
     if api.create(&PostParams::default(), &s).await.is_err() {
         api.replace(name, &PostParams::default(), &s).await.unwrap();
