@@ -384,7 +384,10 @@ async fn run(cluster: &Cluster, args: &Args) -> Result<Value> {
             }
         }));
     }
-    let forged_body = vec![b' '; 64 * 1024];
+    // A real payload for the real repository (JSON allows trailing whitespace), so each forged
+    // delivery is parsed and HMAC-verified before it fails.
+    let mut forged_body = payload.clone();
+    forged_body.resize(64 * 1024, b' ');
     for _ in 0..args.forgers {
         let forged = forged.clone();
         let request = attack::github_request(
