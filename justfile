@@ -84,6 +84,13 @@ bench-preview *ARGS: k8s-binaries
     cargo build -q -p pullwarden-e2e --bins
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-preview" {{ARGS}}
 
+# Benchmark: the webhook server under slowloris, slow-body, pinning and connection-flood attacks
+# on loopback: operator peak RSS and the latency of valid signed deliveries meanwhile (JSON).
+bench-webhook *ARGS: k8s-binaries
+    cargo build -q --release -p pullwarden
+    cargo build -q -p pullwarden-e2e --bins
+    PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-webhook" {{ARGS}}
+
 # The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
 # a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.
 demo *ARGS: k8s-binaries

@@ -6,7 +6,7 @@ use crate::controller::{self, directory::KubeDirectory};
 use crate::leader::{ElectionConfig, LeaderElector};
 use crate::server::{Role, admin_router};
 use crate::telemetry::Metrics;
-use crate::webhook::{WebhookConfig, WebhookState};
+use crate::webhook::WebhookState;
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,9 +43,9 @@ pub struct RunOptions {
     /// This replica's identity (default: the Pod name from `POD_NAME`, else the host name + pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Largest accepted webhook body in bytes.
-    #[arg(long, default_value_t = 10 * 1024 * 1024)]
-    pub webhook_max_body_bytes: usize,
+    /// Limits of the webhook server (see the `webhook` module docs and docs/security.md).
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookOptions,
     /// Directory for cached git fetches.
     #[arg(long, env = "PULLWARDEN_GIT_CACHE_DIR")]
     pub git_cache_dir: Option<PathBuf>,
@@ -118,12 +118,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .into_future(),
     );
 
-    let directory = KubeDirectory::start(ctx.clone());
+    let directory = KubeDirectory::start(ctx.clone(), opts.webhook.candidate_limits());
     let webhook_state = WebhookState::new(
-        WebhookConfig {
-            max_body_bytes: opts.webhook_max_body_bytes,
-            ..WebhookConfig::default()
-        },
+        opts.webhook.config(),
         Arc::new(directory),
         metrics.webhook.clone(),
     );

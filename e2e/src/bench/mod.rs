@@ -1,9 +1,11 @@
-//! Building blocks of the benchmarks in `src/bin/` (`bench-poll`, `bench-preview`): the control
-//! plane they run on and the interruptible runtime around them, the emulator fixture,
+//! Building blocks of the benchmarks in `src/bin/` (`bench-poll`, `bench-preview`,
+//! `bench-webhook`): the control plane they run on and the interruptible runtime around them,
+//! hostile webhook clients (`attack`, shared with the attack scenarios), the emulator fixture,
 //! a watch that follows Repository status, `/proc` readers for memory and CPU, and a Prometheus
 //! text reader for counter deltas. Everything a benchmark reports is read from one of these
 //! (emulator request counts, rate-limit buckets, `/proc`, `/metrics`), never estimated.
 
+pub mod attack;
 pub mod fixture;
 pub mod procfs;
 pub mod prom;

@@ -13,3 +13,4 @@ mod repository_sync;
 mod support;
 mod tenant_confinement;
 mod tenant_outbound;
+mod webhook_attacks;

@@ -1,13 +1,13 @@
-//! The axum side of the ingress: routes, the per-delivery flow described in the module docs
-//! of [`super`], and the shared state (de-duplication cache, rate limiters, metrics).
+//! The HTTP side of the ingress: the connection loop with its caps ([`serve`]), the routes,
+//! the per-delivery flow described in the module docs of [`super`], and the shared state
+//! (de-duplication cache, rate limiters, concurrency caps, body budget, metrics).
 //!
-//! The remote IP (for the unauthenticated budget) comes from axum's
-//! `ConnectInfo<SocketAddr>`; [`serve`] sets that up. Behind a proxy every request shares the
-//! proxy's address, and without `ConnectInfo` the per-IP budget is not applied at all;
-//! `X-Forwarded-For` is deliberately not trusted (anyone can send it).
+//! The TCP peer address comes from a `ConnectInfo<SocketAddr>` request extension, which
+//! [`serve`] inserts; the client address is derived from it ([`super::client`]). Without it
+//! (in-process tests of [`router`]) the per-address limits are not applied.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,14 +17,19 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
+use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use super::client::{client_address, is_trusted_proxy, limit_key};
 use super::event::{ForgeEvent, Route, parse};
-use super::limits::{DedupeCache, RateLimiter};
-use super::metrics::{WebhookMetrics, WebhookResult};
+use super::limits::{
+    ByteBudget, CapExceeded, ConcurrencyCap, DedupeCache, RateLimiter, Reservation,
+};
+use super::metrics::{ConnectionRefusal, WebhookMetrics, WebhookResult};
 use super::verify::{PresentedCredential, presented_credential, verify};
 use super::{
     Forge, ObjectKey, RepositoryDirectory, WebhookCandidate, WebhookConfig, WebhookSecret,
@@ -43,6 +48,12 @@ struct Inner {
     dedupe: Mutex<DedupeCache<(Forge, String)>>,
     per_source: Mutex<RateLimiter<ObjectKey>>,
     unauthenticated: Mutex<RateLimiter<IpAddr>>,
+    /// Open connections, in total and per TCP peer ([`serve`]).
+    connections: Arc<ConcurrencyCap<IpAddr>>,
+    /// Requests in flight, in total and per client address.
+    requests: Arc<ConcurrencyCap<IpAddr>>,
+    /// Body bytes buffered at once.
+    body_budget: Arc<ByteBudget>,
     /// Random per process; verified against when no Repository follows the URL, so that an
     /// unknown repository costs the same HMAC work as a known one with a wrong signature.
     decoy_secret: WebhookSecret,
@@ -66,6 +77,15 @@ impl WebhookState {
                 config.unauthenticated_rate,
                 config.unauthenticated_burst,
             )),
+            connections: ConcurrencyCap::new(
+                config.max_connections,
+                config.max_connections_per_address,
+            ),
+            requests: ConcurrencyCap::new(
+                config.max_in_flight_requests,
+                config.max_connections_per_address,
+            ),
+            body_budget: ByteBudget::new(config.max_in_flight_body_bytes),
             decoy_secret: WebhookSecret::new(rand::random::<[u8; 32]>().to_vec()),
             config,
             directory,
@@ -82,6 +102,23 @@ impl WebhookState {
 
     pub fn metrics(&self) -> &WebhookMetrics {
         &self.inner.metrics
+    }
+
+    /// Requests in flight in total and from `client` (a limit key).
+    #[cfg(test)]
+    pub(crate) fn inner_requests_held(&self, client: &IpAddr) -> (usize, usize) {
+        self.inner.requests.held(client)
+    }
+
+    /// Open connections admitted by [`serve`].
+    #[cfg(test)]
+    pub(crate) fn connections_held(&self) -> usize {
+        self.inner.connections.held(&IpAddr::from([0, 0, 0, 0])).0
+    }
+
+    /// Body bytes reserved right now (for tests and diagnostics).
+    pub fn body_bytes_in_flight(&self) -> usize {
+        self.inner.body_budget.in_use()
     }
 }
 
@@ -103,19 +140,91 @@ pub fn router(state: WebhookState) -> Router {
         .with_state(state)
 }
 
-/// Serve [`router`] on `listener` with the peer address available to the per-IP limiter,
-/// until `shutdown` completes.
+/// Largest request head (request line + headers) read from a connection. Real deliveries send
+/// 1-3 KiB of headers; this is also hyper's read buffer, so it bounds a connection's memory.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+
+/// What a connection refused at accept is told (best effort; it is closed right after).
+const REFUSED_CONNECTION: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Retry-After: 1\r\nConnection: close\r\nContent-Length: 23\r\n\r\n{\"result\":\"overloaded\"}";
+
+/// Serve [`router`] on `listener` over HTTP/1.1 until `shutdown` completes, with the connection
+/// caps and header timeout of [`WebhookConfig`] and the peer address available to the
+/// per-address limits. In-flight requests get up to the two read timeouts to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: WebhookState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let config = state.config().clone();
+    let app = router(state.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    debug!(%error, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // A trusted proxy carries many clients: only its requests are limited per client.
+        let key =
+            (!is_trusted_proxy(peer.ip(), &config.trusted_proxies)).then(|| limit_key(peer.ip()));
+        let permit = match state.inner.connections.try_admit(key) {
+            Ok(permit) => permit,
+            Err(exceeded) => {
+                let reason = match exceeded {
+                    CapExceeded::Total => ConnectionRefusal::Total,
+                    CapExceeded::PerKey => ConnectionRefusal::PerAddress,
+                };
+                debug!(
+                    reason = reason.as_str(),
+                    "webhook connection refused at accept"
+                );
+                state.inner.metrics.refuse_connection(reason);
+                let _ = stream.try_write(REFUSED_CONNECTION);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(request.map(Body::new))
+            },
+        );
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                // Header timeouts, resets, malformed requests: the client's problem.
+                debug!(%error, "webhook connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drain = config.header_read_timeout + config.body_read_timeout;
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        debug!("webhook connections still open at shutdown were dropped");
+    }
+    Ok(())
 }
 
 async fn github(State(state): State<WebhookState>, request: Request) -> Response {
@@ -147,6 +256,7 @@ enum Outcome {
     TooLarge,
     Malformed { status: StatusCode, message: String },
     RateLimited { retry_after: Duration },
+    Overloaded,
 }
 
 impl Outcome {
@@ -159,6 +269,7 @@ impl Outcome {
             Outcome::TooLarge => WebhookResult::TooLarge,
             Outcome::Malformed { .. } => WebhookResult::Malformed,
             Outcome::RateLimited { .. } => WebhookResult::RateLimited,
+            Outcome::Overloaded => WebhookResult::Overloaded,
         }
     }
 
@@ -187,6 +298,7 @@ impl IntoResponse for Outcome {
                 serde_json::json!({ "result": result, "message": message }).to_string(),
             ),
             Outcome::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, json_result(result)),
+            Outcome::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, json_result(result)),
         };
         let mut response = (
             status,
@@ -197,11 +309,23 @@ impl IntoResponse for Outcome {
             body,
         )
             .into_response();
-        if let Outcome::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            Outcome::RateLimited { retry_after } => Some(retry_after),
+            Outcome::Overloaded => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             let seconds = retry_after.as_secs_f64().ceil().clamp(1.0, 3600.0) as u64;
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if status.is_client_error() || status.is_server_error() {
+            // A refused request may have left its body unread; a refused sender gets no
+            // keep-alive connection to try again on.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -217,38 +341,50 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The peer address as a rate-limit key: IPv6 clients are grouped by /64, since one host
-/// usually owns a whole /64 and could otherwise rotate addresses to escape the limit.
-fn client_key(request: &Request) -> Option<IpAddr> {
-    let ConnectInfo(addr) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
-    Some(match addr.ip() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
-        },
-    })
+/// The client address of a request as a limit key (see [`super::client`]); `None` without a
+/// peer address.
+fn client_key(inner: &Inner, request: &Request) -> Option<IpAddr> {
+    let ConnectInfo(peer) = request.extensions().get::<ConnectInfo<SocketAddr>>()?;
+    let client = client_address(peer.ip(), request.headers(), &inner.config.trusted_proxies);
+    Some(limit_key(client))
 }
 
 async fn process(inner: &Inner, forge: Forge, request: Request) -> Outcome {
-    let client = client_key(&request);
-    if let Some(ip) = client
-        && let Err(retry_after) = lock(&inner.unauthenticated).check(&ip, Instant::now())
-    {
-        // This address spent its budget of failed requests: refuse before reading anything.
-        debug!(%forge, "webhook refused: too many failed requests from this address");
-        return Outcome::RateLimited { retry_after };
-    }
+    let client = client_key(inner, &request);
+    // Held until the response is built: every request counts while it is being read/verified.
+    let _slot = match inner.requests.try_admit(client) {
+        Ok(slot) => slot,
+        Err(exceeded) => {
+            debug!(%forge, ?exceeded, "webhook refused: too many requests in flight");
+            return Outcome::Overloaded;
+        }
+    };
+    // Looked up now, applied only to a request that then fails: verified deliveries never
+    // consult it (see the module docs, step 6).
+    let over_budget = client.and_then(|ip| {
+        lock(&inner.unauthenticated)
+            .check(&ip, Instant::now())
+            .err()
+    });
     let (parts, body) = request.into_parts();
     match authenticate(inner, forge, &parts.headers, body).await {
-        Ok(verified) => route_verified(inner, verified).await,
+        Ok(verified) => {
+            inner.directory.verified(&verified.targets);
+            route_verified(inner, verified).await
+        }
+        // Overload says nothing about the sender: not charged.
+        Err(Outcome::Overloaded) => Outcome::Overloaded,
         Err(failure) => {
-            // Only failures spend the per-IP budget, so a forge that delivers correctly is never
-            // slowed down by it.
             if let Some(ip) = client {
                 lock(&inner.unauthenticated).charge(&ip, Instant::now());
             }
-            failure
+            match over_budget {
+                Some(retry_after) => {
+                    debug!(%forge, "webhook refused: too many failed requests from this address");
+                    Outcome::RateLimited { retry_after }
+                }
+                None => failure,
+            }
         }
     }
 }
@@ -261,6 +397,7 @@ struct Verified {
 #[derive(Debug)]
 enum ReadError {
     TooLarge,
+    Overloaded,
     Io,
 }
 
@@ -270,6 +407,11 @@ async fn authenticate(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Verified, Outcome> {
+    // Before the body: a delivery without a well-formed credential can never verify.
+    let credential = presented_credential(forge, headers).map_err(|reason| {
+        debug!(%forge, %reason, "webhook unauthorized");
+        Outcome::Unauthorized
+    })?;
     let max = inner.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -279,12 +421,19 @@ async fn authenticate(
         debug!(%forge, "webhook refused: declared body too large");
         return Err(Outcome::TooLarge);
     }
-    let body =
-        match tokio::time::timeout(inner.config.body_read_timeout, read_capped(body, max)).await {
-            Ok(Ok(body)) => body,
+    let declared = declared.map(|n| n as usize);
+    let read = read_capped(body, max, declared, inner.body_budget.reservation());
+    // `_reservation` keeps the body's bytes counted until verification is done with them.
+    let (body, _reservation) =
+        match tokio::time::timeout(inner.config.body_read_timeout, read).await {
+            Ok(Ok(read)) => read,
             Ok(Err(ReadError::TooLarge)) => {
                 debug!(%forge, "webhook refused: body too large");
                 return Err(Outcome::TooLarge);
+            }
+            Ok(Err(ReadError::Overloaded)) => {
+                debug!(%forge, "webhook refused: in-flight body budget exhausted");
+                return Err(Outcome::Overloaded);
             }
             Ok(Err(ReadError::Io)) => return Err(Outcome::malformed("could not read the body")),
             Err(_) => {
@@ -307,10 +456,6 @@ async fn authenticate(
         }
     })?;
 
-    let credential = presented_credential(forge, headers).map_err(|reason| {
-        debug!(%forge, delivery = %event.delivery_id, %reason, "webhook unauthorized");
-        Outcome::Unauthorized
-    })?;
     let candidates = inner
         .directory
         .candidates(forge, &event.repository_urls)
@@ -329,18 +474,37 @@ async fn authenticate(
     Ok(Verified { event, targets })
 }
 
-/// Read the body, giving up as soon as it grows past `max` bytes (the rest is never read).
-async fn read_capped(body: Body, max: usize) -> Result<Bytes, ReadError> {
+/// Read the body, giving up as soon as it grows past `max` bytes (the rest is never read) or
+/// the budget cannot cover its next bytes. Bytes are reserved *before* they are buffered, as
+/// they arrive (doubling, never beyond the declared length): a slow client that declares 1 MiB
+/// and sends a trickle holds a trickle, not 1 MiB, of the global budget.
+async fn read_capped(
+    body: Body,
+    max: usize,
+    declared: Option<usize>,
+    mut reservation: Reservation,
+) -> Result<(Bytes, Reservation), ReadError> {
+    let limit = declared.map_or(max, |declared| declared.min(max));
+    let mut buffer = Vec::new();
     let mut stream = body.into_data_stream();
-    let mut buffer = BytesMut::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ReadError::Io)?;
         if chunk.len() > max - buffer.len() {
             return Err(ReadError::TooLarge);
         }
+        let needed = buffer.len() + chunk.len();
+        if needed > reservation.bytes() {
+            let target = (reservation.bytes().saturating_mul(2))
+                .min(limit)
+                .max(needed);
+            if !reservation.grow(target - reservation.bytes()) {
+                return Err(ReadError::Overloaded);
+            }
+            buffer.reserve_exact(target - buffer.len());
+        }
         buffer.extend_from_slice(&chunk);
     }
-    Ok(buffer.freeze())
+    Ok((Bytes::from(buffer), reservation))
 }
 
 /// The candidates whose secret verifies the raw body, sorted and de-duplicated. Candidates

@@ -1,10 +1,14 @@
-//! Bounded in-memory state of the ingress: the delivery-id de-duplication cache and the
-//! token-bucket rate limiters. Everything is bounded (least recently used entries are evicted)
+//! Bounded in-memory state of the ingress: the delivery-id de-duplication cache, the
+//! token-bucket rate limiters, the global in-flight body-byte budget ([`ByteBudget`]) and the
+//! concurrency caps per address and in total ([`ConcurrencyCap`]). Everything is bounded
+//! (least recently used entries are evicted, or a key exists only while it holds a permit)
 //! because keys come from the network, and time is passed in (`now`) so the logic is pure and
 //! testable without sleeping.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// A map with a capacity that evicts the least recently *touched* entry. Touch order is kept
@@ -223,9 +227,208 @@ impl<K: Clone + Eq + Hash> RateLimiter<K> {
     }
 }
 
+/// Bytes of request bodies buffered at once, across all requests. A request reserves bytes
+/// *before* it buffers them ([`Reservation::grow`]) and gives them back when its
+/// [`Reservation`] is dropped, so the sum of buffered bodies never exceeds `capacity`.
+#[derive(Debug)]
+pub(crate) struct ByteBudget {
+    capacity: usize,
+    used: AtomicUsize,
+}
+
+impl ByteBudget {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            capacity,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes reserved right now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// An empty reservation to grow.
+    pub(crate) fn reservation(self: &Arc<Self>) -> Reservation {
+        Reservation {
+            budget: self.clone(),
+            bytes: 0,
+        }
+    }
+}
+
+/// Bytes one request holds from a [`ByteBudget`]; released on drop.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    budget: Arc<ByteBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Reserve `extra` more bytes; `false` (and nothing reserved) when the budget cannot
+    /// cover them.
+    pub(crate) fn grow(&mut self, extra: usize) -> bool {
+        let budget = &self.budget;
+        let reserved = budget
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(extra).filter(|&n| n <= budget.capacity)
+            })
+            .is_ok();
+        if reserved {
+            self.bytes += extra;
+        }
+        reserved
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Why a [`ConcurrencyCap`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CapExceeded {
+    /// The cap over all keys.
+    Total,
+    /// The cap of this one key (an address).
+    PerKey,
+}
+
+#[derive(Debug)]
+struct CapState<K> {
+    total: usize,
+    per_key: HashMap<K, usize>,
+}
+
+/// Things held at once (connections, requests), in total and per key. A key is present only
+/// while it holds a permit, so the map is bounded by the total cap.
+#[derive(Debug)]
+pub(crate) struct ConcurrencyCap<K: Eq + Hash> {
+    total: usize,
+    per_key: usize,
+    state: Mutex<CapState<K>>,
+}
+
+impl<K: Clone + Eq + Hash> ConcurrencyCap<K> {
+    pub(crate) fn new(total: usize, per_key: usize) -> Arc<Self> {
+        Arc::new(Self {
+            total: total.max(1),
+            per_key: per_key.max(1),
+            state: Mutex::new(CapState {
+                total: 0,
+                per_key: HashMap::new(),
+            }),
+        })
+    }
+
+    /// A permit, counted against `key`'s cap too unless `key` is `None` (exempt, e.g. a
+    /// trusted proxy that carries many clients).
+    pub(crate) fn try_admit(self: &Arc<Self>, key: Option<K>) -> Result<Permit<K>, CapExceeded> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.total >= self.total {
+            return Err(CapExceeded::Total);
+        }
+        if let Some(key) = &key {
+            let held = state.per_key.entry(key.clone()).or_insert(0);
+            if *held >= self.per_key {
+                return Err(CapExceeded::PerKey);
+            }
+            *held += 1;
+        }
+        state.total += 1;
+        Ok(Permit {
+            cap: self.clone(),
+            key,
+        })
+    }
+
+    /// Permits held in total and by `key`.
+    #[cfg(test)]
+    pub(crate) fn held(&self, key: &K) -> (usize, usize) {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        (state.total, state.per_key.get(key).copied().unwrap_or(0))
+    }
+}
+
+/// One admitted connection or request; gives its place back on drop.
+#[derive(Debug)]
+pub(crate) struct Permit<K: Clone + Eq + Hash> {
+    cap: Arc<ConcurrencyCap<K>>,
+    key: Option<K>,
+}
+
+impl<K: Clone + Eq + Hash> Drop for Permit<K> {
+    fn drop(&mut self) {
+        let mut state = self
+            .cap
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        state.total = state.total.saturating_sub(1);
+        if let Some(key) = &self.key
+            && let Some(held) = state.per_key.get_mut(key)
+        {
+            *held -= 1;
+            if *held == 0 {
+                state.per_key.remove(key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;
+
+    #[test]
+    fn byte_budget_reserves_before_and_releases_on_drop() {
+        let budget = ByteBudget::new(100);
+        let mut a = budget.reservation();
+        assert!(a.grow(60));
+        let mut b = budget.reservation();
+        assert!(!b.grow(41), "60 + 41 exceeds the budget");
+        assert_eq!(b.bytes(), 0, "a refused growth reserves nothing");
+        assert!(b.grow(40));
+        assert_eq!(budget.in_use(), 100);
+        assert!(!a.grow(1));
+        drop(a);
+        assert_eq!(budget.in_use(), 40);
+        assert!(b.grow(60));
+        assert_eq!(b.bytes(), 100);
+        assert!(!b.grow(usize::MAX), "overflow is a refusal, not a wrap");
+        drop(b);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[test]
+    fn concurrency_cap_counts_per_key_and_in_total() {
+        let cap = ConcurrencyCap::new(3, 2);
+        let a1 = cap.try_admit(Some("a")).unwrap();
+        let a2 = cap.try_admit(Some("a")).unwrap();
+        assert_eq!(cap.try_admit(Some("a")).unwrap_err(), CapExceeded::PerKey);
+        let b1 = cap.try_admit(Some("b")).unwrap();
+        assert_eq!(cap.try_admit(Some("c")).unwrap_err(), CapExceeded::Total);
+        assert_eq!(cap.try_admit(None).unwrap_err(), CapExceeded::Total);
+        drop(a1);
+        assert_eq!(cap.held(&"a"), (2, 1));
+        // An exempt holder counts only against the total.
+        let exempt = cap.try_admit(None).unwrap();
+        assert_eq!(cap.try_admit(Some("d")).unwrap_err(), CapExceeded::Total);
+        drop((a2, b1, exempt));
+        assert_eq!(cap.held(&"a"), (0, 0));
+        assert!(
+            cap.state.lock().unwrap().per_key.is_empty(),
+            "keys leave with their last permit"
+        );
+    }
 
     #[test]
     fn lru_evicts_least_recently_used() {

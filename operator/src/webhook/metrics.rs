@@ -1,4 +1,6 @@
-//! `pullwarden_webhook_requests_total{forge,result}`: one count per answered delivery.
+//! `pullwarden_webhook_requests_total{forge,result}`: one count per answered delivery, and
+//! `pullwarden_webhook_connections_refused_total{reason}`: connections closed at accept because
+//! a connection cap was reached (no request was read from them, so they have no forge).
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -24,10 +26,13 @@ pub enum WebhookResult {
     Ignored,
     /// Per-Repository or per-IP budget exhausted (`429`).
     RateLimited,
+    /// The server is at a global cap (in-flight requests, in-flight body bytes) or this
+    /// address is at its in-flight cap; refused before (further) reading (`503`).
+    Overloaded,
 }
 
 impl WebhookResult {
-    pub const ALL: [WebhookResult; 7] = [
+    pub const ALL: [WebhookResult; 8] = [
         WebhookResult::Accepted,
         WebhookResult::Duplicate,
         WebhookResult::Unauthorized,
@@ -35,6 +40,7 @@ impl WebhookResult {
         WebhookResult::Malformed,
         WebhookResult::Ignored,
         WebhookResult::RateLimited,
+        WebhookResult::Overloaded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +52,7 @@ impl WebhookResult {
             WebhookResult::Malformed => "malformed",
             WebhookResult::Ignored => "ignored",
             WebhookResult::RateLimited => "rate_limited",
+            WebhookResult::Overloaded => "overloaded",
         }
     }
 }
@@ -68,10 +75,43 @@ struct RequestLabels {
     result: WebhookResult,
 }
 
+/// Why a connection was closed at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnectionRefusal {
+    /// `--webhook-max-connections` open connections in total.
+    Total,
+    /// `--webhook-max-connections-per-address` open connections from this address.
+    PerAddress,
+}
+
+impl ConnectionRefusal {
+    pub const ALL: [ConnectionRefusal; 2] =
+        [ConnectionRefusal::Total, ConnectionRefusal::PerAddress];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionRefusal::Total => "total",
+            ConnectionRefusal::PerAddress => "per_address",
+        }
+    }
+}
+
+impl EncodeLabelValue for ConnectionRefusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: ConnectionRefusal,
+}
+
 /// The ingress's metrics. Cheap to clone (shared counters).
 #[derive(Clone, Debug)]
 pub struct WebhookMetrics {
     requests: Family<RequestLabels, Counter>,
+    refused_connections: Family<RefusalLabels, Counter>,
 }
 
 impl WebhookMetrics {
@@ -80,7 +120,13 @@ impl WebhookMetrics {
     pub fn new() -> Self {
         let metrics = Self {
             requests: Family::default(),
+            refused_connections: Family::default(),
         };
+        for reason in ConnectionRefusal::ALL {
+            let _ = metrics
+                .refused_connections
+                .get_or_create(&RefusalLabels { reason });
+        }
         for forge in Forge::ALL {
             for result in WebhookResult::ALL {
                 let _ = metrics
@@ -108,6 +154,24 @@ impl WebhookMetrics {
             "Inbound webhook deliveries by forge and result",
             self.requests.clone(),
         );
+        registry.register(
+            "pullwarden_webhook_connections_refused",
+            "Webhook connections closed at accept because a connection cap was reached",
+            self.refused_connections.clone(),
+        );
+    }
+
+    pub fn refuse_connection(&self, reason: ConnectionRefusal) {
+        self.refused_connections
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
+    }
+
+    /// Current count of refused connections, for tests and diagnostics.
+    pub fn refused_connections(&self, reason: ConnectionRefusal) -> u64 {
+        self.refused_connections
+            .get_or_create(&RefusalLabels { reason })
+            .get()
     }
 
     pub fn record(&self, forge: Forge, result: WebhookResult) {
@@ -136,6 +200,7 @@ mod unit_tests {
         metrics.register(&mut registry);
         metrics.record(Forge::Gitea, WebhookResult::RateLimited);
         metrics.record(Forge::Gitea, WebhookResult::RateLimited);
+        metrics.refuse_connection(ConnectionRefusal::PerAddress);
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
         assert!(
@@ -152,6 +217,22 @@ mod unit_tests {
         );
         assert!(
             text.contains("# TYPE pullwarden_webhook_requests counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"pullwarden_webhook_requests_total{forge="gitlab",result="overloaded"} 0"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"pullwarden_webhook_connections_refused_total{reason="per_address"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"pullwarden_webhook_connections_refused_total{reason="total"} 0"#),
             "{text}"
         );
         assert_eq!(metrics.count(Forge::Gitea, WebhookResult::RateLimited), 2);

@@ -1010,6 +1010,7 @@ async fn over_tcp_the_413_arrives_while_the_client_is_still_sending() {
         .write_all(
             b"POST /hooks/github HTTP/1.1\r\nHost: test\r\nX-GitHub-Event: push\r\n\
               X-GitHub-Delivery: tcp-1\r\nContent-Type: application/json\r\n\
+              X-Hub-Signature-256: sha256=0000000000000000000000000000000000000000000000000000000000000000\r\n\
               Transfer-Encoding: chunked\r\n\r\n",
         )
         .await
@@ -1262,14 +1263,21 @@ async fn unauthenticated_failures_spend_a_per_address_budget() {
             .await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
-    // Exhausted: refused before anything is read, even with a valid signature.
-    let lookups = h.directory.lookups.load(Ordering::SeqCst);
-    let reply = h.send(with_peer(good("after"), "198.51.100.1")).await;
+    // Exhausted: this address's further failures are answered 429 ...
+    let reply = h.send(with_peer(bad("bad-2"), "198.51.100.1")).await;
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(h.directory.lookups.load(Ordering::SeqCst), lookups);
+    assert!(reply.headers.contains_key(http::header::RETRY_AFTER));
+    // ... but a real delivery from the same address (a shared ingress, the forge's egress IP)
+    // is verified and accepted: failures by others never lock it out, and it is not charged.
+    for i in 0..3 {
+        let reply = h
+            .send(with_peer(good(&format!("after-{i}")), "198.51.100.1"))
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "after-{i}");
+    }
     // Other addresses are unaffected; IPv6 clients share a budget per /64.
-    let reply = h.send(with_peer(good("elsewhere"), "203.0.113.7")).await;
-    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let reply = h.send(with_peer(bad("elsewhere"), "203.0.113.7")).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     for i in 0..2 {
         let reply = h
             .send(with_peer(
@@ -1279,12 +1287,399 @@ async fn unauthenticated_failures_spend_a_per_address_budget() {
             .await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     }
-    let reply = h.send(with_peer(good("v6-ok"), "[2001:db8::ffff]")).await;
-    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     let reply = h
-        .send(with_peer(good("v6-other"), "[2001:db8:0:1::1]"))
+        .send(with_peer(bad("v6-same-64"), "[2001:db8::ffff]"))
+        .await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    let reply = h.send(with_peer(good("v6-ok"), "[2001:db8::ffff]")).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let reply = h
+        .send(with_peer(bad("v6-other"), "[2001:db8:0:1::1]"))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_spends_the_budget() {
+    let config = WebhookConfig {
+        unauthenticated_burst: 1,
+        unauthenticated_rate: 0.001,
+        trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+        ..WebhookConfig::default()
+    };
+    let h = harness_with(config, &[(REPO, "app", SECRET)]);
+    let bad = |id: &str, forwarded: &str| {
+        let mut request = with_peer(
+            delivery(
+                Forge::Github,
+                "pull_request",
+                id,
+                pr_body(REPO, 1),
+                Some("guess"),
+            ),
+            "10.0.0.2",
+        );
+        request
+            .headers_mut()
+            .insert("X-Forwarded-For", forwarded.parse().unwrap());
+        request
+    };
+    assert_eq!(
+        h.send(bad("a1", "203.0.113.1")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.send(bad("a2", "203.0.113.1")).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another client behind the same proxy has its own budget, and a spoofed leftmost entry
+    // does not move the attacker to someone else's.
+    assert_eq!(
+        h.send(bad("b1", "203.0.113.2")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.send(bad("a3", "203.0.113.9, 203.0.113.1")).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // From an untrusted peer the header means nothing: the peer itself is the client.
+    let mut request = with_peer(
+        delivery(
+            Forge::Github,
+            "pull_request",
+            "c1",
+            pr_body(REPO, 1),
+            Some("guess"),
+        ),
+        "198.51.100.3",
+    );
+    request
+        .headers_mut()
+        .insert("X-Forwarded-For", "203.0.113.77".parse().unwrap());
+    assert_eq!(h.send(request).await.status, StatusCode::UNAUTHORIZED);
+    let mut request = with_peer(
+        delivery(
+            Forge::Github,
+            "pull_request",
+            "c2",
+            pr_body(REPO, 1),
+            Some("guess"),
+        ),
+        "198.51.100.3",
+    );
+    request
+        .headers_mut()
+        .insert("X-Forwarded-For", "203.0.113.78".parse().unwrap());
+    assert_eq!(h.send(request).await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Global caps: in-flight requests and body bytes
+
+/// A body whose first `sent` bytes arrive at once and whose rest never does (until dropped).
+fn stalled_body(sent: usize) -> Body {
+    let first =
+        futures::stream::once(
+            async move { Ok::<_, std::io::Error>(Bytes::from(vec![b' '; sent])) },
+        );
+    Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()))
+}
+
+fn stalled(id: &str, declared: Option<usize>, sent: usize) -> Request<Body> {
+    let mut request = delivery(Forge::Github, "pull_request", id, Vec::new(), Some(SECRET));
+    *request.body_mut() = stalled_body(sent);
+    if let Some(n) = declared {
+        request
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, n.into());
+    }
+    request
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("not reached: {what}");
+}
+
+#[tokio::test]
+async fn body_bytes_are_reserved_before_buffering_and_released_after() {
+    let config = WebhookConfig {
+        max_body_bytes: 8192,
+        max_in_flight_body_bytes: 10_000,
+        ..WebhookConfig::default()
+    };
+    let h = harness_with(config, &[(REPO, "app", SECRET)]);
+    // Two stalled bodies that sent 4 KiB each hold 8 KiB of the budget ...
+    let mut slow: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(
+                h.router
+                    .clone()
+                    .oneshot(stalled(&format!("s{i}"), Some(8192), 4096)),
+            )
+        })
+        .collect();
+    wait_until("two reservations", || {
+        h.state.body_bytes_in_flight() == 8192
+    })
+    .await;
+    // ... while one that declared 8 KiB but sent a trickle holds only the trickle.
+    slow.push(tokio::spawn(h.router.clone().oneshot(stalled(
+        "trickle",
+        Some(8192),
+        8,
+    ))));
+    wait_until("the trickle's reservation", || {
+        h.state.body_bytes_in_flight() == 8200
+    })
+    .await;
+    // A body that outgrows what is left is refused with 503 before its bytes are buffered,
+    // counted as overloaded, and its connection is not kept.
+    let reply = h.send(stalled("s2", Some(8192), 4096)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.result(), "overloaded");
+    assert_eq!(reply.headers["connection"], "close");
+    assert!(reply.headers.contains_key(http::header::RETRY_AFTER));
+    let reply = h.send(stalled("s3", None, 3000)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        h.state.body_bytes_in_flight(),
+        8200,
+        "refused bodies hold nothing"
+    );
+    // A small delivery still fits and is accepted.
+    let reply = h
+        .send(delivery(
+            Forge::Github,
+            "pull_request",
+            "small",
+            pr_body(REPO, 1),
+            Some(SECRET),
+        ))
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(h.count(Forge::Github, WebhookResult::Overloaded), 2);
+    // Ending the stalled requests gives their bytes back.
+    for task in slow {
+        task.abort();
+    }
+    wait_until("reservations released", || {
+        h.state.body_bytes_in_flight() == 0
+    })
+    .await;
+    let mut request = delivery(
+        Forge::Github,
+        "pull_request",
+        "s4",
+        vec![b' '; 8192],
+        Some(SECRET),
+    );
+    request
+        .headers_mut()
+        .insert(http::header::CONTENT_LENGTH, 8192.into());
+    let reply = h.send(request).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::BAD_REQUEST,
+        "read in full (and not JSON)"
+    );
+    assert_eq!(h.state.body_bytes_in_flight(), 0);
+}
+
+#[tokio::test]
+async fn in_flight_requests_are_capped_in_total_and_per_address() {
+    let config = WebhookConfig {
+        max_in_flight_requests: 3,
+        max_connections_per_address: 2,
+        ..WebhookConfig::default()
+    };
+    let h = harness_with(config, &[(REPO, "app", SECRET)]);
+    let hold = |id: &str, ip: &str| {
+        tokio::spawn(
+            h.router
+                .clone()
+                .oneshot(with_peer(stalled(id, None, 1), ip)),
+        )
+    };
+    let held = vec![hold("a1", "198.51.100.1"), hold("a2", "198.51.100.1")];
+    wait_until("two held requests", || {
+        h.state
+            .inner_requests_held(&"198.51.100.1".parse().unwrap())
+            == (2, 2)
+    })
+    .await;
+    // The address is at its cap; another address is not.
+    let reply = h
+        .send(with_peer(
+            delivery(
+                Forge::Github,
+                "pull_request",
+                "a3",
+                pr_body(REPO, 1),
+                Some(SECRET),
+            ),
+            "198.51.100.1",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let third = hold("b1", "198.51.100.2");
+    wait_until("three held requests", || {
+        h.state
+            .inner_requests_held(&"198.51.100.2".parse().unwrap())
+            == (3, 1)
+    })
+    .await;
+    // Now the total is reached for everyone.
+    let reply = h
+        .send(with_peer(
+            delivery(
+                Forge::Github,
+                "pull_request",
+                "c1",
+                pr_body(REPO, 1),
+                Some(SECRET),
+            ),
+            "198.51.100.3",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.count(Forge::Github, WebhookResult::Overloaded), 2);
+    for task in held.into_iter().chain([third]) {
+        task.abort();
+    }
+    wait_until("slots released", || {
+        h.state
+            .inner_requests_held(&"198.51.100.1".parse().unwrap())
+            == (0, 0)
+    })
+    .await;
+    let reply = h
+        .send(with_peer(
+            delivery(
+                Forge::Github,
+                "pull_request",
+                "c2",
+                pr_body(REPO, 1),
+                Some(SECRET),
+            ),
+            "198.51.100.1",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Over TCP: connection caps and the header timeout
+
+async fn serve_for_test(
+    config: WebhookConfig,
+) -> (
+    SocketAddr,
+    WebhookState,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let directory = TestDirectory::new(&[(REPO, "app", SECRET)]);
+    let state = WebhookState::new(config, directory, WebhookMetrics::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(listener, state.clone(), async {
+        let _ = stopped.await;
+    }));
+    (addr, state, stop, server)
+}
+
+/// Connects from `source` (another loopback address: Linux routes all of 127/8 to lo).
+async fn connect_from(source: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection.
+async fn read_to_close(stream: &mut tokio::net::TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut out))
+        .await
+        .expect("the server closes the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn connections_are_capped_per_address_and_slow_headers_time_out() {
+    let config = WebhookConfig {
+        max_connections: 4,
+        max_connections_per_address: 2,
+        header_read_timeout: Duration::from_millis(500),
+        ..WebhookConfig::default()
+    };
+    let (addr, state, stop, server) = serve_for_test(config).await;
+    // Slowloris: two connections that never finish their headers.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect_from("127.0.0.2", addr).await;
+        stream
+            .write_all(b"POST /hooks/github HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // A third from the same address is refused at accept with a 503 ...
+    let mut third = connect_from("127.0.0.2", addr).await;
+    let refused = read_to_close(&mut third).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains(r#"{"result":"overloaded"}"#), "{refused}");
+    assert_eq!(
+        state
+            .metrics()
+            .refused_connections(ConnectionRefusal::PerAddress),
+        1
+    );
+    // ... while another address is served at once.
+    let mut other = connect_from("127.0.0.3", addr).await;
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_close(&mut other).await.starts_with("HTTP/1.1 200"));
+    // The slow connections are closed by the header timeout, and their places come back.
+    for stream in &mut slow {
+        let _ = read_to_close(stream).await;
+    }
+    let mut again = connect_from("127.0.0.2", addr).await;
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_to_close(&mut again).await.starts_with("HTTP/1.1 200"));
+    wait_until("connections closed", || state.connections_held() == 0).await;
+
+    // The total cap holds whatever the addresses.
+    let mut held = Vec::new();
+    for source in ["127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7"] {
+        let mut stream = connect_from(source, addr).await;
+        stream
+            .write_all(b"POST /hooks/github HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    let mut fifth = connect_from("127.0.0.8", addr).await;
+    assert!(read_to_close(&mut fifth).await.starts_with("HTTP/1.1 503"));
+    assert_eq!(
+        state
+            .metrics()
+            .refused_connections(ConnectionRefusal::Total),
+        1
+    );
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
