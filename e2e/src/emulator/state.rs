@@ -137,6 +137,18 @@ pub struct Comment {
     pub edit_count: u32,
 }
 
+/// A label change on a pull request, kept so the forge can list it with its time and actor
+/// (GitHub issue events).
+#[derive(Debug, Clone)]
+pub struct LabelChange {
+    pub id: u64,
+    pub number: u64,
+    pub user: String,
+    pub label: String,
+    pub added: bool,
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Status {
     pub id: u64,
@@ -239,6 +251,8 @@ pub struct Repo {
     /// Next issue/PR number (GitHub and Gitea share it between issues and PRs).
     pub next_number: u64,
     pub comments: Vec<Comment>,
+    /// Label changes of pull requests, oldest first (`labeled` / `unlabeled` issue events).
+    pub label_changes: Vec<LabelChange>,
     pub statuses: Vec<Status>,
     pub check_runs: Vec<CheckRun>,
     pub deployments: Vec<Deployment>,

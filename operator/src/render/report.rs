@@ -33,6 +33,8 @@ pub enum ReportState {
     Pending,
     /// Waiting for the head SHA's required checks (`template.waitFor`).
     Waiting,
+    /// A fork's new head waits for a trusted user's approval; it is not deployed.
+    WaitingForApproval,
     Deploying,
     Ready,
     Failed,
@@ -49,6 +51,7 @@ impl ReportState {
         match self {
             ReportState::Pending => "pending",
             ReportState::Waiting => "waiting for checks",
+            ReportState::WaitingForApproval => "waiting for approval",
             ReportState::Deploying => "deploying",
             ReportState::Ready => "ready",
             ReportState::Failed => "failed",
@@ -61,6 +64,7 @@ impl ReportState {
     fn icon(self) -> &'static str {
         match self {
             ReportState::Pending | ReportState::Waiting => "⏳",
+            ReportState::WaitingForApproval => "✋",
             ReportState::Deploying => "🚀",
             ReportState::Ready => "✅",
             ReportState::Failed => "❌",
@@ -244,6 +248,7 @@ pub fn status_description(state: ReportState, detail: &str) -> String {
     let head = match state {
         ReportState::Pending => "Preview pending",
         ReportState::Waiting => "Preview waiting for checks",
+        ReportState::WaitingForApproval => "Preview waiting for approval",
         ReportState::Deploying => "Deploying preview",
         ReportState::Ready => "Preview ready",
         ReportState::Failed => "Preview failed",
@@ -647,6 +652,11 @@ mod tests {
                 ReportState::Waiting,
                 "### ⏳ Preview waiting for checks",
                 "Preview waiting for checks",
+            ),
+            (
+                ReportState::WaitingForApproval,
+                "### ✋ Preview waiting for approval",
+                "Preview waiting for approval",
             ),
             (
                 ReportState::Deploying,
