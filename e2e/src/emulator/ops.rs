@@ -305,6 +305,7 @@ async fn head_moved(
             if let Some(p) = repo.pulls.get_mut(&n) {
                 p.head_sha = sha.to_string();
                 p.updated_at = now();
+                p.pushes.push((sha.to_string(), now()));
             }
         }
         sync_pull_ref(st, &base_path, n, sha).await?;
@@ -494,6 +495,7 @@ pub async fn open_pull(shared: &Shared, path: &str, spec: PullSpec) -> Result<Pu
             updated_at: t,
             reviews: Vec::new(),
             fork,
+            pushes: vec![(head_sha.clone(), t)],
         },
     );
     repo.updated_at = t;

@@ -123,6 +123,9 @@ pub struct Pull {
     pub updated_at: i64,
     pub reviews: Vec<Review>,
     pub fork: bool,
+    /// Every head the pull request had, with the time it became the head (GitLab merge request
+    /// versions are built from it).
+    pub pushes: Vec<(String, i64)>,
 }
 
 #[derive(Debug, Clone)]

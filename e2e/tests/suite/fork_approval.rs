@@ -368,3 +368,202 @@ async fn wait_past(t: jiff::Timestamp) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// GitLab: group members count only from Developer up, and the forge's own record of the push
+/// (merge request versions) dates the head, so an approval between the push and Pullwarden's
+/// first look at it counts.
+#[tokio::test]
+async fn gitlab_reporters_cannot_approve_and_versions_date_the_head() {
+    let cluster = cluster::shared();
+    let client = cluster.client().await.unwrap();
+    apply_crds(&client).await.unwrap();
+    let ns = TestNamespace::new(cluster, "forkgl").await.unwrap();
+    let n = ns.name().to_string();
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    emu.token(TOKEN, "pullwarden-bot").await.unwrap();
+    emu.set_team_membership("acme", "devs", "dev", "developer")
+        .await
+        .unwrap();
+    emu.set_team_membership("acme", "devs", "rep", "reporter")
+        .await
+        .unwrap();
+    let repo_path = format!("acme/{n}");
+    let info = emu
+        .create_repo(RepoSpec {
+            forge: pullwarden_e2e::emulator::Forge::Gitlab,
+            path: repo_path.clone(),
+            private: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    emu.push(
+        &repo_path,
+        PushSpec {
+            branch: "main".into(),
+            files: preview_app("deploy/preview"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let fork = format!("mallory/{n}");
+    emu.fork_repo(&repo_path, &fork).await.unwrap();
+    emu.push(
+        &fork,
+        PushSpec {
+            branch: "evil".into(),
+            files: files(&[("src/x.txt", "harmless\n")]),
+            author: Some("mallory".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let op = operator_for(cluster, &n).await;
+    secret(&client, &n, "forge-token", &[("token", TOKEN)]).await;
+    let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
+    let previews: Api<PreviewEnvironment> = Api::namespaced(client.clone(), &n);
+    let manifest = repository(
+        &n,
+        &emu,
+        &info,
+        "forge-token",
+        json!({
+            "provider": "gitlab",
+            "apiUrl": emu.gitlab_api_url(),
+            "interval": "10s",
+            "pullRequests": {
+                "labels": ["preview"],
+                "forks": "requireApproval",
+                "trustedTeams": ["acme/devs"],
+            },
+            "preview": preview_spec(json!({})),
+        }),
+    );
+    apply(&repos, &n, &manifest).await;
+    let mr = emu
+        .open_pull(
+            &repo_path,
+            PullSpec {
+                head: "evil".into(),
+                head_repo: Some(fork.clone()),
+                title: "From a fork".into(),
+                author: Some("mallory".into()),
+                labels: vec!["preview".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let opened = jiff::Timestamp::now();
+    let head_a = mr.head_sha.clone();
+    let name = format!("{n}-pr-{}", mr.number);
+    let mut token = 0;
+
+    // A Reporter of the trusted group is a member, but not trusted.
+    wait_past(opened).await;
+    let by_reporter = emu
+        .add_comment(&repo_path, mr.number, "rep", "/ok-to-preview")
+        .await
+        .unwrap();
+    resync(&repos, &n, &mut token).await;
+    let r = wait_for(
+        &repos,
+        &n,
+        TIMEOUT,
+        "the Reporter's approval refused",
+        |r| {
+            record(r, mr.number).is_some_and(|a| {
+                a.ignored.iter().any(|i| {
+                    i.starts_with(&format!("comment {} by rep (id ", by_reporter.id))
+                        && i.ends_with("not a trusted user")
+                })
+            })
+        },
+    )
+    .await
+    .unwrap();
+    let rec = record(&r, mr.number).unwrap();
+    assert!(
+        rec.head_pushed_time.is_some(),
+        "merge request versions date the head"
+    );
+    assert!(previews.get_opt(&name).await.unwrap().is_none());
+
+    // A Developer approves: head A deploys.
+    emu.add_comment(&repo_path, mr.number, "dev", "/ok-to-preview")
+        .await
+        .unwrap();
+    resync(&repos, &n, &mut token).await;
+    wait_for(&previews, &name, TIMEOUT, "preview Ready at head A", |p| {
+        phase(p) == Some(PreviewPhase::Ready) && deployed(p) == Some(head_a.as_str())
+    })
+    .await
+    .unwrap();
+
+    // Head B is pushed while the Repository is suspended, and the Developer approves it before
+    // Pullwarden has seen B at all. GitLab's version of B is older than the comment (one clock),
+    // so the approval counts although it precedes Pullwarden's observation.
+    suspend(&repos, &n, true).await;
+    wait_for(&repos, &n, TIMEOUT, "suspended", |r| {
+        has_reason(r, "False", "Suspended")
+    })
+    .await
+    .unwrap();
+    let pushed = emu
+        .push_to_pull(
+            &repo_path,
+            mr.number,
+            PushSpec {
+                files: files(&[("src/x.txt", "changed\n")]),
+                author: Some("mallory".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let pushed_at = jiff::Timestamp::now();
+    wait_past(pushed_at).await;
+    let ok_b = emu
+        .add_comment(&repo_path, mr.number, "dev", "LGTM\n/ok-to-preview")
+        .await
+        .unwrap();
+    suspend(&repos, &n, false).await;
+    wait_for(&previews, &name, TIMEOUT, "preview Ready at head B", |p| {
+        phase(p) == Some(PreviewPhase::Ready) && deployed(p) == Some(pushed.after.as_str())
+    })
+    .await
+    .unwrap();
+    let rec = record(&repos.get(&n).await.unwrap(), mr.number).unwrap();
+    assert_eq!(rec.state, ForkApprovalState::Approved);
+    assert!(
+        rec.approved_by
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with(&format!("comment {} by dev (id ", ok_b.id)),
+        "{rec:?}"
+    );
+    let commented: jiff::Timestamp = ok_b.created_at.parse().unwrap();
+    assert!(
+        rec.head_observed_time.0 > commented,
+        "the approval preceded Pullwarden's first observation of B: {rec:?}"
+    );
+    assert!(
+        rec.head_pushed_time.as_ref().unwrap().0 < commented,
+        "{rec:?}"
+    );
+    drop(op);
+}
+
+/// Suspends or resumes syncing (`spec.suspend`, a merge patch: the rest of the spec stays).
+async fn suspend(repos: &Api<Repository>, name: &str, on: bool) {
+    repos
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&json!({"spec": {"suspend": on}})),
+        )
+        .await
+        .unwrap();
+}
