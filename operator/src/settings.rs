@@ -60,11 +60,7 @@ pub struct SafetyOptions {
     #[arg(long, default_value_t = 20, env = "PULLWARDEN_DEFAULT_MAX_PREVIEWS")]
     pub default_max_previews: u32,
     /// Most PreviewEnvironments one tenant namespace may have (generated or by hand).
-    #[arg(
-        long,
-        default_value_t = 50,
-        env = "PULLWARDEN_MAX_PREVIEWS_PER_NAMESPACE"
-    )]
+    #[arg(long, default_value_t = 50, env = "PULLWARDEN_MAX_PREVIEWS_PER_NAMESPACE")]
     pub max_previews_per_namespace: u32,
 
     // --- Preview traffic ------------------------------------------------------------------
@@ -101,11 +97,7 @@ pub struct SafetyOptions {
     #[arg(long, value_delimiter = ',', env = "PULLWARDEN_PREVIEW_SERVICE_TYPES")]
     pub preview_service_types: Vec<String>,
     /// `runtimeClassName`s a preview pod may request (empty: the field must be absent).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        env = "PULLWARDEN_PREVIEW_RUNTIME_CLASSES"
-    )]
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_PREVIEW_RUNTIME_CLASSES")]
     pub preview_runtime_classes: Vec<String>,
 
     // --- Argo CD delivery -----------------------------------------------------------------
@@ -122,11 +114,7 @@ pub struct SafetyOptions {
     pub argocd_project: String,
     /// Extra AppProjects (managed by the operator, not by Pullwarden) a template may name in
     /// `template.argocd.project`. `default` is always refused.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        env = "PULLWARDEN_ARGOCD_ALLOWED_PROJECTS"
-    )]
+    #[arg(long, value_delimiter = ',', env = "PULLWARDEN_ARGOCD_ALLOWED_PROJECTS")]
     pub argocd_allowed_projects: Vec<String>,
     /// Destination cluster of every preview Application.
     #[arg(
