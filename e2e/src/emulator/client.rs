@@ -261,6 +261,24 @@ impl AdminClient {
         .await
     }
 
+    /// Adds a label as `user` (the forge records who and when: GitHub issue events).
+    pub async fn add_label_by(
+        &self,
+        repo: &str,
+        n: u64,
+        label: &str,
+        user: &str,
+    ) -> Result<PullInfo> {
+        self.post(
+            &format!("{}/pulls/{n}/labels", Self::repo(repo)),
+            &LabelSpec {
+                name: label.into(),
+                user: Some(user.into()),
+            },
+        )
+        .await
+    }
+
     /// Removes a label.
     pub async fn remove_label(&self, repo: &str, n: u64, label: &str) -> Result<PullInfo> {
         self.call::<(), PullInfo>(

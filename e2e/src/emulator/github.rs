@@ -17,8 +17,8 @@ use super::ops;
 use super::reply::{ApiRequest, Reply, merge, paginate};
 use super::router::Route;
 use super::state::{
-    CheckRun, Comment, Deployment, DeploymentStatus, Installation, Pull, Repo, Review, Shared,
-    State, Status, Token, TokenKind, User, iso, now,
+    CheckRun, Comment, Deployment, DeploymentStatus, Installation, LabelChange, Pull, Repo, Review,
+    Shared, State, Status, Token, TokenKind, User, iso, now,
 };
 
 /// Handler tags.
@@ -51,6 +51,7 @@ pub enum H {
     GetIssueComment,
     UpdateIssueComment,
     DeleteIssueComment,
+    IssueEvents,
     Issue,
     RateLimit,
     RepoInstallation,
@@ -197,6 +198,11 @@ pub static ROUTES: &[Route<H>] = &[
         "POST",
         "/repos/{owner}/{repo}/issues/{number}/comments",
         CreateIssueComment
+    ),
+    r!(
+        "GET",
+        "/repos/{owner}/{repo}/issues/{number}/events",
+        IssueEvents
     ),
     r!("GET", "/repos/{owner}/{repo}/issues/{number}", Issue),
 ];
@@ -710,6 +716,21 @@ pub fn comment_json(st: &State, b: &Bases, repo: &Repo, c: &Comment) -> Value {
         "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
         "issue_url": format!("{ra}/issues/{}", c.number),
         "author_association": author_association(repo, &c.user),
+    })
+}
+
+/// `issue-event` for a label change.
+pub fn label_event_json(st: &State, b: &Bases, repo: &Repo, e: &LabelChange) -> Value {
+    let ra = format!("{}/repos/{}", b.api, repo.path);
+    json!({
+        "id": e.id, "node_id": node_id("015:LabeledEvent", e.id),
+        "url": format!("{ra}/issues/events/{}", e.id),
+        "actor": user_json(b, &st.user_ro(&e.user)),
+        "event": if e.added { "labeled" } else { "unlabeled" },
+        "commit_id": null, "commit_url": null,
+        "created_at": iso(e.created_at),
+        "label": {"name": e.label, "color": repo.labels.get(&e.label).map(|l| l.color.clone()).unwrap_or_default()},
+        "performed_via_github_app": null,
     })
 }
 
@@ -1664,6 +1685,22 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                 .iter()
                 .filter(|c| c.number == n && since.is_none_or(|s| c.updated_at >= s))
                 .map(|c| comment_json(&st, &b, repo, c))
+                .collect();
+            Ok(paginate(req, items))
+        }
+        H::IssueEvents => {
+            // Only label changes are recorded; GitHub lists them as `labeled` / `unlabeled`.
+            let st = shared.state.lock().await;
+            let repo = visible_repo(&st, req)?;
+            let n = number(req, "number")?;
+            if !repo.pulls.contains_key(&n) {
+                return Err(Reply::not_found(Forge::Github, "Issue"));
+            }
+            let items = repo
+                .label_changes
+                .iter()
+                .filter(|e| e.number == n)
+                .map(|e| label_event_json(&st, &b, repo, e))
                 .collect();
             Ok(paginate(req, items))
         }

@@ -27,6 +27,9 @@ pub enum H {
     MrDiffs,
     MrApprovals,
     MrCommits,
+    MrVersions,
+    MrLabelEvents,
+    GroupMember,
     Notes,
     CreateNote,
     Note,
@@ -41,6 +44,8 @@ pub enum H {
     Deployment,
     UpdateDeployment,
     Environments,
+    UpdateEnvironment,
+    StopEnvironment,
 }
 
 macro_rules! r {
@@ -70,6 +75,17 @@ pub static ROUTES: &[Route<H>] = &[
         "/projects/{id}/merge_requests/{iid}/commits",
         MrCommits
     ),
+    r!(
+        "GET",
+        "/projects/{id}/merge_requests/{iid}/versions",
+        MrVersions
+    ),
+    r!(
+        "GET",
+        "/projects/{id}/merge_requests/{iid}/resource_label_events",
+        MrLabelEvents
+    ),
+    r!("GET", "/groups/{id}/members/all/{user_id}", GroupMember),
     r!("GET", "/projects/{id}/merge_requests/{iid}/notes", Notes),
     r!(
         "POST",
@@ -112,6 +128,16 @@ pub static ROUTES: &[Route<H>] = &[
         UpdateDeployment
     ),
     r!("GET", "/projects/{id}/environments", Environments),
+    r!(
+        "PUT",
+        "/projects/{id}/environments/{environment_id}",
+        UpdateEnvironment
+    ),
+    r!(
+        "POST",
+        "/projects/{id}/environments/{environment_id}/stop",
+        StopEnvironment
+    ),
 ];
 
 /// GitLab's "basic user".
@@ -584,6 +610,78 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                 }
             })
         }
+        H::MrVersions => {
+            // One version per push, newest first, as GitLab lists them.
+            let st = shared.state.lock().await;
+            let repo = visible(&st, req)?;
+            let pr = mr(repo, req)?;
+            let items = pr
+                .pushes
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, (sha, at))| {
+                    json!({
+                        "id": pr.id * 1000 + i as u64, "head_commit_sha": sha,
+                        "created_at": iso_ms(*at), "merge_request_id": pr.id,
+                        "state": "collected", "real_size": "1",
+                    })
+                })
+                .collect();
+            Ok(paginate(req, items))
+        }
+        H::MrLabelEvents => {
+            let st = shared.state.lock().await;
+            let repo = visible(&st, req)?;
+            let pr = mr(repo, req)?;
+            let items = repo
+                .label_changes
+                .iter()
+                .filter(|e| e.number == pr.number)
+                .map(|e| {
+                    json!({
+                        "id": e.id, "user": user_json(&base, &st.user_ro(&e.user)),
+                        "created_at": iso_ms(e.created_at), "resource_type": "MergeRequest",
+                        "resource_id": pr.id, "label": {"id": 0, "name": e.label},
+                        "action": if e.added { "add" } else { "remove" },
+                    })
+                })
+                .collect();
+            Ok(paginate(req, items))
+        }
+        H::GroupMember => {
+            // Groups are the admin API's teams: `org/team` (or a top-level `org`), with the role
+            // naming a GitLab access level.
+            let st = shared.state.lock().await;
+            require_auth(req)?;
+            let group = req.param("id");
+            let key = match group.split_once('/') {
+                Some((org, team)) => (org.to_string(), team.to_string()),
+                None => (group.to_string(), String::new()),
+            };
+            let uid: u64 = req.param("user_id").parse().unwrap_or(0);
+            let user = st.users.values().find(|u| u.id == uid);
+            let member = user.and_then(|u| st.teams.get(&key)?.get(&u.login).map(|m| (u, m)));
+            match member {
+                Some((u, m)) => {
+                    let level = match m.role.as_str() {
+                        "guest" => 10,
+                        "reporter" => 20,
+                        "maintainer" => 40,
+                        "owner" => 50,
+                        // `developer`, and GitHub's `member`.
+                        _ => 30,
+                    };
+                    let mut v = user_json(&base, u);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("access_level".into(), json!(level));
+                        o.insert("state".into(), json!(m.state));
+                    }
+                    Ok(Reply::ok(v))
+                }
+                None => Err(Reply::not_found(Forge::Gitlab, "Member")),
+            }
+        }
         H::Notes => {
             let st = shared.state.lock().await;
             let repo = visible(&st, req)?;
@@ -909,6 +1007,57 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                 .find(|d| d.id == id)
                 .expect("found above");
             Ok(Reply::ok(deployment_json(&st, &base, repo, d)))
+        }
+        H::UpdateEnvironment | H::StopEnvironment => {
+            // Environments are implied by deployments: `external_url` is kept on the newest
+            // deployment of the environment, as a status carrying the URL; stopping changes
+            // nothing the emulator serves.
+            let login = require_auth(req)?;
+            let url = match h {
+                H::UpdateEnvironment => req
+                    .json()?
+                    .get("external_url")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                _ => None,
+            };
+            let mut st = shared.state.lock().await;
+            let path = visible(&st, req)?.path.clone();
+            let sid = st.id();
+            let id: u64 = req.param("environment_id").parse().unwrap_or(0);
+            let repo = st
+                .repos
+                .get_mut(&path)
+                .ok_or_else(|| Reply::not_found(Forge::Gitlab, "Project"))?;
+            let name = repo
+                .deployments
+                .iter()
+                .map(|d| d.environment.clone())
+                .find(|n| env_id(repo, n) == id)
+                .ok_or_else(|| Reply::not_found(Forge::Gitlab, "Environment"))?;
+            if let Some(url) = url
+                && let Some(d) = repo
+                    .deployments
+                    .iter_mut()
+                    .rev()
+                    .find(|d| d.environment == name)
+            {
+                let state = d
+                    .statuses
+                    .last()
+                    .map_or("created".to_string(), |s| s.state.clone());
+                d.statuses.push(DeploymentStatus {
+                    id: sid,
+                    state,
+                    description: String::new(),
+                    environment_url: Some(url),
+                    log_url: None,
+                    creator: login,
+                    created_at: now(),
+                });
+            }
+            let repo = &st.repos[&path];
+            Ok(Reply::ok(environment_json(&base, repo, &name)))
         }
         H::Environments => {
             let st = shared.state.lock().await;

@@ -236,6 +236,10 @@ pub struct PushSpec {
     /// Branch or SHA a new branch starts from (default: the default branch).
     #[serde(default)]
     pub from: Option<String>,
+    /// Author and committer date (Unix seconds; default now). Any git author chooses these,
+    /// so tests use it to show that commit dates prove nothing.
+    #[serde(default)]
+    pub date: Option<i64>,
 }
 
 /// The result of a push.

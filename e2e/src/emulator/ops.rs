@@ -18,8 +18,8 @@ use super::model::{
     RepoInfo, RepoSpec, ReviewInfo, ReviewSpec, StatusInfo, StatusSpec,
 };
 use super::state::{
-    CheckRun, Comment, CommitMeta, Hook, Label, Pull, Repo, Review, Shared, State, Status,
-    ZERO_SHA, iso, now,
+    CheckRun, Comment, CommitMeta, Hook, Label, LabelChange, Pull, Repo, Review, Shared, State,
+    Status, ZERO_SHA, iso, now,
 };
 use super::webhooks::{self, Event};
 
@@ -93,6 +93,7 @@ pub async fn create_repo(
         pulls: BTreeMap::new(),
         next_number: 1,
         comments: Vec::new(),
+        label_changes: Vec::new(),
         statuses: Vec::new(),
         check_runs: Vec::new(),
         deployments: Vec::new(),
@@ -233,7 +234,7 @@ async fn push_locked(
     let sig = Signature {
         name: author.name.clone(),
         email: author.email.clone(),
-        time: now(),
+        time: spec.date.unwrap_or_else(now),
     };
     let sha = git
         .commit(&branch, parent.as_deref(), &spec.files, &message, &sig)
@@ -304,6 +305,7 @@ async fn head_moved(
             if let Some(p) = repo.pulls.get_mut(&n) {
                 p.head_sha = sha.to_string();
                 p.updated_at = now();
+                p.pushes.push((sha.to_string(), now()));
             }
         }
         sync_pull_ref(st, &base_path, n, sha).await?;
@@ -493,6 +495,7 @@ pub async fn open_pull(shared: &Shared, path: &str, spec: PullSpec) -> Result<Pu
             updated_at: t,
             reviews: Vec::new(),
             fork,
+            pushes: vec![(head_sha.clone(), t)],
         },
     );
     repo.updated_at = t;
@@ -597,10 +600,12 @@ pub async fn add_label(shared: &Shared, path: &str, n: u64, spec: LabelSpec) -> 
     let sender = spec.user.clone().unwrap_or_else(|| DEFAULT_USER.into());
     st.user(&sender);
     ensure_label(&mut st, path, &spec.name)?;
+    let id = st.id();
     let p = pull_mut(&mut st, path, n)?;
     if !p.labels.contains(&spec.name) {
         p.labels.push(spec.name.clone());
         p.updated_at = now();
+        record_label_change(&mut st, path, id, n, &sender, &spec.name, true)?;
         let ev = Event::PullRequest {
             number: n,
             action: "labeled".into(),
@@ -616,6 +621,26 @@ pub async fn add_label(shared: &Shared, path: &str, n: u64, spec: LabelSpec) -> 
     Ok(pull_info(repo, &repo.pulls[&n]))
 }
 
+fn record_label_change(
+    st: &mut State,
+    path: &str,
+    id: u64,
+    number: u64,
+    user: &str,
+    label: &str,
+    added: bool,
+) -> Result<()> {
+    repo_mut(st, path)?.label_changes.push(LabelChange {
+        id,
+        number,
+        user: user.to_string(),
+        label: label.to_string(),
+        added,
+        created_at: now(),
+    });
+    Ok(())
+}
+
 /// Removes a label (`unlabeled`).
 pub async fn remove_label(
     shared: &Shared,
@@ -627,12 +652,14 @@ pub async fn remove_label(
     let mut st = shared.state.lock().await;
     let sender = user.unwrap_or_else(|| DEFAULT_USER.into());
     st.user(&sender);
+    let id = st.id();
     let p = pull_mut(&mut st, path, n)?;
     let Some(pos) = p.labels.iter().position(|l| l == name) else {
         bail!("label {name} is not on #{n}");
     };
     p.labels.remove(pos);
     p.updated_at = now();
+    record_label_change(&mut st, path, id, n, &sender, name, false)?;
     let ev = Event::PullRequest {
         number: n,
         action: "unlabeled".into(),

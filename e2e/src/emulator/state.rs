@@ -123,6 +123,9 @@ pub struct Pull {
     pub updated_at: i64,
     pub reviews: Vec<Review>,
     pub fork: bool,
+    /// Every head the pull request had, with the time it became the head (GitLab merge request
+    /// versions are built from it).
+    pub pushes: Vec<(String, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +138,18 @@ pub struct Comment {
     pub created_at: i64,
     pub updated_at: i64,
     pub edit_count: u32,
+}
+
+/// A label change on a pull request, kept so the forge can list it with its time and actor
+/// (GitHub issue events).
+#[derive(Debug, Clone)]
+pub struct LabelChange {
+    pub id: u64,
+    pub number: u64,
+    pub user: String,
+    pub label: String,
+    pub added: bool,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -239,6 +254,8 @@ pub struct Repo {
     /// Next issue/PR number (GitHub and Gitea share it between issues and PRs).
     pub next_number: u64,
     pub comments: Vec<Comment>,
+    /// Label changes of pull requests, oldest first (`labeled` / `unlabeled` issue events).
+    pub label_changes: Vec<LabelChange>,
     pub statuses: Vec<Status>,
     pub check_runs: Vec<CheckRun>,
     pub deployments: Vec<Deployment>,

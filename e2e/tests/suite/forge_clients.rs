@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use pullwarden::forge::metrics::ConditionalLabels;
 use pullwarden::forge::{
-    BudgetConfig, CheckConclusion, CheckRunOutput, CheckRunStatus, CheckSource, CheckState,
+    Actor, BudgetConfig, CheckConclusion, CheckRunOutput, CheckRunStatus, CheckSource, CheckState,
     CommitStatus, Credentials, DeploymentRequest, DeploymentState, DeploymentStatusUpdate, Forge,
     ForgeClients, ForgeError, ForgeKind, ForgeMetrics, PullRequestState, RepoCoordinates,
     ReviewState, StatusState,
@@ -612,19 +612,19 @@ async fn github_writes_sticky_comment_statuses_deployments_and_trust() {
     let teams = vec!["acme/reviewers".to_string()];
     assert!(
         forge
-            .is_trusted("carol", &[], &teams)
+            .is_trusted(&Actor::login("carol"), &[], &teams)
             .await
             .expect("trusted")
     );
     assert!(
         !forge
-            .is_trusted("dave", &[], &teams)
+            .is_trusted(&Actor::login("dave"), &[], &teams)
             .await
             .expect("not trusted")
     );
     assert!(
         forge
-            .is_trusted("dave", &["Dave".to_string()], &teams)
+            .is_trusted(&Actor::login("dave"), &["Dave".to_string()], &teams)
             .await
             .expect("listed")
     );

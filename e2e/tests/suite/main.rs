@@ -6,6 +6,7 @@ mod cluster_harness;
 mod crds_schema;
 mod emulator;
 mod forge_clients;
+mod fork_approval;
 mod leader_election;
 mod operator_basics;
 mod previews;

@@ -65,6 +65,14 @@ pub struct PreviewEnvironmentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{40}([0-9a-f]{24})?$"))]
     pub head_sha: Option<String>,
+    /// A newer head of this fork pull request that no trusted user has approved yet (set by the
+    /// Repository controller under `forks: requireApproval`). It is not deployed: `headSha`
+    /// stays at the last approved revision, the preview reports phase `WaitingForApproval` and
+    /// says so on the pull request, until an approval given after this head was pushed moves
+    /// `headSha` to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{40}([0-9a-f]{24})?$"))]
+    pub unapproved_head_sha: Option<String>,
     /// How to build and deliver the preview.
     pub template: PreviewTemplate,
     /// Stop deploying new revisions; the current deployment stays.
@@ -211,6 +219,9 @@ pub struct ArgoCdOptions {
 pub enum PreviewPhase {
     #[default]
     Pending,
+    /// A fork pushed a head no trusted user approved yet (`spec.unapprovedHeadSha`); the last
+    /// approved revision, if any, stays deployed.
+    WaitingForApproval,
     WaitingForChecks,
     Deploying,
     Ready,
@@ -223,6 +234,7 @@ impl PreviewPhase {
     pub fn as_str(self) -> &'static str {
         match self {
             PreviewPhase::Pending => "Pending",
+            PreviewPhase::WaitingForApproval => "WaitingForApproval",
             PreviewPhase::WaitingForChecks => "WaitingForChecks",
             PreviewPhase::Deploying => "Deploying",
             PreviewPhase::Ready => "Ready",

@@ -203,20 +203,27 @@ pub struct PullRequestSelector {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub authors: Vec<String>,
-    /// Pull requests from forks: `deny` never selects them; `requireApproval` selects them once
-    /// a trusted user adds `trustLabel` or comments `/ok-to-preview`; `allow` treats them like any
-    /// other pull request (their manifests still run confined).
+    /// Pull requests from forks: `deny` never selects them; `requireApproval` deploys a head
+    /// only once a trusted user approved that very head (added `trustLabel`, or commented
+    /// `/ok-to-preview` on a line of its own outside code blocks and quotes, after the head was
+    /// pushed) — every later push waits in phase `WaitingForApproval`; `allow` treats them like
+    /// any other pull request (their manifests still run confined).
     #[serde(default)]
     pub forks: ForkPolicy,
-    /// Label a trusted user adds to approve a fork pull request.
+    /// Label a trusted user adds to approve a fork pull request's current head. It counts only
+    /// when added after that head was pushed: after a push, remove and add it again.
     #[serde(default = "default_trust_label")]
     #[schemars(length(min = 1, max = 63))]
     pub trust_label: String,
-    /// Users who may approve fork pull requests.
+    /// Users who may approve fork pull requests: `id:<n>` names the forge account with numeric
+    /// id `n` (GitHub and Gitea `user.id`, GitLab `author.id`), which stays with the account
+    /// across renames; a plain entry matches the login, case-insensitively, which is weaker (a
+    /// login given up by a rename can be registered by someone else).
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub trusted_users: Vec<String>,
-    /// Teams (`org/team` on GitHub, group paths on GitLab) whose members may approve.
+    /// Teams whose members may approve: `org/team` on GitHub and Gitea, group full paths on
+    /// GitLab (members with Developer access or above only).
     #[serde(default)]
     #[schemars(length(max = 64))]
     pub trusted_teams: Vec<String>,
@@ -257,7 +264,8 @@ pub enum ForkPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryPreview {
     /// At most this many live previews for this Repository; beyond it the oldest idle preview
-    /// (longest without a push, never one carrying `keepLabel`) is deleted.
+    /// (longest without a push, never one carrying `keepLabel`) is deleted. Unset: the
+    /// operator's default (`--default-max-previews`, 20); a larger value is lowered to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_previews: Option<u32>,
@@ -304,6 +312,73 @@ pub struct RepositoryStatus {
     /// Path on the webhook server where this forge's deliveries are accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_path: Option<String>,
+    /// Open fork pull requests under `forks: requireApproval`: the head Pullwarden sees, since
+    /// when, and the last head a trusted user approved (at most 256, most recently updated
+    /// first). An approval counts only for the head it was given on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub fork_approvals: Vec<ForkApprovalStatus>,
+}
+
+/// The approval record of one fork pull request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkApprovalStatus {
+    pub number: u64,
+    /// The pull request's head as the forge reports it now.
+    pub head_sha: String,
+    /// When Pullwarden first saw `headSha` as this pull request's head (rounded up to the
+    /// second). A `/ok-to-preview` comment or the trust label counts for `headSha` only when the
+    /// forge created it after this time, or after `headPushedTime`. Commit dates never count:
+    /// whoever makes a commit sets them.
+    pub head_observed_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// When the forge itself recorded the push of `headSha` (GitLab merge request versions,
+    /// Gitea timeline). GitHub keeps no such record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_pushed_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// `Approved` when `headSha` is approved, else `WaitingForApproval`.
+    pub state: ForkApprovalState,
+    /// The last head a trusted user approved; its preview stays deployed while a newer head
+    /// waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_sha: Option<String>,
+    /// What approved `approvedSha`, e.g. `comment 123 by maintainer (id 7)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+    /// When that approval was given (the forge's time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Why approval attempts for `headSha` did not count (newest first, at most 10), e.g.
+    /// `comment 9 by mallory (id 3): not a trusted user`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub ignored: Vec<String>,
+}
+
+impl Default for ForkApprovalStatus {
+    fn default() -> Self {
+        ForkApprovalStatus {
+            number: 0,
+            head_sha: String::new(),
+            head_observed_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::UNIX_EPOCH,
+            ),
+            head_pushed_time: None,
+            state: ForkApprovalState::default(),
+            approved_sha: None,
+            approved_by: None,
+            approved_time: None,
+            ignored: Vec::new(),
+        }
+    }
+}
+
+/// Whether a fork pull request's current head is approved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ForkApprovalState {
+    #[default]
+    WaitingForApproval,
+    Approved,
 }
 
 /// A tracked branch.

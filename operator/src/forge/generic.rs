@@ -157,11 +157,23 @@ impl Forge for GitForge {
 
     async fn is_trusted(
         &self,
-        _user: &str,
+        _user: &Actor,
         _trusted_users: &[String],
         _trusted_teams: &[String],
     ) -> Result<bool, ForgeError> {
         Self::unsupported("is_trusted")
+    }
+
+    async fn list_label_events(&self, _number: u64) -> Result<Vec<LabelEvent>, ForgeError> {
+        Self::unsupported("list_label_events")
+    }
+
+    async fn head_pushed_at(
+        &self,
+        _number: u64,
+        _sha: &str,
+    ) -> Result<Option<jiff::Timestamp>, ForgeError> {
+        Self::unsupported("head_pushed_at")
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {

@@ -212,6 +212,64 @@ pub(crate) fn to_check(s: StatusJson) -> CheckResult {
     }
 }
 
+/// One entry of `GET /repos/{owner}/{repo}/issues/{index}/timeline` (Gitea 1.17+): comments,
+/// label changes, pushes, ... each stamped by the server.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TimelineJson {
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub user: Option<github::User>,
+    #[serde(default)]
+    pub body: Option<String>,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub label: Option<github::IssueEventLabel>,
+}
+
+/// The body of a `pull_push` timeline entry. A force push lists `[old head, new head]`; a
+/// plain push the commits it added.
+#[derive(Debug, Deserialize)]
+struct PushContent {
+    #[serde(default)]
+    commit_ids: Vec<String>,
+}
+
+/// Label changes in a timeline (Gitea stores `"1"` as the body of an addition).
+pub(crate) fn to_label_events(timeline: &[TimelineJson]) -> Vec<LabelEvent> {
+    timeline
+        .iter()
+        .filter(|t| t.kind == "label")
+        .filter_map(|t| {
+            Some(LabelEvent {
+                label: t.label.as_ref()?.name.clone(),
+                actor: t
+                    .user
+                    .as_ref()
+                    .map(github::User::actor)
+                    .unwrap_or_else(|| Actor::login("")),
+                added: t.body.as_deref() == Some("1"),
+                created_at: t.created_at,
+            })
+        })
+        .collect()
+}
+
+/// When `sha` was last pushed to the pull request: the newest `pull_push` entry naming it.
+pub(crate) fn pushed_at(timeline: &[TimelineJson], sha: &str) -> Option<Timestamp> {
+    timeline
+        .iter()
+        .filter(|t| t.kind == "pull_push")
+        .filter(|t| {
+            t.body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<PushContent>(b).ok())
+                .is_some_and(|c| c.commit_ids.iter().any(|id| id.eq_ignore_ascii_case(sha)))
+        })
+        .map(|t| t.created_at)
+        .max()
+}
+
 #[derive(Debug, Deserialize)]
 struct TeamSearch {
     #[serde(default)]
@@ -284,6 +342,16 @@ impl GiteaForge {
             })
             .await
             .cloned()
+    }
+
+    async fn timeline(&self, number: u64) -> Result<Vec<TimelineJson>, ForgeError> {
+        let limit = self.limit();
+        self.state
+            .get_all(
+                &self.url(&format!("/issues/{number}/timeline"), &[("limit", &limit)]),
+                "/repos/{owner}/{repo}/issues/{index}/timeline",
+            )
+            .await
     }
 
     async fn raw_comments(&self, number: u64) -> Result<Vec<github::CommentJson>, ForgeError> {
@@ -530,12 +598,16 @@ impl Forge for GiteaForge {
 
     async fn is_trusted(
         &self,
-        user: &str,
+        actor: &Actor,
         trusted_users: &[String],
         trusted_teams: &[String],
     ) -> Result<bool, ForgeError> {
-        if trusted_users.iter().any(|u| u.eq_ignore_ascii_case(user)) {
+        if listed_user(trusted_users, actor) {
             return Ok(true);
+        }
+        let user = actor.login.as_str();
+        if user.is_empty() {
+            return Ok(false);
         }
         for team in trusted_teams {
             let (org, name) = team
@@ -577,6 +649,18 @@ impl Forge for GiteaForge {
         Ok(false)
     }
 
+    async fn list_label_events(&self, number: u64) -> Result<Vec<LabelEvent>, ForgeError> {
+        Ok(to_label_events(&self.timeline(number).await?))
+    }
+
+    async fn head_pushed_at(
+        &self,
+        number: u64,
+        sha: &str,
+    ) -> Result<Option<Timestamp>, ForgeError> {
+        Ok(pushed_at(&self.timeline(number).await?, sha))
+    }
+
     fn rate_limit(&self) -> Option<RateLimit> {
         self.state.budget.rate_limit()
     }
@@ -589,6 +673,40 @@ impl Forge for GiteaForge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_timeline() {
+        // Gitea's TimelineComment (`services/convert/issue_comment.go`): `type` is the comment
+        // type's name, `body` its content — "1" for an added label, push details as JSON.
+        let t: Vec<TimelineJson> = serde_json::from_value(json!([
+            {"id": 1, "type": "label", "user": {"id": 5, "login": "maint"}, "body": "1",
+             "created_at": "2024-05-01T10:00:00Z", "label": {"id": 2, "name": "ok-to-preview"}},
+            {"id": 2, "type": "pull_push", "user": {"id": 9, "login": "mallory"},
+             "body": r#"{"is_force_push":false,"commit_ids":["aaa","bbb"]}"#,
+             "created_at": "2024-05-01T10:05:00Z"},
+            {"id": 3, "type": "pull_push", "user": {"id": 9, "login": "mallory"},
+             "body": r#"{"is_force_push":true,"commit_ids":["bbb","ccc"]}"#,
+             "created_at": "2024-05-01T10:10:00Z"},
+            {"id": 4, "type": "label", "user": {"id": 5, "login": "maint"}, "body": "",
+             "created_at": "2024-05-01T10:11:00Z", "label": {"id": 2, "name": "ok-to-preview"}},
+            {"id": 5, "type": "comment", "user": {"id": 5, "login": "maint"},
+             "body": "/ok-to-preview", "created_at": "2024-05-01T10:12:00Z"}
+        ]))
+        .unwrap();
+        let labels = to_label_events(&t);
+        assert_eq!(labels.len(), 2);
+        assert!(labels[0].added && !labels[1].added);
+        assert_eq!(labels[0].actor.id, Some(5));
+        assert_eq!(
+            pushed_at(&t, "aaa").unwrap().to_string(),
+            "2024-05-01T10:05:00Z"
+        );
+        assert_eq!(
+            pushed_at(&t, "ccc").unwrap().to_string(),
+            "2024-05-01T10:10:00Z"
+        );
+        assert_eq!(pushed_at(&t, "ddd"), None);
+    }
 
     #[test]
     fn parses_gitea_shapes() {

@@ -220,6 +220,18 @@ impl Transport for GithubTransport {
 #[derive(Debug, Deserialize)]
 pub(crate) struct User {
     pub login: String,
+    /// Stable account id (logins can be renamed).
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+impl User {
+    pub(crate) fn actor(&self) -> Actor {
+        Actor {
+            login: self.login.clone(),
+            id: self.id,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -436,9 +448,50 @@ pub(crate) fn to_comment(c: &CommentJson) -> Comment {
     Comment {
         id: CommentId(c.id),
         author: c.user.as_ref().map(|u| u.login.clone()).unwrap_or_default(),
+        author_id: c.user.as_ref().and_then(|u| u.id),
         body: c.body.clone().unwrap_or_default(),
         created_at: c.created_at,
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct IssueEventLabel {
+    pub name: String,
+}
+
+/// One entry of `GET /repos/{owner}/{repo}/issues/{number}/events`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct IssueEventJson {
+    pub event: String,
+    #[serde(default)]
+    pub actor: Option<User>,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub label: Option<IssueEventLabel>,
+}
+
+/// The `labeled` / `unlabeled` events among an issue's events (others are skipped).
+pub(crate) fn to_label_events(events: Vec<IssueEventJson>) -> Vec<LabelEvent> {
+    events
+        .into_iter()
+        .filter_map(|e| {
+            let added = match e.event.as_str() {
+                "labeled" => true,
+                "unlabeled" => false,
+                _ => return None,
+            };
+            Some(LabelEvent {
+                label: e.label?.name,
+                actor: e
+                    .actor
+                    .as_ref()
+                    .map(User::actor)
+                    .unwrap_or_else(|| Actor::login("")),
+                added,
+                created_at: e.created_at,
+            })
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -1137,12 +1190,18 @@ impl Forge for GithubForge {
 
     async fn is_trusted(
         &self,
-        user: &str,
+        actor: &Actor,
         trusted_users: &[String],
         trusted_teams: &[String],
     ) -> Result<bool, ForgeError> {
-        if trusted_users.iter().any(|u| u.eq_ignore_ascii_case(user)) {
+        if listed_user(trusted_users, actor) {
             return Ok(true);
+        }
+        // Team memberships are looked up by login: the login a comment or event carries is the
+        // account's current one, so it names the same account the id does.
+        let user = actor.login.as_str();
+        if user.is_empty() {
+            return Ok(false);
         }
         for team in trusted_teams {
             let (org, slug) = team
@@ -1171,6 +1230,28 @@ impl Forge for GithubForge {
             }
         }
         Ok(false)
+    }
+
+    async fn list_label_events(&self, number: u64) -> Result<Vec<LabelEvent>, ForgeError> {
+        let pp = self.per_page();
+        let events: Vec<IssueEventJson> = self
+            .state
+            .get_all(
+                &self.url(&format!("/issues/{number}/events"), &[("per_page", &pp)]),
+                "/repos/{owner}/{repo}/issues/{number}/events",
+            )
+            .await?;
+        Ok(to_label_events(events))
+    }
+
+    /// GitHub records no push time for a pull request head: its timeline's `committed` entries
+    /// carry the commit's own dates, which whoever made the commit chose.
+    async fn head_pushed_at(
+        &self,
+        _number: u64,
+        _sha: &str,
+    ) -> Result<Option<Timestamp>, ForgeError> {
+        Ok(None)
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {
@@ -1399,6 +1480,14 @@ mod tests {
             (CommentId(1), "octocat", "Me too")
         );
         assert_eq!(c.created_at.to_string(), "2011-04-14T16:00:49Z");
+        assert_eq!(c.author_id, Some(1));
+        assert_eq!(
+            c.actor(),
+            Actor {
+                login: "octocat".into(),
+                id: Some(1)
+            }
+        );
         let created: IdJson = serde_json::from_str(fixture!("issues-create-comment.json")).unwrap();
         assert_eq!(created.id, 1);
 
@@ -1415,6 +1504,27 @@ mod tests {
         let m: MembershipJson =
             serde_json::from_str(fixture!("teams-get-membership-for-user-in-org.json")).unwrap();
         assert_eq!(m.state, "active");
+    }
+
+    #[test]
+    fn parses_label_events() {
+        // The shape of GitHub's "List issue events" documentation (`labeled` example).
+        let events: Vec<IssueEventJson> = serde_json::from_value(json!([
+            {"id": 1, "event": "labeled", "actor": {"login": "octocat", "id": 1},
+             "created_at": "2011-04-14T16:00:49Z", "commit_id": null,
+             "label": {"name": "ok-to-preview", "color": "fc2929"}},
+            {"id": 2, "event": "head_ref_force_pushed", "actor": {"login": "mallory", "id": 3},
+             "created_at": "2011-04-14T16:01:00Z", "commit_id": null},
+            {"id": 3, "event": "unlabeled", "actor": {"login": "octocat", "id": 1},
+             "created_at": "2011-04-14T16:02:00Z", "label": {"name": "ok-to-preview"}},
+        ]))
+        .unwrap();
+        let l = to_label_events(events);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].label, "ok-to-preview");
+        assert!(l[0].added && !l[1].added);
+        assert_eq!(l[0].actor.id, Some(1));
+        assert_eq!(l[0].created_at.to_string(), "2011-04-14T16:00:49Z");
     }
 
     #[test]

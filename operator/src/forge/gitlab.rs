@@ -191,6 +191,18 @@ impl Transport for GitlabTransport {
 #[derive(Debug, Deserialize)]
 pub(crate) struct UserJson {
     pub username: String,
+    /// Stable account id (usernames can be changed).
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+impl UserJson {
+    fn actor(&self) -> Actor {
+        Actor {
+            login: self.username.clone(),
+            id: self.id,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,9 +358,83 @@ pub(crate) fn to_comment(n: &NoteJson) -> Comment {
             .as_ref()
             .map(|a| a.username.clone())
             .unwrap_or_default(),
+        author_id: n.author.as_ref().and_then(|a| a.id),
         body: n.body.clone(),
         created_at: n.created_at,
     }
+}
+
+/// GitLab's Developer role: the lowest access level that may push to the project. Guests (10),
+/// Reporters (20) and "minimal access" (5) members do not count as trusted.
+pub const DEVELOPER_ACCESS: u64 = 30;
+
+/// A group member (`GET /groups/:id/members/all/:user_id`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct MemberJson {
+    #[serde(default)]
+    pub access_level: u64,
+    /// `active`, or `awaiting` / `blocked` for members who cannot act yet.
+    #[serde(default)]
+    pub state: Option<String>,
+}
+
+/// Whether a group membership makes its holder trusted: Developer or above, and active.
+pub(crate) fn member_trusted(m: &MemberJson) -> bool {
+    m.access_level >= DEVELOPER_ACCESS && m.state.as_deref().is_none_or(|s| s == "active")
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct LabelRefJson {
+    pub name: String,
+}
+
+/// One entry of `GET /projects/:id/merge_requests/:iid/resource_label_events`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct LabelEventJson {
+    #[serde(default)]
+    pub user: Option<UserJson>,
+    pub created_at: Timestamp,
+    /// Null when the label was deleted from the project since.
+    #[serde(default)]
+    pub label: Option<LabelRefJson>,
+    pub action: String,
+}
+
+pub(crate) fn to_label_events(events: Vec<LabelEventJson>) -> Vec<LabelEvent> {
+    let mut out: Vec<LabelEvent> = events
+        .into_iter()
+        .filter_map(|e| {
+            Some(LabelEvent {
+                label: e.label?.name,
+                actor: e
+                    .user
+                    .as_ref()
+                    .map(UserJson::actor)
+                    .unwrap_or_else(|| Actor::login("")),
+                added: e.action == "add",
+                created_at: e.created_at,
+            })
+        })
+        .collect();
+    out.sort_by_key(|e| e.created_at);
+    out
+}
+
+/// One merge request diff version (`GET /projects/:id/merge_requests/:iid/versions`): GitLab
+/// creates one per push, stamped with its own clock.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VersionJson {
+    pub head_commit_sha: String,
+    pub created_at: Timestamp,
+}
+
+/// When `sha` last became the head: the newest version whose head it is.
+pub(crate) fn pushed_at(versions: &[VersionJson], sha: &str) -> Option<Timestamp> {
+    versions
+        .iter()
+        .filter(|v| v.head_commit_sha.eq_ignore_ascii_case(sha))
+        .map(|v| v.created_at)
+        .max()
 }
 
 #[derive(Debug, Deserialize)]
@@ -864,11 +950,11 @@ impl Forge for GitlabForge {
 
     async fn is_trusted(
         &self,
-        user: &str,
+        actor: &Actor,
         trusted_users: &[String],
         trusted_teams: &[String],
     ) -> Result<bool, ForgeError> {
-        if trusted_users.iter().any(|u| u.eq_ignore_ascii_case(user)) {
+        if listed_user(trusted_users, actor) {
             return Ok(true);
         }
         if trusted_teams.is_empty() {
@@ -878,15 +964,28 @@ impl Forge for GitlabForge {
         struct UserId {
             id: u64,
         }
-        let users: Vec<UserId> = self
-            .state
-            .get(
-                &api_url(&self.coords.api_base, "/users", &[("username", user)]),
-                "/users",
-            )
-            .await?;
-        let Some(uid) = users.first().map(|u| u.id) else {
-            return Ok(false);
+        // The note's author id names the account for good; only without one is the username
+        // resolved (as it is now).
+        let uid = match actor.id {
+            Some(id) => id,
+            None if actor.login.is_empty() => return Ok(false),
+            None => {
+                let users: Vec<UserId> = self
+                    .state
+                    .get(
+                        &api_url(
+                            &self.coords.api_base,
+                            "/users",
+                            &[("username", &actor.login)],
+                        ),
+                        "/users",
+                    )
+                    .await?;
+                let Some(uid) = users.first().map(|u| u.id) else {
+                    return Ok(false);
+                };
+                uid
+            }
         };
         for group in trusted_teams {
             let url = api_url(
@@ -896,16 +995,52 @@ impl Forge for GitlabForge {
             );
             match self
                 .state
-                .get::<serde_json::Value>(&url, "/groups/{id}/members/all/{user_id}")
+                .get::<MemberJson>(&url, "/groups/{id}/members/all/{user_id}")
                 .await
             {
-                Ok(_) => return Ok(true),
+                // Guests and Reporters are members too, but may not push: not trusted.
+                Ok(m) if member_trusted(&m) => return Ok(true),
+                Ok(_) => {}
                 // For this endpoint 404 is the answer "not a member".
                 Err(ForgeError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(false)
+    }
+
+    async fn list_label_events(&self, number: u64) -> Result<Vec<LabelEvent>, ForgeError> {
+        let pp = self.per_page();
+        let events: Vec<LabelEventJson> = self
+            .state
+            .get_all(
+                &self.url(
+                    &format!("/merge_requests/{number}/resource_label_events"),
+                    &[("per_page", &pp)],
+                ),
+                "/projects/{id}/merge_requests/{iid}/resource_label_events",
+            )
+            .await?;
+        Ok(to_label_events(events))
+    }
+
+    async fn head_pushed_at(
+        &self,
+        number: u64,
+        sha: &str,
+    ) -> Result<Option<Timestamp>, ForgeError> {
+        let pp = self.per_page();
+        let versions: Vec<VersionJson> = self
+            .state
+            .get_all(
+                &self.url(
+                    &format!("/merge_requests/{number}/versions"),
+                    &[("per_page", &pp)],
+                ),
+                "/projects/{id}/merge_requests/{iid}/versions",
+            )
+            .await?;
+        Ok(pushed_at(&versions, sha))
     }
 
     fn rate_limit(&self) -> Option<RateLimit> {
@@ -1010,6 +1145,57 @@ mod tests {
     }
 
     #[test]
+    fn membership_label_events_and_versions() {
+        // Shapes of GitLab's REST docs (group members, resource label events, MR versions).
+        let member = |level: u64, state: &str| -> MemberJson {
+            serde_json::from_value(serde_json::json!({
+                "id": 1, "username": "raymond_smith", "access_level": level, "state": state
+            }))
+            .unwrap()
+        };
+        assert!(member_trusted(&member(30, "active")));
+        assert!(member_trusted(&member(50, "active")));
+        assert!(!member_trusted(&member(20, "active")), "Reporter");
+        assert!(!member_trusted(&member(10, "active")), "Guest");
+        assert!(!member_trusted(&member(5, "active")), "minimal access");
+        assert!(!member_trusted(&member(40, "awaiting")));
+
+        let events: Vec<LabelEventJson> = serde_json::from_value(serde_json::json!([
+            {"id": 142, "user": {"id": 1, "name": "Administrator", "username": "root"},
+             "created_at": "2018-08-20T13:38:20.077Z", "resource_type": "MergeRequest",
+             "resource_id": 253, "label": {"id": 73, "name": "ok-to-preview"}, "action": "add"},
+            {"id": 143, "user": {"id": 1, "username": "root"},
+             "created_at": "2018-08-20T13:38:20.077Z", "label": null, "action": "remove"},
+            {"id": 144, "user": {"id": 1, "username": "root"},
+             "created_at": "2018-08-20T13:40:00Z", "label": {"id": 73, "name": "ok-to-preview"},
+             "action": "remove"}
+        ]))
+        .unwrap();
+        let l = to_label_events(events);
+        assert_eq!(l.len(), 2, "a deleted label has no name to match");
+        assert!(l[0].added && !l[1].added);
+        assert_eq!(l[0].actor.id, Some(1));
+
+        let versions: Vec<VersionJson> = serde_json::from_value(serde_json::json!([
+            {"id": 110, "head_commit_sha": "33e2ee8579fda5bc36accc9c6fbd0b4fefda9e30",
+             "base_commit_sha": "eeb57dffe83deb686a60a71c16c32f71046868fd",
+             "start_commit_sha": "eeb57dffe83deb686a60a71c16c32f71046868fd",
+             "created_at": "2016-07-26T14:44:48.926Z", "merge_request_id": 105,
+             "state": "collected", "real_size": "1"},
+            {"id": 108, "head_commit_sha": "3eed087b29835c48015768f839d76e5ea8f07a24",
+             "created_at": "2016-07-25T14:21:33.028Z"}
+        ]))
+        .unwrap();
+        assert_eq!(
+            pushed_at(&versions, "3eed087b29835c48015768f839d76e5ea8f07a24")
+                .unwrap()
+                .to_string(),
+            "2016-07-25T14:21:33.028Z"
+        );
+        assert_eq!(pushed_at(&versions, "0000"), None);
+    }
+
+    #[test]
     fn parses_approvals_notes_statuses_branches() {
         let a: ApprovalsJson =
             serde_json::from_str(fixture!("get-merge-request-approvals.json")).unwrap();
@@ -1030,6 +1216,7 @@ mod tests {
             (CommentId(301), "pipin", "Comment for MR")
         );
         assert!(!note.system);
+        assert_eq!(c.author_id, Some(1));
 
         let statuses: Vec<StatusJson> =
             serde_json::from_str(fixture!("list-commit-statuses.json")).unwrap();

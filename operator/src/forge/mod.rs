@@ -100,15 +100,29 @@ pub trait Forge: Send + Sync + Debug {
         body: &str,
     ) -> Result<CommentId, ForgeError>;
 
-    /// Whether `user` is in `trusted_users` (case-insensitive) or a member of one of
-    /// `trusted_teams` (GitHub `org/team-slug` or `team-slug` in the repository owner's org;
-    /// GitLab group full paths; Gitea `org/team`).
+    /// Whether `user` is named in `trusted_users` (see [`listed_user`]: `id:<n>` by stable id,
+    /// otherwise by login, case-insensitive) or an active member of one of `trusted_teams`
+    /// (GitHub `org/team-slug` or `team-slug` in the repository owner's org; GitLab group full
+    /// paths, counting only Developer (access level 30) and above; Gitea `org/team`).
     async fn is_trusted(
         &self,
-        user: &str,
+        user: &Actor,
         trusted_users: &[String],
         trusted_teams: &[String],
     ) -> Result<bool, ForgeError>;
+
+    /// Labels added to and removed from pull request `number`, oldest first, with the forge's
+    /// time of each change (GitHub issue events, GitLab resource label events, Gitea timeline).
+    async fn list_label_events(&self, number: u64) -> Result<Vec<LabelEvent>, ForgeError>;
+
+    /// When, by the forge's own clock, `sha` last became the head of pull request `number`
+    /// (GitLab merge request versions, Gitea `pull_push` timeline entries). `None` when the forge
+    /// keeps no such record (GitHub: its timeline dates commits, which their authors set).
+    async fn head_pushed_at(
+        &self,
+        number: u64,
+        sha: &str,
+    ) -> Result<Option<jiff::Timestamp>, ForgeError>;
 
     /// The rate limit last reported for this client's credential.
     fn rate_limit(&self) -> Option<RateLimit>;

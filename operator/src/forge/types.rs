@@ -152,7 +152,72 @@ impl fmt::Display for CommentId {
 pub struct Comment {
     pub id: CommentId,
     pub author: String,
+    /// The author's stable numeric account id (GitHub `user.id`, GitLab `author.id`, Gitea
+    /// `user.id`). Logins can be renamed and then registered by someone else; ids cannot.
+    pub author_id: Option<u64>,
     pub body: String,
+    /// Set by the forge when the comment was posted; edits do not move it.
+    pub created_at: Timestamp,
+}
+
+impl Comment {
+    /// Who wrote it.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            login: self.author.clone(),
+            id: self.author_id,
+        }
+    }
+}
+
+/// A forge account as an event names it: its login and, where the forge has one, its stable
+/// numeric id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Actor {
+    pub login: String,
+    pub id: Option<u64>,
+}
+
+impl Actor {
+    pub fn login(login: impl Into<String>) -> Self {
+        Actor {
+            login: login.into(),
+            id: None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "{} (id {id})", self.login),
+            None => f.write_str(&self.login),
+        }
+    }
+}
+
+/// Whether `actor` is named in a `trustedUsers` list. An entry `id:<n>` matches the account
+/// with that numeric id (stable across renames); any other entry matches the login,
+/// case-insensitively, which is weaker: a renamed login can be registered by someone else.
+pub fn listed_user(entries: &[String], actor: &Actor) -> bool {
+    entries
+        .iter()
+        .any(|entry| match entry.trim().strip_prefix("id:") {
+            Some(id) => id.trim().parse::<u64>().is_ok_and(|n| actor.id == Some(n)),
+            None => !actor.login.is_empty() && entry.trim().eq_ignore_ascii_case(&actor.login),
+        })
+}
+
+/// A label added to or removed from a pull request, from the forge's own event log (GitHub issue
+/// events, GitLab resource label events, Gitea timeline). `created_at` is the forge's time of
+/// the change, so "applied after the head was pushed" can be decided without trusting anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelEvent {
+    pub label: String,
+    pub actor: Actor,
+    /// `true` for added, `false` for removed.
+    pub added: bool,
     pub created_at: Timestamp,
 }
 
@@ -409,6 +474,7 @@ mod tests {
         Comment {
             id: CommentId(id),
             author: author.into(),
+            author_id: None,
             body: body.into(),
             created_at: Timestamp::from_second(at).unwrap(),
         }
@@ -437,5 +503,28 @@ mod tests {
         assert_eq!(body_with_marker(m, "hi"), format!("{m}\nhi"));
         let already = format!("{m}\nhi");
         assert_eq!(body_with_marker(m, &already), already);
+    }
+
+    #[test]
+    fn trusted_users_match_ids_or_logins() {
+        let alice = Actor {
+            login: "Alice".into(),
+            id: Some(42),
+        };
+        assert!(listed_user(&["alice".into()], &alice));
+        assert!(listed_user(&["id:42".into()], &alice));
+        assert!(listed_user(&[" id: 42 ".into()], &alice));
+        assert!(!listed_user(&["id:43".into()], &alice));
+        // An id entry never matches by login, and a login entry never by id.
+        let renamed = Actor {
+            login: "alice".into(),
+            id: Some(7),
+        };
+        assert!(!listed_user(&["id:42".into()], &renamed));
+        assert!(!listed_user(&["42".into()], &alice));
+        // Without an id from the forge, only logins can match.
+        assert!(!listed_user(&["id:42".into()], &Actor::login("alice")));
+        assert!(!listed_user(&["id:".into(), "".into()], &Actor::login("")));
+        assert_eq!(alice.to_string(), "Alice (id 42)");
     }
 }

@@ -35,6 +35,8 @@ pub enum ReportState {
     Pending,
     /// Waiting for the head SHA's required checks (`template.waitFor`).
     Waiting,
+    /// A fork's new head waits for a trusted user's approval; it is not deployed.
+    WaitingForApproval,
     Deploying,
     Ready,
     Failed,
@@ -51,6 +53,7 @@ impl ReportState {
         match self {
             ReportState::Pending => "pending",
             ReportState::Waiting => "waiting for checks",
+            ReportState::WaitingForApproval => "waiting for approval",
             ReportState::Deploying => "deploying",
             ReportState::Ready => "ready",
             ReportState::Failed => "failed",
@@ -63,6 +66,7 @@ impl ReportState {
     fn icon(self) -> &'static str {
         match self {
             ReportState::Pending | ReportState::Waiting => "⏳",
+            ReportState::WaitingForApproval => "✋",
             ReportState::Deploying => "🚀",
             ReportState::Ready => "✅",
             ReportState::Failed => "❌",
@@ -257,6 +261,7 @@ pub fn status_description(state: ReportState, detail: &str) -> String {
     let head = match state {
         ReportState::Pending => "Preview pending",
         ReportState::Waiting => "Preview waiting for checks",
+        ReportState::WaitingForApproval => "Preview waiting for approval",
         ReportState::Deploying => "Deploying preview",
         ReportState::Ready => "Preview ready",
         ReportState::Failed => "Preview failed",
@@ -660,6 +665,11 @@ mod tests {
                 ReportState::Waiting,
                 "### ⏳ Preview waiting for checks",
                 "Preview waiting for checks",
+            ),
+            (
+                ReportState::WaitingForApproval,
+                "### ✋ Preview waiting for approval",
+                "Preview waiting for approval",
             ),
             (
                 ReportState::Deploying,

@@ -7,6 +7,8 @@
 //! 2. dereference — the Repository, its credentials, the forge client; resolve the pull request
 //!    (title, author, branches, head) or the branch head;
 //! 3. TTL — past `ttl` without a push (and without `keepLabel`): tear down, phase `Expired`;
+//!    a fork's unapproved newer head (`spec.unapprovedHeadSha`): phase `WaitingForApproval`,
+//!    said on the PR, nothing new deployed ([`approval`]);
 //! 4. `waitFor.checks` — phase `WaitingForChecks` until the head SHA's named checks succeeded;
 //! 5. build (pure, [`crate::render`]) — fetch the template directory at the head SHA, render
 //!    the parameters, enforce the safety rules; a refusal applies nothing;
@@ -19,6 +21,7 @@
 //!    comment — at most once per (SHA, state).
 
 pub mod apply;
+mod approval;
 pub mod argocd;
 pub mod confine;
 pub mod writeback;
@@ -309,6 +312,12 @@ async fn reconcile(
             let left: Duration = expires.duration_since(now).try_into().unwrap_or_default();
             recheck = recheck.min(left + Duration::from_secs(1));
         }
+    }
+
+    // A fork's newer head without approval: report it, deploy nothing new (see `approval`).
+    if let Some(pending) = pe.spec.unapproved_head_sha.as_deref() {
+        let (f, r, t) = (forge.as_ref(), &repo, &target);
+        return approval::wait(ctx, f, &pe, r, progress, t, &preview_ns, pending, recheck).await;
     }
 
     // Already deployed and ready: only re-verify.

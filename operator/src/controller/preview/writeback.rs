@@ -45,9 +45,10 @@ impl From<ReportState> for WriteState {
     /// How a preview's state is written to the forge.
     fn from(state: ReportState) -> Self {
         match state {
-            ReportState::Pending | ReportState::Waiting | ReportState::Deploying => {
-                WriteState::Pending
-            }
+            ReportState::Pending
+            | ReportState::Waiting
+            | ReportState::WaitingForApproval
+            | ReportState::Deploying => WriteState::Pending,
             ReportState::Ready => WriteState::Success,
             ReportState::Failed | ReportState::Refused => WriteState::Failure,
             ReportState::Expired | ReportState::Deleted => WriteState::Inactive,

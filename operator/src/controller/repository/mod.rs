@@ -5,15 +5,19 @@
 //! 2. dereference — the auth Secret (credentials, CA) and the webhook Secret;
 //! 3. sync (I/O) — default branch, branches, open pull requests through the shared forge
 //!    budget (conditional requests: an unchanged repository costs only 304s); fork pull
-//!    requests under `requireApproval` also read their comments for `/ok-to-preview`;
-//! 4. select (pure, [`select`]) — which branches and pull requests count;
-//! 5. previews — create, move or delete PreviewEnvironments for the selected pull requests;
+//!    requests under `requireApproval` whose head is not approved yet also read their comments,
+//!    the trust label's history and the forge's push record;
+//! 4. select (pure, [`select`], [`approval`]) — which branches and pull requests count, and
+//!    which head of each fork pull request is approved (per commit: a new head waits);
+//! 5. previews — create, move or delete PreviewEnvironments for the selected pull requests (a
+//!    fork's preview stays at its approved head, with the newer head marked unapproved);
 //! 6. status — bounded lists with totals, times, rate limit; requeue after an adaptive,
 //!    jittered interval between `interval` and `maxInterval`.
 //!
 //! A forge failure is never read as "no pull requests": the reconcile fails with the forge's
 //! category, the last good status stays, and the condition says the data is stale.
 
+pub mod approval;
 pub mod previews;
 pub mod select;
 
@@ -21,21 +25,27 @@ use super::{
     ControllerContext, KindController, primary_controller, reconcile_guarded, refs, status,
 };
 use crate::api::{
-    self, BranchStatus, Outcome, PullRequestStatus, RateLimitStatus, Repository, RepositoryStatus,
+    self, BranchStatus, ForkApprovalStatus, Outcome, PullRequestStatus, RateLimitStatus,
+    Repository, RepositoryStatus,
 };
 use crate::error::Error;
-use crate::forge::{Forge, ForgeError, ForgeKind, PullRequest};
+use crate::forge::{Actor, Forge, ForgeError, ForgeKind, PullRequest};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use select::{Decision, Selector};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tracing::{debug, info};
 
 /// At most this many branches and pull requests are listed in status (totals are exact).
 pub const STATUS_LIST_LIMIT: usize = 100;
+/// At most this many fork approval records are kept in status. A fork pull request beyond it
+/// has no persisted observation, so on forges without a push record (GitHub) it cannot be
+/// approved until it is among the most recently updated again: failing closed.
+pub const FORK_APPROVALS_LIMIT: usize = 256;
 
 pub fn controller(cctx: Arc<ControllerContext>) -> KindController<Repository> {
     let mut controller = primary_controller::<Repository>(&cctx.ctx);
@@ -60,6 +70,26 @@ pub struct Snapshot {
     pub default_branch: String,
     pub branches: Vec<crate::forge::Branch>,
     pub pull_requests: Vec<PullRequest>,
+    /// Approval records of the open fork pull requests under `requireApproval`, most recently
+    /// updated first (`status.forkApprovals`).
+    pub fork_approvals: Vec<ForkApprovalStatus>,
+}
+
+/// What earlier syncs established about fork approvals: the previous records and the heads the
+/// Repository's previews deploy (pull request number → `spec.headSha`).
+#[derive(Clone, Copy, Debug)]
+pub struct KnownApprovals<'a> {
+    pub previous: &'a [ForkApprovalStatus],
+    pub deployed: &'a BTreeMap<u64, String>,
+}
+
+impl<'a> KnownApprovals<'a> {
+    fn for_pr(&self, number: u64) -> approval::Known<'a> {
+        approval::Known {
+            previous: self.previous.iter().find(|p| p.number == number),
+            deployed: self.deployed.get(&number).map(String::as_str),
+        }
+    }
 }
 
 async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Result<Action, Error> {
@@ -122,14 +152,32 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         .and_then(|s| s.last_sync_time.as_ref())
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| "never".into());
-    let snapshot = match sync(forge.as_ref(), &selector).await {
+    let owned = match &repo.spec.preview {
+        Some(_) => previews::owned_previews(ctx, &repo).await?,
+        None => BTreeMap::new(),
+    };
+    let deployed: BTreeMap<u64, String> = owned
+        .iter()
+        .filter_map(|(n, pe)| pe.spec.head_sha.clone().map(|sha| (*n, sha)))
+        .collect();
+    let known = KnownApprovals {
+        previous: repo
+            .status
+            .as_ref()
+            .map(|s| s.fork_approvals.as_slice())
+            .unwrap_or_default(),
+        deployed: &deployed,
+    };
+    let snapshot = match sync(forge.as_ref(), &selector, known, jiff::Timestamp::now()).await {
         Ok(s) => s,
         Err(source) => return Err(Error::ForgeStale { source, last_sync }),
     };
 
     // 5. previews
     let preview_summary = match &repo.spec.preview {
-        Some(_) => Some(previews::reconcile_previews(ctx, &repo, forge.as_ref(), &snapshot).await?),
+        Some(_) => {
+            Some(previews::reconcile_previews(ctx, &repo, forge.as_ref(), &snapshot, &owned).await?)
+        }
         None => None,
     };
 
@@ -201,18 +249,32 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
 }
 
 /// Reads the forge and applies the selection. Any forge error aborts the whole sync: a partial
-/// read must never be mistaken for "these are all the pull requests".
-pub async fn sync(forge: &dyn Forge, selector: &Selector) -> Result<Snapshot, ForgeError> {
+/// read must never be mistaken for "these are all the pull requests". `now` becomes the
+/// observation time of fork heads seen for the first time.
+pub async fn sync(
+    forge: &dyn Forge,
+    selector: &Selector,
+    known: KnownApprovals<'_>,
+    now: jiff::Timestamp,
+) -> Result<Snapshot, ForgeError> {
     let default_branch = forge.default_branch().await?;
     let branches = selector.branches(forge.list_branches().await?);
     let mut pull_requests = Vec::new();
+    let mut fork_approvals = Vec::new();
     if forge.kind() != ForgeKind::Git {
         let sel = selector.pull_request_selector();
+        let mut trust = HashMap::new();
         for pr in forge.list_open_pull_requests().await? {
             match selector.decide(&pr) {
                 Decision::Selected => pull_requests.push(pr),
-                Decision::NeedsApprovalComment => {
-                    if fork_approved(forge, &pr, &sel).await? {
+                Decision::NeedsApproval => {
+                    let rec =
+                        fork_approval(forge, &pr, &sel, known.for_pr(pr.number), now, &mut trust)
+                            .await?;
+                    debug!(pr = pr.number, state = ?rec.state, approved = ?rec.approved_sha, "fork approval");
+                    let selected = approval::deploy_target(&rec).is_some();
+                    fork_approvals.push((pr.updated_at, rec));
+                    if selected {
                         pull_requests.push(pr);
                     }
                 }
@@ -227,29 +289,101 @@ pub async fn sync(forge: &dyn Forge, selector: &Selector) -> Result<Snapshot, Fo
             .cmp(&a.updated_at)
             .then(a.number.cmp(&b.number))
     });
+    fork_approvals.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.number.cmp(&b.1.number)));
     Ok(Snapshot {
         default_branch,
         branches,
         pull_requests,
+        fork_approvals: fork_approvals.into_iter().map(|(_, r)| r).collect(),
     })
 }
 
-/// A fork pull request is approved by a `/ok-to-preview` comment from a trusted user.
-async fn fork_approved(
+/// A forge answer that may be missing without harm: `NotFound`/`Unsupported` read as "no
+/// record", which only ever makes an approval harder to get.
+fn optional<T>(r: Result<T, ForgeError>) -> Result<Option<T>, ForgeError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(ForgeError::NotFound { .. } | ForgeError::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The approval record of one fork pull request: approved before, approved now by the newest
+/// trusted attempt that followed the head, or waiting. `trust` caches `is_trusted` answers for
+/// the sync.
+async fn fork_approval(
     forge: &dyn Forge,
     pr: &PullRequest,
     sel: &api::PullRequestSelector,
-) -> Result<bool, ForgeError> {
-    for comment in forge.list_comments(pr.number).await? {
-        if select::is_approval_comment(&comment.body)
-            && forge
-                .is_trusted(&comment.author, &sel.trusted_users, &sel.trusted_teams)
-                .await?
-        {
-            return Ok(true);
-        }
+    known: approval::Known<'_>,
+    now: jiff::Timestamp,
+    trust: &mut HashMap<Actor, bool>,
+) -> Result<ForkApprovalStatus, ForgeError> {
+    let head = pr.head_sha.as_str();
+    if known.approved_before(head) {
+        // Nothing to read: the record keeps the approval of this very commit.
+        let times = known.times(head, None);
+        return Ok(approval::record(
+            pr.number,
+            head,
+            &known,
+            &times,
+            now,
+            None,
+            vec![],
+        ));
     }
-    Ok(false)
+    let pushed = optional(forge.head_pushed_at(pr.number, head).await)?.flatten();
+    let times = known.times(head, pushed);
+    let comments = forge.list_comments(pr.number).await?;
+    let labelled = pr.labels.contains(&sel.trust_label);
+    let events = if labelled {
+        optional(forge.list_label_events(pr.number).await)?.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let attempts = approval::classify(
+        head,
+        &times,
+        &comments,
+        labelled.then_some(approval::TrustLabel {
+            name: &sel.trust_label,
+            events: &events,
+        }),
+    );
+    let mut refused = Vec::new();
+    let mut approved = None;
+    let mut lookups = 0;
+    for attempt in &attempts.candidates {
+        let trusted = match trust.get(&attempt.actor) {
+            Some(t) => *t,
+            None if lookups >= approval::MAX_TRUST_LOOKUPS => {
+                refused.push(format!(
+                    "{}: not checked (more than {} accounts tried to approve)",
+                    attempt.what,
+                    approval::MAX_TRUST_LOOKUPS
+                ));
+                continue;
+            }
+            None => {
+                lookups += 1;
+                let t = forge
+                    .is_trusted(&attempt.actor, &sel.trusted_users, &sel.trusted_teams)
+                    .await?;
+                trust.insert(attempt.actor.clone(), t);
+                t
+            }
+        };
+        if trusted {
+            approved = Some(attempt);
+            break;
+        }
+        refused.push(format!("{}: not a trusted user", attempt.what));
+    }
+    refused.extend(attempts.ignored);
+    Ok(approval::record(
+        pr.number, head, &known, &times, now, approved, refused,
+    ))
 }
 
 fn status_from_snapshot(snapshot: &Snapshot) -> RepositoryStatus {
@@ -272,6 +406,12 @@ fn status_from_snapshot(snapshot: &Snapshot) -> RepositoryStatus {
             .map(pr_status)
             .collect(),
         pull_request_count: u32::try_from(snapshot.pull_requests.len()).unwrap_or(u32::MAX),
+        fork_approvals: snapshot
+            .fork_approvals
+            .iter()
+            .take(FORK_APPROVALS_LIMIT)
+            .cloned()
+            .collect(),
         ..Default::default()
     }
 }
@@ -300,4 +440,5 @@ fn snapshot_changed(previous: &RepositoryStatus, snapshot: &Snapshot) -> bool {
         || previous.branch_count != now.branch_count
         || previous.pull_requests != now.pull_requests
         || previous.pull_request_count != now.pull_request_count
+        || previous.fork_approvals != now.fork_approvals
 }

@@ -2,16 +2,23 @@
 //!
 //! Creation and head moves are server-side applies (field manager `pullwarden.dev/repository`)
 //! of previews owned by the Repository. Deletion happens only for a confirmed reason:
-//! - the pull request is still open but no longer selected (label removed, became a draft, fork
-//!   approval withdrawn) — known from a complete, successful list of open pull requests;
+//! - the pull request is still open but no longer selected (label removed, became a draft, the
+//!   fork policy changed) — known from a complete, successful list of open pull requests;
 //! - the pull request is not in the open list and the forge confirms it is closed or merged;
 //! - the per-repository cap, oldest idle first, never a preview whose PR carries `keepLabel`.
+//!
+//! A fork pull request under `requireApproval` whose newest head is not approved keeps its
+//! preview at the last approved head, with `spec.unapprovedHeadSha` naming the waiting one (the
+//! preview then reports `WaitingForApproval`); one never approved gets no preview.
+//!
+//! The cap is `maxPreviews`, defaulting to and bounded by the operator's
+//! `--default-max-previews` ([`effective_max_previews`]).
 //!
 //! A forge error while confirming aborts without deleting anything. TTL expiry is the preview
 //! controller's job (it tears down the namespace and keeps the object as `Expired` until the next
 //! push), so an expired preview is not recreated here.
 
-use super::Snapshot;
+use super::{Snapshot, approval};
 use crate::api::{PreviewEnvironment, PreviewEnvironmentSpec, PreviewTemplate, Repository};
 use crate::context::Context;
 use crate::error::Error;
@@ -46,6 +53,45 @@ pub fn preview_name(repo: &str, number: u64) -> String {
         base.pop();
     }
     format!("{base}{suffix}")
+}
+
+/// The cap of one Repository: its `maxPreviews`, or the operator's default when unset; never
+/// above the operator's default (a tenant cannot raise its own ceiling).
+pub fn effective_max_previews(spec: Option<u32>, operator_default: u32) -> u32 {
+    spec.unwrap_or(operator_default).min(operator_default)
+}
+
+/// What a pull request's preview deploys: `(headSha, unapprovedHeadSha)`. A fork pull request
+/// under `requireApproval` deploys its last approved head while a newer one waits.
+pub fn preview_heads(pr: &PullRequest, snapshot: &Snapshot) -> (String, Option<String>) {
+    snapshot
+        .fork_approvals
+        .iter()
+        .find(|r| r.number == pr.number)
+        .and_then(approval::deploy_target)
+        .unwrap_or_else(|| (pr.head_sha.clone(), None))
+}
+
+/// The PreviewEnvironments this Repository owns (by ownerReference), by pull request number.
+pub async fn owned_previews(
+    ctx: &Context,
+    repo: &Repository,
+) -> Result<BTreeMap<u64, PreviewEnvironment>, Error> {
+    let namespace = repo.namespace().unwrap_or_default();
+    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
+    let existing = api
+        .list(&ListParams::default().labels(&format!("{REPOSITORY_LABEL}={}", repo.name_any())))
+        .await?;
+    Ok(existing
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == repo.metadata.uid.as_ref())
+        })
+        .filter_map(|p| p.spec.pull_request.map(|n| (n, p)))
+        .collect())
 }
 
 /// The pull requests that get a preview under the cap: keep-labelled first, then most recently
@@ -93,12 +139,14 @@ impl DeleteReason {
     }
 }
 
-/// Creates, moves and deletes this Repository's previews. Returns a one-line summary.
+/// Creates, moves and deletes this Repository's previews (`owned`: from [`owned_previews`]).
+/// Returns a one-line summary.
 pub async fn reconcile_previews(
     ctx: &Context,
     repo: &Repository,
     forge: &dyn Forge,
     snapshot: &Snapshot,
+    owned: &BTreeMap<u64, PreviewEnvironment>,
 ) -> Result<String, Error> {
     let Some(preview) = &repo.spec.preview else {
         return Ok(String::new());
@@ -106,23 +154,14 @@ pub async fn reconcile_previews(
     let namespace = repo.namespace().unwrap_or_default();
     let repo_name = repo.name_any();
     let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
-    let existing = api
-        .list(&ListParams::default().labels(&format!("{REPOSITORY_LABEL}={repo_name}")))
-        .await?;
-    let owned: BTreeMap<u64, PreviewEnvironment> = existing
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == repo.metadata.uid.as_ref())
-        })
-        .filter_map(|p| p.spec.pull_request.map(|n| (n, p)))
-        .collect();
 
+    let cap = effective_max_previews(
+        preview.max_previews,
+        ctx.config.settings.previews.default_max_previews,
+    );
     let wanted = capped(
         &snapshot.pull_requests,
-        preview.max_previews,
+        Some(cap),
         &preview.template.keep_label,
     );
     let wanted_numbers: BTreeSet<u64> = wanted.iter().map(|p| p.number).collect();
@@ -131,7 +170,7 @@ pub async fn reconcile_previews(
     // Decide deletions first, confirming with the forge; any error aborts before anything is
     // deleted.
     let mut deletions: Vec<(String, DeleteReason)> = Vec::new();
-    for (number, pe) in &owned {
+    for (number, pe) in owned {
         if wanted_numbers.contains(number) {
             continue;
         }
@@ -141,7 +180,7 @@ pub async fn reconcile_previews(
             match forge.get_pull_request(*number).await?.state {
                 PullRequestState::Closed => DeleteReason::Closed,
                 PullRequestState::Merged => DeleteReason::Merged,
-                // Open but not in the selected list: its labels, draft state or fork approval
+                // Open but not in the selected list: its labels, draft state or fork policy
                 // no longer qualify.
                 PullRequestState::Open => DeleteReason::Deselected,
             }
@@ -155,13 +194,15 @@ pub async fn reconcile_previews(
     let params = PatchParams::apply(&Context::field_manager("repository")).force();
     for pr in &wanted {
         let name = preview_name(&repo_name, pr.number);
+        let (head_sha, unapproved_head_sha) = preview_heads(pr, snapshot);
         let spec = PreviewEnvironmentSpec {
             repository_ref: crate::api::LocalObjectReference {
                 name: repo_name.clone(),
             },
             pull_request: Some(pr.number),
             branch: None,
-            head_sha: Some(pr.head_sha.clone()),
+            head_sha: Some(head_sha),
+            unapproved_head_sha,
             template: preview.template.clone(),
             suspend: false,
         };
@@ -180,7 +221,7 @@ pub async fn reconcile_previews(
             "spec": spec,
         });
         api.patch(&name, &params, &Patch::Apply(&body)).await?;
-        info!(preview = %name, sha = %pr.head_sha, "preview applied");
+        info!(preview = %name, sha = ?spec.head_sha, unapproved = ?spec.unapproved_head_sha, "preview applied");
     }
     for (name, reason) in &deletions {
         info!(preview = %name, reason = reason.as_str(), "deleting preview");
@@ -235,6 +276,42 @@ mod tests {
         // More keep-labelled previews than the cap: all of them stay.
         let keeps = vec![pr(1, 1, &["k"]), pr(2, 2, &["k"])];
         assert_eq!(capped(&keeps, Some(1), "k").len(), 2);
+    }
+
+    #[test]
+    fn max_previews_defaults_to_and_stops_at_the_operator_setting() {
+        assert_eq!(effective_max_previews(None, 20), 20);
+        assert_eq!(effective_max_previews(Some(5), 20), 5);
+        assert_eq!(effective_max_previews(Some(1000), 20), 20);
+        assert_eq!(effective_max_previews(Some(20), 20), 20);
+    }
+
+    #[test]
+    fn fork_previews_stay_at_the_approved_head() {
+        use crate::api::{ForkApprovalState, ForkApprovalStatus};
+        let mut p = pr(4, 1, &[]);
+        p.fork = true;
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        p.head_sha = b.clone();
+        let mut snapshot = Snapshot {
+            default_branch: "main".into(),
+            branches: vec![],
+            pull_requests: vec![p.clone()],
+            fork_approvals: vec![ForkApprovalStatus {
+                number: 4,
+                head_sha: b.clone(),
+                state: ForkApprovalState::WaitingForApproval,
+                approved_sha: Some(a.clone()),
+                ..Default::default()
+            }],
+        };
+        assert_eq!(preview_heads(&p, &snapshot), (a.clone(), Some(b.clone())));
+        snapshot.fork_approvals[0].state = ForkApprovalState::Approved;
+        snapshot.fork_approvals[0].approved_sha = Some(b.clone());
+        assert_eq!(preview_heads(&p, &snapshot), (b.clone(), None));
+        // Not a fork under approval: its own head.
+        snapshot.fork_approvals.clear();
+        assert_eq!(preview_heads(&p, &snapshot), (b, None));
     }
 
     #[test]

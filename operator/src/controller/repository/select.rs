@@ -66,9 +66,9 @@ pub enum Rejection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Selected,
-    /// A fork under `requireApproval` that carries no trust label: selected only if a trusted
-    /// user commented `/ok-to-preview` (the caller checks, since that needs the forge).
-    NeedsApprovalComment,
+    /// A fork under `requireApproval`: selected only for a head a trusted user approved (the
+    /// caller checks with [`super::approval`], since that needs the forge).
+    NeedsApproval,
     Rejected(Rejection),
 }
 
@@ -127,13 +127,9 @@ impl Selector {
             match sel.forks {
                 ForkPolicy::Allow => {}
                 ForkPolicy::Deny => return Decision::Rejected(Rejection::ForkDenied),
-                ForkPolicy::RequireApproval => {
-                    // Adding a label needs triage/write access on GitHub (Reporter+ on GitLab), so
-                    // the label itself is a maintainer's approval.
-                    if !pr.labels.contains(&sel.trust_label) {
-                        return Decision::NeedsApprovalComment;
-                    }
-                }
+                // Even the trust label counts only for the head it was added on, by a trusted
+                // user: the approval step reads when and by whom.
+                ForkPolicy::RequireApproval => return Decision::NeedsApproval,
             }
         }
         Decision::Selected
@@ -142,14 +138,6 @@ impl Selector {
     pub fn pull_request_selector(&self) -> PullRequestSelector {
         self.pr.clone().unwrap_or_default()
     }
-}
-
-/// The comment that approves a fork pull request.
-pub const OK_TO_PREVIEW: &str = "/ok-to-preview";
-
-/// Whether a comment body is an approval command (a line that is exactly `/ok-to-preview`).
-pub fn is_approval_comment(body: &str) -> bool {
-    body.lines().any(|l| l.trim() == OK_TO_PREVIEW)
 }
 
 /// Adaptive polling: back to `interval` after a change, otherwise double the previous interval
@@ -249,9 +237,13 @@ mod tests {
         );
         assert_eq!(selector("forks: allow").decide(&p), Decision::Selected);
         let approval = selector("forks: requireApproval\ntrustedUsers: [maintainer]");
-        assert_eq!(approval.decide(&p), Decision::NeedsApprovalComment);
+        assert_eq!(approval.decide(&p), Decision::NeedsApproval);
+        // The trust label alone no longer selects: who added it, and when, is checked.
         p.labels.push("ok-to-preview".into());
-        assert_eq!(approval.decide(&p), Decision::Selected);
+        assert_eq!(approval.decide(&p), Decision::NeedsApproval);
+        // Other rules still come first.
+        p.draft = true;
+        assert_eq!(approval.decide(&p), Decision::Rejected(Rejection::Draft));
     }
 
     #[test]
@@ -292,13 +284,6 @@ mod tests {
         };
         let err = Selector::new(&sel, None).unwrap_err();
         assert!(err.contains("branches.include"), "{err}");
-    }
-
-    #[test]
-    fn approval_comments() {
-        assert!(is_approval_comment("/ok-to-preview"));
-        assert!(is_approval_comment("looks fine\n  /ok-to-preview  \n"));
-        assert!(!is_approval_comment("please /ok-to-preview this"));
     }
 
     #[test]
