@@ -529,8 +529,10 @@ mod tests {
 
     #[test]
     fn network_policy_denies_by_default_and_admits_ingress_controller_and_dns() {
-        let mut settings = PreviewSettings::default();
-        settings.egress_cidrs = vec!["10.20.0.0/16".parse().unwrap()];
+        let settings = PreviewSettings {
+            egress_cidrs: vec!["10.20.0.0/16".parse().unwrap()],
+            ..PreviewSettings::default()
+        };
         let np = network_policy("team-x", &settings);
         assert_eq!(np["spec"]["podSelector"], json!({}));
         assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
