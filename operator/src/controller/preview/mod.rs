@@ -13,9 +13,9 @@
 //! 5. build (pure, [`crate::render`]) — fetch the template directory at the head SHA, render
 //!    the parameters, enforce the safety rules; a refusal applies nothing;
 //! 6. apply — namespace + confinement ([`confine`]), then the objects with server-side apply
-//!    while impersonating the namespace's ServiceAccount ([`apply`]); prune what the previous
-//!    revision had and this one has not; or, for `delivery: argocd`, the Application
-//!    ([`argocd`]);
+//!    while impersonating the synthetic preview identity ([`apply`]); prune what the previous
+//!    revision had and this one has not; or, for `delivery: argocd`, the restricted AppProject
+//!    and the Application ([`argocd`]);
 //! 7. wait — Deployments/StatefulSets available (phase `Deploying` → `Ready`);
 //! 8. write-back ([`writeback`]) — commit status, deployment with `environment_url`, one sticky
 //!    comment — at most once per (SHA, state).
