@@ -319,12 +319,19 @@ pub async fn ensure(
     check_namespace_name(namespace, &pe.namespace().unwrap_or_default(), settings)
         .map_err(Error::InvalidSpec)?;
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    if let Some(existing) = namespaces.get_opt(namespace).await?
-        && !owned_by(&existing, pe)
-    {
-        return Err(Error::InvalidSpec(format!(
-            "namespace {namespace} already exists and is not owned by this preview; choose another template.namespace"
-        )));
+    if let Some(existing) = namespaces.get_opt(namespace).await? {
+        if !owned_by(&existing, pe) {
+            return Err(Error::InvalidSpec(format!(
+                "namespace {namespace} already exists and is not owned by this preview; choose another template.namespace"
+            )));
+        }
+        // A previous teardown (TTL expiry) is still deleting it: writing now would race the
+        // namespace controller removing the RoleBinding under our feet. Wait with back-off.
+        if existing.metadata.deletion_timestamp.is_some() {
+            return Err(Error::Internal(format!(
+                "namespace {namespace} is still being deleted by an earlier teardown; deploying once it is gone"
+            )));
+        }
     }
     let params = PatchParams::apply(&Context::field_manager("preview")).force();
     namespaces
