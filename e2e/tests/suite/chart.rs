@@ -1300,6 +1300,8 @@ security:
   clusterCidrs: [10.0.0.0/8, "fd00::/8"]
   outboundAllowCidrs: [192.168.5.0/24]
   allowCrossHostApiUrl: true
+  gitFetchMaxBytes: 1048576
+  gitFetchMaxObjects: 5000
 "#;
     let args = args_of(manager_container(find(
         &parse_docs(&render("pullwarden", "pullwarden-system", Some(all)).await).unwrap(),
@@ -1335,6 +1337,8 @@ security:
     assert_eq!(s.argocd.allowed_projects, ["team-previews"]);
     assert_eq!(s.network.cluster_cidrs.len(), 2);
     assert!(s.network.allow_cross_host_api_url);
+    assert_eq!(s.network.git_fetch_max_bytes, 1_048_576);
+    assert_eq!(s.network.git_fetch_max_objects, 5000);
     // The admission params normalise the domain the same way.
     let docs = parse_docs(&render("pullwarden", "pullwarden-system", Some(all)).await).unwrap();
     let params = find(&docs, "ConfigMap", "pullwarden-admission");
