@@ -1348,6 +1348,67 @@ security:
     );
 }
 
+/// `webhook.limits` renders one `--webhook-*` flag per key set (none by default), and the
+/// rendered flags parse into the values asked for.
+#[tokio::test]
+async fn webhook_limit_values_are_the_webhook_flags() {
+    use clap::Parser as _;
+    let default_args = args_of(manager_container(find(
+        &parse_docs(&render("pullwarden", "pullwarden-system", None).await).unwrap(),
+        "Deployment",
+        "pullwarden",
+    )));
+    assert!(
+        !default_args.iter().any(|a| a.starts_with("--webhook-")),
+        "{default_args:?}"
+    );
+    let values = r#"
+webhook:
+  limits:
+    maxBodyBytes: 524288
+    headerReadTimeout: 5s
+    bodyReadTimeout: 7s
+    maxConnections: 100
+    maxConnectionsPerAddress: 4
+    maxInFlightRequests: 50
+    maxInFlightBodyBytes: 8388608
+    trustedProxyCidrs: [10.0.0.0/8]
+    unauthenticatedBurst: 10
+    unauthenticatedRate: 0.5
+    maxCandidates: 4
+    secretCacheTtl: 30s
+"#;
+    let args: Vec<String> = args_of(manager_container(find(
+        &parse_docs(&render("pullwarden", "pullwarden-system", Some(values)).await).unwrap(),
+        "Deployment",
+        "pullwarden",
+    )))
+    .into_iter()
+    .filter(|a| a.starts_with("--webhook-"))
+    .collect();
+    assert_eq!(args.len(), 12, "{args:?}");
+    #[derive(clap::Parser)]
+    struct Run {
+        #[command(flatten)]
+        opts: pullwarden::webhook::WebhookOptions,
+    }
+    let o = Run::try_parse_from(std::iter::once("run".to_owned()).chain(args))
+        .unwrap_or_else(|e| panic!("the rendered flags do not parse: {e}"))
+        .opts;
+    assert_eq!(o.webhook_max_body_bytes, 524_288);
+    assert_eq!(
+        o.webhook_header_read_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(o.webhook_max_connections_per_address, 4);
+    assert_eq!(o.webhook_trusted_proxy_cidrs.len(), 1);
+    assert!((o.webhook_unauthenticated_rate - 0.5).abs() < 1e-9);
+    assert_eq!(
+        o.webhook_secret_cache_ttl,
+        std::time::Duration::from_secs(30)
+    );
+}
+
 /// The chart's admission policies are config/admission's verbatim; its bindings and params
 /// equal config/admission's for the default release in pullwarden-system, and follow the
 /// release otherwise.
