@@ -17,7 +17,7 @@ use pullwarden::render::policy::ALLOWED_KINDS;
 use pullwarden_e2e::cluster::{
     self, Cluster, TestNamespace, apply_crds, wait_for, wait_until_gone,
 };
-use pullwarden_e2e::emulator::{Emulator, EmulatorConfig, EmulatorHandle, PullSpec, PushSpec};
+use pullwarden_e2e::emulator::{EmulatorHandle, PullSpec};
 use pullwarden_e2e::operator::{Operator, OperatorOptions};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -86,30 +86,8 @@ async fn setup(prefix: &str) -> Setup {
         .await
         .unwrap();
     let n = tenant.name().to_string();
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    emu.token(TOKEN, "pullwarden-bot").await.unwrap();
     let repo_path = format!("acme/{n}");
-    let info = emu
-        .create_repo(pullwarden_e2e::emulator::RepoSpec {
-            path: repo_path.clone(),
-            private: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    emu.push(
-        &repo_path,
-        PushSpec {
-            branch: "main".into(),
-            files: preview_app("deploy/preview"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    emu.create_branch(&repo_path, "feature", Some("main"))
-        .await
-        .unwrap();
+    let (emu, info) = preview_app_repo(&n, TOKEN).await;
     let op = Operator::start(
         cluster,
         OperatorOptions {

@@ -7,9 +7,7 @@ use kube::Api;
 use kube::api::ListParams;
 use pullwarden::api::{PreviewEnvironment, PreviewPhase, Repository};
 use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, wait_for, wait_until_gone};
-use pullwarden_e2e::emulator::{
-    Emulator, EmulatorConfig, EmulatorHandle, FaultAction, FaultSpec, PullSpec, PushSpec,
-};
+use pullwarden_e2e::emulator::{EmulatorHandle, FaultAction, FaultSpec, PullSpec, PushSpec};
 use pullwarden_e2e::operator::{Operator, OperatorOptions};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -35,32 +33,8 @@ async fn setup(prefix: &str, preview_extra: serde_json::Value) -> Setup {
     apply_crds(&client).await.unwrap();
     let ns = TestNamespace::new(cluster, prefix).await.unwrap();
     let n = ns.name().to_string();
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    emu.token(TOKEN, "pullwarden-bot").await.unwrap();
-    // The namespace name is unique per run, and so are the repository and preview namespaces
-    // derived from it (`{{repo}}-pr-{{number}}`).
     let repo_path = format!("acme/{n}");
-    let info = emu
-        .create_repo(pullwarden_e2e::emulator::RepoSpec {
-            path: repo_path.clone(),
-            private: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    emu.push(
-        &repo_path,
-        PushSpec {
-            branch: "main".into(),
-            files: preview_app("deploy/preview"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    emu.create_branch(&repo_path, "feature", Some("main"))
-        .await
-        .unwrap();
+    let (emu, info) = preview_app_repo(&n, TOKEN).await;
     let op = operator_for(cluster, &n).await;
     secret(&client, &n, "forge-token", &[("token", TOKEN)]).await;
     let repos: Api<Repository> = Api::namespaced(client.clone(), &n);

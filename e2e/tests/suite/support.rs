@@ -94,6 +94,39 @@ pub async fn forge_repo(
     info
 }
 
+/// A fresh emulator knowing `token`, with a private GitHub repository `acme/<name>` holding the
+/// preview app under `deploy/preview` on `main` and a `feature` branch: the starting point of
+/// every preview scenario.
+pub async fn preview_app_repo(name: &str, token: &str) -> (EmulatorHandle, RepoInfo) {
+    let emu = pullwarden_e2e::emulator::Emulator::start(Default::default())
+        .await
+        .unwrap();
+    emu.token(token, "pullwarden-bot").await.unwrap();
+    let path = format!("acme/{name}");
+    let info = emu
+        .create_repo(RepoSpec {
+            path: path.clone(),
+            private: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    emu.push(
+        &path,
+        PushSpec {
+            branch: "main".into(),
+            files: preview_app("deploy/preview"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    emu.create_branch(&path, "feature", Some("main"))
+        .await
+        .unwrap();
+    (emu, info)
+}
+
 /// Creates (or replaces) an Opaque Secret that opts in as a Pullwarden credential (label
 /// `pullwarden.dev/credentials: "true"`; without it the operator refuses to use it).
 pub async fn secret(client: &kube::Client, ns: &str, name: &str, data: &[(&str, &str)]) {

@@ -18,7 +18,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pullwarden::api::{PreviewEnvironment, PreviewPhase, Repository};
 use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, wait_for};
-use pullwarden_e2e::emulator::{Emulator, EmulatorConfig, EmulatorHandle, PullSpec, PushSpec};
+use pullwarden_e2e::emulator::{EmulatorHandle, PullSpec};
 use pullwarden_e2e::operator::{Operator, OperatorOptions};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -49,30 +49,8 @@ async fn tenant(prefix: &str, args: &[&str], extra: Value) -> Tenant {
     apply_crds(&client).await.unwrap();
     let ns = TestNamespace::new(cluster, prefix).await.unwrap();
     let n = ns.name().to_string();
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
-    emu.token(TOKEN, "pullwarden-bot").await.unwrap();
     let repo_path = format!("acme/{n}");
-    let info = emu
-        .create_repo(pullwarden_e2e::emulator::RepoSpec {
-            path: repo_path.clone(),
-            private: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    emu.push(
-        &repo_path,
-        PushSpec {
-            branch: "main".into(),
-            files: preview_app("deploy/preview"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    emu.create_branch(&repo_path, "feature", Some("main"))
-        .await
-        .unwrap();
+    let (emu, info) = preview_app_repo(&n, TOKEN).await;
     let op = Operator::start(
         cluster,
         OperatorOptions {

@@ -68,10 +68,12 @@ pub struct HealthCheckSpec {
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: u32,
     /// Consecutive successes before the state becomes OK.
+    /// Validated only: no effect until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default = "default_success_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub success_threshold: u32,
     /// What a probe that cannot run (target not resolvable yet, preview without URL) counts as.
+    /// Validated only: no effect until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default)]
     pub no_data: NoData,
     /// Alerting on state transitions.
@@ -132,6 +134,7 @@ pub struct ServiceTarget {
 pub struct Probe {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpProbe>,
+    /// Validated only: no effect until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpProbe>,
 }
@@ -205,6 +208,7 @@ pub struct Alert {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub cooldown: Option<Duration>,
     /// Plugins notified on `health.degraded` / `health.recovered`.
+    /// Validated only: no effect until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub plugin_refs: Vec<LocalObjectReference>,
@@ -238,6 +242,7 @@ pub struct HealthCheckStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
     /// Number of state changes.
+    /// Always 0 until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default)]
     pub transitions: u64,
     /// Share of successful probes over the rolling window, e.g. `99.5%`.

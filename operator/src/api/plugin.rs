@@ -181,6 +181,7 @@ pub struct WasmSource {
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https://"))]
     pub url: Option<String>,
     /// Expected SHA-256 of the module (hex).
+    /// Validated only: not checked until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub sha256: Option<String>,

@@ -104,6 +104,7 @@ pub struct GateRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_files: Option<ChangedFilesRule>,
     /// Passes when additions + deletions stay within `max`.
+    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_lines: Option<MaxCount>,
     /// Passes when at most `max` files changed.
@@ -122,6 +123,7 @@ pub struct GateRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linked_issue: Option<LinkedIssueRule>,
     /// Every commit is verified (signed) according to the forge.
+    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_commits: Option<Empty>,
     /// Other checks of the head SHA succeeded.
@@ -131,6 +133,7 @@ pub struct GateRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_scan: Option<SecretScanRule>,
     /// The pull request's PreviewEnvironment is Ready and its HealthChecks are OK.
+    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_healthy: Option<Empty>,
     /// A CEL expression over `pr` that must be true.
@@ -157,6 +160,7 @@ pub struct ApprovalsRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
     /// Only approvals from members of these teams count.
+    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub teams: Vec<String>,
     /// Count the author's own approval.
@@ -323,6 +327,7 @@ pub struct PolicyGateStatus {
     #[schemars(length(max = 100))]
     pub evaluations: Vec<GateEvaluation>,
     /// Pull requests whose latest evaluation passed.
+    /// Always 0 until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default)]
     pub passed_count: u32,
     /// Pull requests whose latest evaluation failed.
