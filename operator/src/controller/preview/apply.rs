@@ -50,6 +50,44 @@ pub fn impersonated_client(ctx: &Context, preview: &str) -> Result<Client, Error
     Ok(Client::try_from(config)?)
 }
 
+/// Waits until the API server's RBAC authorizer sees the namespace's RoleBinding for the
+/// preview identity. The authorizer reads RoleBindings from an informer cache, so the first
+/// apply right after the binding was created can be refused with a 403 that is not the PR's
+/// fault (seen in CI). One SelfSubjectAccessReview per namespace confinement (the identity may
+/// always ask about itself); still denied after ~5 s is a transient error retried with back-off,
+/// never a refusal of the manifests.
+pub async fn await_grant(client: &Client, namespace: &str) -> Result<(), Error> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_owned()),
+                verb: Some("patch".into()),
+                resource: Some("configmaps".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for attempt in 0..25u32 {
+        let answer = reviews.create(&Default::default(), &review).await?;
+        if answer.status.is_some_and(|s| s.allowed) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(
+            50 + 10 * u64::from(attempt),
+        ))
+        .await;
+    }
+    Err(Error::Internal(format!(
+        "the RoleBinding of the preview identity in {namespace} is not effective yet (RBAC cache); retrying"
+    )))
+}
+
 /// Explains an API refusal of a PR's object: RBAC denials and validation errors are the PR's
 /// problem (reported on it, retried on the next push), everything else is ours.
 fn refusal(entry: &str, err: kube::Error) -> Error {

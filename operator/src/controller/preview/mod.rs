@@ -525,6 +525,7 @@ async fn reconcile(
             confine::ensure(ctx, &pe, &preview_ns, host).await?;
             tracing::debug!(preview = %pe.name_any(), namespace = %preview_ns, "namespace confined");
             let client = apply::impersonated_client(ctx, &identity)?;
+            apply::await_grant(&client, &preview_ns).await?;
             if let Err(err) = apply::apply_objects(&client, &objects).await {
                 return match err {
                     Error::ManifestsRefused(msg) => {
