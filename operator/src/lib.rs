@@ -8,7 +8,7 @@
 //! - [`git`]: git2-based `ls-remote` and shallow fetches of preview templates.
 //! - [`net`]: the outbound guard (SSRF): address checks, resolve-once, same-origin redirects,
 //!   the loopback proxy that confines libgit2.
-//! - [`policy`]: PolicyGate rule logic (pure).
+//! - [`gate`]: PolicyGate rule logic (pure).
 //! - [`webhook`]: the inbound webhook ingress (signature checks, dedupe, routing).
 //! - [`telemetry`]: logging and Prometheus metrics.
 //! - [`settings`]: operator-level safety settings (flags) tenants cannot override.
@@ -17,10 +17,10 @@ pub mod context;
 pub mod controller;
 pub mod error;
 pub mod forge;
+pub mod gate;
 pub mod git;
 pub mod leader;
 pub mod net;
-pub mod policy;
 pub mod render;
 pub mod run;
 pub mod server;

@@ -13,7 +13,7 @@ use crate::support::*;
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use pullwarden::api::{PreviewEnvironment, PreviewPhase, Repository};
-use pullwarden::render::policy::ALLOWED_KINDS;
+use pullwarden::render::safety::ALLOWED_KINDS;
 use pullwarden_e2e::cluster::{
     self, Cluster, TestNamespace, apply_crds, wait_for, wait_until_gone,
 };

@@ -1,7 +1,7 @@
 //! The PolicyGate controller.
 //!
 //! Today it does what it can do truthfully: dereferences the selected Repositories and the
-//! Plugins its rules use, validates every rule ([`crate::policy::validate_gate`]) and reports
+//! Plugins its rules use, validates every rule ([`crate::gate::validate_gate`]) and reports
 //! counts. Evaluation of pull requests and the status write-back are not implemented yet; the
 //! `Ready` condition says so (reason `EvaluationNotImplemented`) instead of pretending.
 
@@ -28,7 +28,7 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
     let namespace = gate.namespace().unwrap_or_default();
 
     // validate
-    let plugins = crate::policy::validate_gate(&gate.spec).map_err(Error::InvalidSpec)?;
+    let plugins = crate::gate::validate_gate(&gate.spec).map_err(Error::InvalidSpec)?;
 
     // dereference
     let repository_count = match (&gate.spec.repository_ref, &gate.spec.repository_selector) {

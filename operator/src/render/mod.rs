@@ -10,7 +10,7 @@
 //!    refused: those need `delivery: argocd`), apply the [`Limits`], replace placeholders by
 //!    sentinels (`template`), parse every document into JSON with the values substituted and
 //!    expansion bounded (`parse`), check that each document is a Kubernetes object, apply the
-//!    safety rules (`policy`, with the operator's [`PreviewSettings`]), then set the namespace,
+//!    safety rules (`safety`, with the operator's [`PreviewSettings`]), then set the namespace,
 //!    the Pullwarden labels and the forced Ingress class and order the objects for apply.
 //! 3. [`inventory_entries`] for `status.inventory`, [`prune_set`] for what to delete after a
 //!    successful apply, and `report` for the commit status line and the sticky PR comment.
@@ -35,8 +35,8 @@
 mod error;
 pub mod params;
 pub mod parse;
-pub mod policy;
 pub mod report;
+pub mod safety;
 pub mod template;
 
 #[cfg(test)]
@@ -52,8 +52,8 @@ use crate::settings::PreviewSettings;
 
 pub use error::{Problem, Refusal, RefusalReason, RenderError};
 pub use params::{ParamsInput, PreviewParams, PreviewSource, force_namespace, slug};
-pub use policy::{ALLOWED_KINDS, AllowedKind};
 pub use report::{CommentInput, ReportState, comment_body, refusal_comment, status_description};
+pub use safety::{ALLOWED_KINDS, AllowedKind};
 
 /// Label set on every rendered object: the PreviewEnvironment it belongs to (see
 /// [`preview_label_value`]).
@@ -236,7 +236,7 @@ pub fn render_with_limits(
     }
 
     // Safety rules.
-    let scope = policy::Scope {
+    let scope = safety::Scope {
         namespace,
         host: &params.host,
         settings,
@@ -245,9 +245,9 @@ pub fn render_with_limits(
     let mut seen: BTreeMap<(String, String), (String, usize)> = BTreeMap::new();
     let mut accepted = Vec::with_capacity(candidates.len());
     for c in candidates {
-        let mut reasons = match policy::allowed_kind(&c.api_version, &c.kind) {
+        let mut reasons = match safety::allowed_kind(&c.api_version, &c.kind) {
             Ok(rank) => {
-                let mut reasons = policy::check_object(&c.kind, &c.name, &c.body, &scope);
+                let mut reasons = safety::check_object(&c.kind, &c.name, &c.body, &scope);
                 let key = (c.kind.clone(), c.name.clone());
                 match seen.get(&key) {
                     Some((file, document)) => reasons.push(RefusalReason::Duplicate {
@@ -353,7 +353,7 @@ impl Candidate {
         preview_label: &str,
         settings: &PreviewSettings,
     ) -> RenderedObject {
-        policy::force_fields(&self.kind, &mut self.body, settings);
+        safety::force_fields(&self.kind, &mut self.body, settings);
         if let Value::Object(obj) = &mut self.body {
             // Fields a server fills in: present in manifests exported with `kubectl get -o
             // yaml`, and rejected or misapplied by server-side apply (managedFields,
@@ -502,7 +502,7 @@ pub fn inventory_entries(objects: &[RenderedObject]) -> Vec<InventoryEntry> {
 pub fn prune_set(previous: &[InventoryEntry], current: &[InventoryEntry]) -> Vec<InventoryEntry> {
     fn identity(e: &InventoryEntry) -> (&str, &str, Option<&str>, &str) {
         (
-            policy::api_group(&e.api_version),
+            safety::api_group(&e.api_version),
             e.kind.as_str(),
             e.namespace.as_deref(),
             e.name.as_str(),
@@ -515,7 +515,7 @@ pub fn prune_set(previous: &[InventoryEntry], current: &[InventoryEntry]) -> Vec
         .filter(|e| e.namespace.as_deref().is_some_and(|ns| !ns.is_empty()))
         .filter(|e| !keep.contains(&identity(e)))
         .filter(|e| seen.insert(identity(e)))
-        .filter_map(|e| policy::rank_by_group(&e.api_version, &e.kind).map(|r| (r, e)))
+        .filter_map(|e| safety::rank_by_group(&e.api_version, &e.kind).map(|r| (r, e)))
         .collect();
     out.sort_by(|(ra, a), (rb, b)| {
         rb.cmp(ra)

@@ -35,7 +35,7 @@ use super::confine::{OWNER_LABEL, OWNER_UID_LABEL, owner_label_value};
 use crate::api::{ArgoCdOptions, PreviewEnvironment};
 use crate::context::Context;
 use crate::error::Error;
-use crate::render::policy::ALLOWED_KINDS;
+use crate::render::safety::ALLOWED_KINDS;
 use crate::render::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::settings::ArgoCdSettings;
 use kube::api::{
