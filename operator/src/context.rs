@@ -107,19 +107,33 @@ pub type ObjectKey = (String, String);
 
 /// Webhook hints: which Repositories to reconcile now, and when their last verified event was.
 /// Webhooks are hints only: the controller re-reads the forge, so a lost hint costs latency.
+/// A finished check (check run, commit status, pipeline) on a head SHA of a Repository: the
+/// previews (and later gates) whose head it is re-evaluate at once, without a Repository sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadEvent {
+    pub namespace: String,
+    pub repository: String,
+    pub sha: String,
+}
+
 #[derive(Debug)]
 pub struct Triggers {
     repository_tx: mpsc::UnboundedSender<ObjectKey>,
     repository_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectKey>>>,
+    head_tx: mpsc::UnboundedSender<HeadEvent>,
+    head_rx: Mutex<Option<mpsc::UnboundedReceiver<HeadEvent>>>,
     last_events: Mutex<HashMap<ObjectKey, jiff::Timestamp>>,
 }
 
 impl Default for Triggers {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (head_tx, head_rx) = mpsc::unbounded_channel();
         Triggers {
             repository_tx: tx,
             repository_rx: Mutex::new(Some(rx)),
+            head_tx,
+            head_rx: Mutex::new(Some(head_rx)),
             last_events: Mutex::default(),
         }
     }
@@ -138,6 +152,16 @@ impl Triggers {
     }
 
     /// The receiving end, taken once by the Repository controller.
+    /// A check finished on `event.sha`: the previews of that Repository whose head it is are
+    /// reconciled (dropped when the preview controller is not running, as above).
+    pub fn head_checks_finished(&self, event: HeadEvent) {
+        let _ = self.head_tx.send(event);
+    }
+
+    pub fn take_head_receiver(&self) -> Option<mpsc::UnboundedReceiver<HeadEvent>> {
+        self.head_rx.lock().expect("triggers lock").take()
+    }
+
     pub fn take_repository_receiver(&self) -> Option<mpsc::UnboundedReceiver<ObjectKey>> {
         self.repository_rx.lock().expect("triggers lock").take()
     }

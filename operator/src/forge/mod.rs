@@ -15,6 +15,8 @@ mod clients;
 pub mod coords;
 pub mod credentials;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 mod generic;
 pub mod gitea;
 pub mod github;
