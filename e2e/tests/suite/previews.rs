@@ -169,6 +169,21 @@ async fn pull_request_lifecycle_open_push_and_close() {
     let t = Instant::now();
     let ready = wait_ready(&previews, &name, &pushed.after).await;
     eprintln!("push → new SHA Ready: {:?}", t.elapsed());
+    // Ready never waits for the write-back; a failed one is retried (condition `Reported`).
+    wait_for(
+        &previews,
+        &name,
+        TIMEOUT,
+        "write-back of the new SHA",
+        |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.reported.as_ref())
+                .is_some_and(|r| r.sha == pushed.after && r.state == "success")
+        },
+    )
+    .await
+    .unwrap();
     let inventory = ready.status.unwrap().inventory;
     let new_job = format!("migrate-{}", &pushed.after[..7]);
     assert!(

@@ -10,6 +10,9 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 /// Annotation that asks for an immediate reconcile; its value is echoed in
 /// `status.lastHandledReconcileAt` once handled (the Flux convention).
 pub const RECONCILE_REQUESTED_AT: &str = "pullwarden.dev/reconcile-requested-at";
+/// Annotation that wakes a sleeping preview: any new value (e.g. a timestamp) is acted on once
+/// and acknowledged in `status.lastHandledWakeAt`.
+pub const WAKE_REQUESTED_AT: &str = "pullwarden.dev/wake";
 
 /// A duration in Go's `time.ParseDuration` format, the same as `metav1.Duration`.
 pub type Duration = kube::core::Duration;

@@ -21,6 +21,9 @@ pub const STALLED: &str = "Stalled";
 pub const DEPLOYED: &str = "Deployed";
 /// PreviewEnvironment: the deployed workloads and registered HealthChecks are healthy.
 pub const HEALTHY: &str = "Healthy";
+/// Whether the last write-back to the forge (commit status, deployment, comment) succeeded;
+/// False names the forge call that failed. It never blocks the deployment itself.
+pub const REPORTED: &str = "Reported";
 
 /// A condition's status, as the API spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -114,6 +114,13 @@ pub struct PreviewTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub ttl: Option<Duration>,
+    /// Scale the preview's Deployments and StatefulSets to zero after this long without a push
+    /// or a wake request (phase `Sleeping`); a push or a new value of the `pullwarden.dev/wake`
+    /// annotation brings it back (a `/preview wake` comment is not implemented yet). Only
+    /// `delivery: manifests` previews sleep. Unset: never sleeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub sleep_after: Option<Duration>,
     /// A pull request label that protects its preview from TTL expiry and from the cap.
     #[serde(default = "default_keep_label")]
     #[schemars(length(min = 1, max = 63))]
@@ -227,6 +234,9 @@ pub enum PreviewPhase {
     Ready,
     Failed,
     Expired,
+    /// Scaled to zero after `template.sleepAfter` without a push; wakes on a push or a wake
+    /// request.
+    Sleeping,
     Terminating,
 }
 
@@ -240,6 +250,7 @@ impl PreviewPhase {
             PreviewPhase::Ready => "Ready",
             PreviewPhase::Failed => "Failed",
             PreviewPhase::Expired => "Expired",
+            PreviewPhase::Sleeping => "Sleeping",
             PreviewPhase::Terminating => "Terminating",
         }
     }
@@ -291,6 +302,24 @@ pub struct PreviewEnvironmentStatus {
     /// When `headSha` last changed (a push); TTL counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_push_time: Option<Time>,
+    /// The revision whose objects are applied (`headSha` at `appliedGeneration`): a reconcile
+    /// re-renders and re-applies only when the head SHA or the spec changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_sha: Option<String>,
+    /// The object generation `appliedSha` was applied at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_generation: Option<i64>,
+    /// Why the last attempt failed (`phase: Failed`), e.g. `RequiredCheckFailed` (retried on
+    /// check events and with back-off) or `ManifestsRefused` (waits for a new push or spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// When the preview was last woken (wake annotation or command); `sleepAfter` counts from
+    /// the later of this and `lastPushTime`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_wake_time: Option<Time>,
+    /// The last `pullwarden.dev/wake` annotation value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_wake_at: Option<String>,
     /// What has been written back to the forge, so restarts never write twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<ReportedState>,

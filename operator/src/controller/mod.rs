@@ -58,6 +58,9 @@ pub trait PullwardenKind:
 {
     /// Kind name for metrics and logs.
     const KIND: &'static str;
+    /// The kind's reconcile writes its whole status on every path, errors included, so the
+    /// shared wrapper must not write error conditions a second time.
+    const WRITES_STATUS_ON_ERROR: bool = false;
 }
 
 impl PullwardenKind for api::Repository {
@@ -65,6 +68,7 @@ impl PullwardenKind for api::Repository {
 }
 impl PullwardenKind for api::PreviewEnvironment {
     const KIND: &'static str = "PreviewEnvironment";
+    const WRITES_STATUS_ON_ERROR: bool = true;
 }
 impl PullwardenKind for api::PolicyGate {
     const KIND: &'static str = "PolicyGate";
@@ -81,6 +85,8 @@ impl PullwardenKind for api::Plugin {
 pub struct ControllerContext {
     pub ctx: Context,
     backoff: BackoffTracker,
+    /// The preview controller's caches and stores.
+    previews: preview::Shared,
 }
 
 impl ControllerContext {
@@ -88,6 +94,7 @@ impl ControllerContext {
         Arc::new(ControllerContext {
             ctx,
             backoff: BackoffTracker::default(),
+            previews: preview::Shared::default(),
         })
     }
 }
@@ -149,6 +156,9 @@ where
                 &err.to_string(),
             )
             .await;
+            if K::WRITES_STATUS_ON_ERROR {
+                return Err(err);
+            }
             if let Err(write_err) = status::write_error_conditions(ctx, obj.as_ref(), &err).await {
                 warn!(kind = K::KIND, object = %key, error = %write_err, "could not write error status");
             }
@@ -241,7 +251,7 @@ pub async fn run_all(
 
     let cctx = ControllerContext::new(ctx.clone());
     let repository = repository::controller(cctx.clone());
-    let preview = preview::controller(cctx.clone());
+    let preview = preview::controller(cctx.clone(), repository.store());
     let gate = policygate::controller(cctx.clone());
     let health = healthcheck::controller(cctx.clone());
     let plugin = plugin::controller(cctx.clone());
@@ -361,7 +371,9 @@ pub fn primary_controller<K: PullwardenKind>(
         .predicate_filter(
             predicates::generation::<DeserializeGuard<K>>
                 .combine(predicates::annotations::<DeserializeGuard<K>>)
-                .combine(predicates::labels::<DeserializeGuard<K>>),
+                .combine(predicates::labels::<DeserializeGuard<K>>)
+                // kube-runtime's `finalizer()` waits for the event of its own finalizer patch.
+                .combine(predicates::finalizers::<DeserializeGuard<K>>),
             Default::default(),
         );
     kube::runtime::Controller::for_stream(stream, reader)

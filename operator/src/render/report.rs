@@ -44,6 +44,8 @@ pub enum ReportState {
     Refused,
     /// Deleted after `template.ttl` without a push.
     Expired,
+    /// Scaled to zero after `template.sleepAfter`; the comment says how to wake it.
+    Sleeping,
     /// Torn down (pull request closed or merged, label removed, over the cap).
     Deleted,
 }
@@ -59,6 +61,7 @@ impl ReportState {
             ReportState::Failed => "failed",
             ReportState::Refused => "refused",
             ReportState::Expired => "expired",
+            ReportState::Sleeping => "sleeping",
             ReportState::Deleted => "deleted",
         }
     }
@@ -72,6 +75,7 @@ impl ReportState {
             ReportState::Failed => "❌",
             ReportState::Refused => "⛔",
             ReportState::Expired => "⌛",
+            ReportState::Sleeping => "💤",
             ReportState::Deleted => "🗑️",
         }
     }
@@ -267,6 +271,7 @@ pub fn status_description(state: ReportState, detail: &str) -> String {
         ReportState::Failed => "Preview failed",
         ReportState::Refused => "Preview refused",
         ReportState::Expired => "Preview expired",
+        ReportState::Sleeping => "Preview sleeping",
         ReportState::Deleted => "Preview deleted",
     };
     let detail = one_line(detail);

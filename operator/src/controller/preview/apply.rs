@@ -142,6 +142,40 @@ pub async fn prune(client: &Client, stale: &[InventoryEntry]) -> Result<(), Erro
     Ok(())
 }
 
+/// The `ApiResource` of a workload kind whose readiness previews wait for.
+pub fn workload_resource(kind: &str) -> ApiResource {
+    gvk_resource("apps/v1", kind)
+        .map(|(ar, _)| ar)
+        .expect("apps/v1 workload kinds resolve")
+}
+
+/// Scales the inventory's Deployments and StatefulSets to zero replicas (a sleeping preview).
+/// The field manager is `pullwarden.dev/sleep`: the next apply of the revision (a wake-up or a
+/// push) forces the rendered replica counts back.
+pub async fn scale_to_zero(client: &Client, inventory: &[InventoryEntry]) -> Result<(), Error> {
+    let params = PatchParams::apply(&Context::field_manager("sleep")).force();
+    for entry in inventory {
+        if !matches!(entry.kind.as_str(), "Deployment" | "StatefulSet") {
+            continue;
+        }
+        let Some(ns) = entry.namespace.as_deref() else {
+            continue;
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), ns, &workload_resource(&entry.kind));
+        let patch = serde_json::json!({
+            "apiVersion": entry.api_version, "kind": entry.kind,
+            "metadata": {"name": entry.name}, "spec": {"replicas": 0}
+        });
+        match api.patch(&entry.name, &params, &Patch::Apply(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
 /// What still blocks readiness (empty: every workload is available).
 pub async fn not_ready_workloads(
     client: &Client,

@@ -8,17 +8,9 @@
 //! a pending commit status on the new head and the sticky comment, which tell a maintainer how
 //! to approve it.
 
-use super::{Progress, Reporter, Target, short};
-use crate::api::{self, Outcome, PreviewEnvironment, PreviewPhase, Repository};
-use crate::context::Context;
-use crate::controller::publish;
+use super::plan::short;
+use crate::api::{self, PreviewEnvironmentStatus, PreviewPhase, Repository};
 use crate::controller::repository::approval::OK_TO_PREVIEW;
-use crate::error::Error;
-use crate::forge::Forge;
-use crate::render::ReportState;
-use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use std::time::Duration;
 
 /// What the preview says while `pending` waits. `deployed`: the approved revision still
 /// running, with its URL.
@@ -40,21 +32,13 @@ pub fn waiting_message(
     )
 }
 
-/// Reports `pending` as waiting for approval and leaves the deployment alone. Requeues after
-/// `recheck` so a TTL still expires the approved deployment.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn wait(
-    ctx: &Context,
-    forge: &dyn Forge,
-    pe: &PreviewEnvironment,
+/// What a preview says while its fork's head `pending` waits for approval (the trust label
+/// comes from the Repository's pull-request selector).
+pub(super) fn message(
     repo: &Repository,
-    mut progress: Progress<'_>,
-    target: &Target,
-    preview_ns: &str,
+    status: &PreviewEnvironmentStatus,
     pending: &str,
-    recheck: Duration,
-) -> Result<Action, Error> {
-    let status = &progress.status;
+) -> String {
     let deployed = status
         .deployed_sha
         .as_deref()
@@ -66,72 +50,5 @@ pub(super) async fn wait(
         .as_ref()
         .map(|p| p.trust_label.clone())
         .unwrap_or_else(|| api::PullRequestSelector::default().trust_label);
-    let message = waiting_message(pending, deployed, &trust_label);
-    let first = !super::writeback::already_reported(
-        progress.status.reported.as_ref(),
-        pending,
-        super::writeback::WriteState::Pending,
-    );
-    Reporter::new(
-        forge,
-        pe,
-        pending,
-        &target.branch,
-        preview_ns,
-        target.number,
-    )
-    .say(
-        &mut progress.status.reported,
-        ReportState::WaitingForApproval,
-        &message,
-        None,
-        &[],
-    )
-    .await?;
-    progress.set(
-        PreviewPhase::WaitingForApproval,
-        Outcome::progressing("WaitingForApproval", message.clone()),
-        None,
-        message.clone(),
-    );
-    // Waiting on a person, not working: kstatus must not read it as in progress.
-    api::remove_condition(&mut progress.status.common.conditions, api::RECONCILING);
-    if first {
-        publish(
-            ctx,
-            pe,
-            EventType::Normal,
-            "WaitingForApproval",
-            "Deploy",
-            &message,
-        )
-        .await;
-    }
-    progress.write(ctx).await?;
-    Ok(Action::requeue(recheck))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controller::repository::approval::{Command, find_command};
-
-    #[test]
-    fn the_message_says_what_runs_and_how_to_approve() {
-        let (a, b) = ("a".repeat(40), "b".repeat(40));
-        let m = waiting_message(
-            &b,
-            Some((&a, Some("https://pr-1.example"))),
-            "ok-to-preview",
-        );
-        assert!(
-            m.starts_with("new head bbbbbbb from the fork is not deployed"),
-            "{m}"
-        );
-        assert!(m.contains("aaaaaaa (approved) stays deployed at https://pr-1.example."));
-        assert!(m.contains("remove and add the label ok-to-preview again"));
-        assert!(waiting_message(&b, None, "x").contains("Nothing is deployed."));
-        // Pullwarden's own comment never reads as an approval.
-        assert_eq!(find_command(&m), Command::Absent);
-    }
+    waiting_message(pending, deployed, &trust_label)
 }

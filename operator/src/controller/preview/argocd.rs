@@ -391,6 +391,15 @@ pub async fn ensure(
     apply(ctx, plan).await
 }
 
+/// Reads the Application's state without writing anything (a deploying or Ready preview).
+pub async fn observe(ctx: &Context, preview_namespace: &str, sha: &str) -> Result<AppState, Error> {
+    let name = application_name(preview_namespace);
+    Ok(match read(ctx, ArgoKind::Application, &name).await? {
+        Some(app) => app_state(&serde_json::to_value(&app).unwrap_or_default(), sha),
+        None => AppState::Progressing(format!("Argo CD: Application {name} is missing")),
+    })
+}
+
 fn not_installed(kind: ArgoKind, namespace: &str, message: &str) -> Error {
     Error::InvalidSpec(format!(
         "delivery argocd: the Argo CD {} API is not installed (or namespace {namespace} from --argocd-namespace is missing): {message}",

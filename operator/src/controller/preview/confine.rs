@@ -309,6 +309,25 @@ pub fn confinement_manifests(
 
 /// Creates or updates the namespace and its confinement. Refuses a namespace that exists and is
 /// not owned by this preview (someone else's namespace is never adopted, let alone deleted).
+/// A fingerprint of everything [`ensure`] writes for `namespace` (the namespace object and the
+/// confinement manifests): equal fingerprints mean an `ensure` would change nothing.
+pub fn fingerprint(
+    pe: &PreviewEnvironment,
+    namespace: &str,
+    host: Option<&str>,
+    settings: &PreviewSettings,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    namespace_manifest(namespace, pe, host)
+        .to_string()
+        .hash(&mut hasher);
+    for manifest in confinement_manifests(namespace, pe.spec.template.quota.as_ref(), settings) {
+        manifest.to_string().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
 pub async fn ensure(
     ctx: &Context,
     pe: &PreviewEnvironment,

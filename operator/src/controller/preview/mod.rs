@@ -1,70 +1,265 @@
 //! The PreviewEnvironment controller: one confined preview of one pull request (or branch).
 //!
-//! Pipeline per reconcile:
-//! 1. deletion → teardown behind the finalizer `pullwarden.dev/preview-teardown`: delete the
-//!    namespace (only if its ownership labels say it is ours), delete the Argo CD Application,
-//!    mark the forge deployment inactive, update the sticky comment;
-//! 2. dereference — the Repository, its credentials, the forge client; resolve the pull request
-//!    (title, author, branches, head) or the branch head;
-//! 3. TTL — past `ttl` without a push (and without `keepLabel`): tear down, phase `Expired`;
-//!    a fork's unapproved newer head (`spec.unapprovedHeadSha`): phase `WaitingForApproval`,
-//!    said on the PR, nothing new deployed ([`approval`]);
-//! 4. `waitFor.checks` — phase `WaitingForChecks` until the head SHA's named checks succeeded;
-//! 5. build (pure, [`crate::render`]) — fetch the template directory at the head SHA, render
-//!    the parameters, enforce the safety rules; a refusal applies nothing;
-//! 6. apply — namespace + confinement ([`confine`]), then the objects with server-side apply
-//!    while impersonating the synthetic preview identity ([`apply`]); prune what the previous
-//!    revision had and this one has not; or, for `delivery: argocd`, the restricted AppProject
-//!    and the Application ([`argocd`]);
-//! 7. wait — Deployments/StatefulSets available (phase `Deploying` → `Ready`);
-//! 8. write-back ([`writeback`]) — commit status, deployment with `environment_url`, one sticky
-//!    comment — at most once per (SHA, state).
+//! A short driver over a pure plan ([`plan`]):
+//! 1. finalizer — kube-runtime's `finalizer()` with `pullwarden.dev/preview-teardown`; deletion
+//!    goes to [`teardown`] (namespace, Argo CD objects, forge deployment inactive, comment);
+//! 2. dereference — the Repository from the Repository controller's reflector store (no live
+//!    GET); credentials and the forge client only once a step needs the forge;
+//! 3. plan → act, in a loop: [`plan::plan`] either asks for one fact ([`plan::Need`]: the pull
+//!    request, the head's checks, the workloads' readiness) or names a step; `Deploy` renders
+//!    ([`crate::render`]), confines the namespace ([`confine`], once per namespace and
+//!    confinement) and applies by impersonation ([`apply`]) or through Argo CD ([`argocd`]),
+//!    once per revision (head SHA × generation);
+//! 4. write-back ([`writeback`]) — at most one per (SHA, state); a failure is recorded in the
+//!    `Reported` condition and retried, never blocking the deployment;
+//! 5. one status write on every path, also on error (the progress of a failed reconcile is kept).
+//!
+//! Triggers: the object itself (generation, annotations, labels, finalizers), the preview
+//! namespaces' Deployments and StatefulSets (a metadata watch by the `pullwarden.dev/preview`
+//! label, mapped to their preview by namespace — readiness changes arrive as events, no polling),
+//! and finished checks on a preview's head ([`crate::context::HeadEvent`]). Time-based steps
+//! (TTL expiry, sleep) requeue at their deadline; transient failures back off per object.
 
 pub mod apply;
 mod approval;
 pub mod argocd;
 pub mod confine;
+pub mod plan;
+mod teardown;
 pub mod writeback;
 
-use super::{
-    ControllerContext, KindController, primary_controller, publish, reconcile_guarded, refs, status,
-};
+use super::backoff::BackoffTracker;
+use super::{ControllerContext, KindController, primary_controller, publish, refs, status};
 use crate::api::{
-    self, ConditionStatus, Delivery, InventoryEntry, Outcome, PreviewEnvironment,
-    PreviewEnvironmentStatus, PreviewPhase, ReportedState,
+    self, ConditionStatus, Delivery, Outcome, PreviewEnvironment, PreviewEnvironmentStatus,
+    PreviewPhase, Repository,
 };
 use crate::context::Context;
 use crate::error::Error;
-use crate::forge::{CheckState, Forge, PullRequestState};
+use crate::forge::{CheckResult, Forge, PullRequestState};
 use crate::render::{self, ParamsInput, PreviewParams, PreviewSource, RenderError, ReportState};
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
-use serde_json::json;
-use std::sync::Arc;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::watcher;
+use kube::runtime::{WatchStreamExt, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use plan::{Facts, Failure, Need, Retry, Step, TargetFacts, short};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tracing::info;
-use writeback::{Report, WriteState};
+use writeback::{Reporter, Say};
 
 /// Finalizer guarding the teardown of state outside the object (namespace, forge deployment).
 pub const FINALIZER: &str = "pullwarden.dev/preview-teardown";
-/// Give up on workloads that are not available after this long.
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(600);
-/// How often a deploying preview is re-checked.
-const DEPLOY_POLL: Duration = Duration::from_secs(1);
-/// How often a Ready preview is re-verified.
-const READY_RECHECK: Duration = Duration::from_secs(60);
+/// Safety net while workloads roll out (their watch events normally come first).
+const DEPLOYING_RECHECK: Duration = Duration::from_secs(30);
+/// Argo CD Applications are not watched: a deploying one is re-read this often.
+const ARGOCD_RECHECK: Duration = Duration::from_secs(5);
+/// Safety net for a Ready preview (workload changes arrive as watch events).
+const READY_RECHECK: Duration = Duration::from_secs(600);
+/// While waiting for checks (a finished check on the head triggers at once).
+const CHECKS_RECHECK: Duration = Duration::from_secs(15);
+/// A failed write-back is retried after this long.
+const WRITEBACK_RETRY: Duration = Duration::from_secs(20);
 
-pub fn controller(cctx: Arc<ControllerContext>) -> KindController<PreviewEnvironment> {
-    KindController::new(
-        primary_controller::<PreviewEnvironment>(&cctx.ctx),
-        |obj, cctx| Box::pin(reconcile_guarded(obj, cctx, reconcile)),
-    )
+/// What the preview controller keeps between reconciles (all of it can be lost on a restart).
+#[derive(Default)]
+pub struct Shared {
+    repositories: OnceLock<Store<DeserializeGuard<Repository>>>,
+    previews: OnceLock<Store<DeserializeGuard<PreviewEnvironment>>>,
+    /// One impersonated client per preview (its TLS connection pool is reused).
+    clients: Mutex<HashMap<String, Client>>,
+    /// Namespace → the confinement applied to it by this process (a hash of its manifests).
+    confined: Mutex<HashMap<String, u64>>,
+    /// Back-off of transient preview failures (checks failed, deploy timed out).
+    retries: BackoffTracker,
+    /// Preview namespace → its preview, registered before anything is applied there, so the
+    /// first workload events are mapped even before the status naming the namespace is written.
+    by_namespace: Mutex<HashMap<String, PreviewRef>>,
+    /// The status this process last wrote per preview (by UID). The reflector store can lag
+    /// behind our own write; a reconcile starting from the stale copy would write back or apply
+    /// a second time. Only the leader writes preview status, so its own last write is the
+    /// newest (a process that was not leader starts empty).
+    written: Mutex<HashMap<String, PreviewEnvironmentStatus>>,
 }
 
-/// What a preview deploys: the pull request or branch at a SHA.
+type PreviewRef = ObjectRef<DeserializeGuard<PreviewEnvironment>>;
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn client(&self, ctx: &Context, pe: &PreviewEnvironment) -> Result<Client, Error> {
+        let identity = confine::owner_label_value(pe);
+        let mut clients = self.clients.lock().expect("clients lock");
+        if let Some(client) = clients.get(&identity) {
+            return Ok(client.clone());
+        }
+        let client = apply::impersonated_client(ctx, &identity)?;
+        clients.insert(identity, client.clone());
+        Ok(client)
+    }
+
+    /// The newest status of `pe` this process knows: its own last write, else the object's.
+    fn status_of(&self, pe: &PreviewEnvironment) -> PreviewEnvironmentStatus {
+        pe.uid()
+            .and_then(|uid| {
+                self.written
+                    .lock()
+                    .expect("written lock")
+                    .get(&uid)
+                    .cloned()
+            })
+            .or_else(|| pe.status.clone())
+            .unwrap_or_default()
+    }
+
+    /// A torn-down namespace: confine it again if it comes back.
+    fn forget_namespace(&self, namespace: &str) {
+        self.confined
+            .lock()
+            .expect("confined lock")
+            .remove(namespace);
+        self.by_namespace
+            .lock()
+            .expect("namespaces lock")
+            .remove(namespace);
+    }
+
+    /// A deleted preview: nothing of it is kept.
+    fn forget(&self, pe: &PreviewEnvironment, namespace: Option<&str>) {
+        let identity = confine::owner_label_value(pe);
+        self.clients.lock().expect("clients lock").remove(&identity);
+        if let Some(ns) = namespace {
+            self.forget_namespace(ns);
+        }
+        if let Some(uid) = pe.uid() {
+            self.written.lock().expect("written lock").remove(&uid);
+        }
+        self.retries.reset(&super::object_key(pe));
+    }
+}
+
+pub fn controller(
+    cctx: Arc<ControllerContext>,
+    repositories: Store<DeserializeGuard<Repository>>,
+) -> KindController<PreviewEnvironment> {
+    let ctx = &cctx.ctx;
+    let mut controller = primary_controller::<PreviewEnvironment>(ctx);
+    let previews = controller.store();
+    let _ = cctx.previews.repositories.set(repositories);
+    let _ = cctx.previews.previews.set(previews.clone());
+
+    // Workloads of preview namespaces: metadata only (a status change bumps resourceVersion),
+    // selected by the label every rendered object carries, mapped by namespace.
+    for resource in [
+        apply::workload_resource("Deployment"),
+        apply::workload_resource("StatefulSet"),
+    ] {
+        let api: Api<kube::core::PartialObjectMeta<kube::api::DynamicObject>> =
+            Api::all_with(ctx.client.clone(), &resource);
+        let config = kube::runtime::watcher::Config::default().labels(render::PREVIEW_LABEL);
+        let store = previews.clone();
+        let shared = cctx.clone();
+        let triggers = watcher(api, config)
+            .default_backoff()
+            .touched_objects()
+            .filter_map(|obj| futures::future::ready(obj.ok()))
+            .flat_map(move |meta| {
+                let ns = meta.metadata.namespace.unwrap_or_default();
+                let known = shared
+                    .previews
+                    .by_namespace
+                    .lock()
+                    .expect("namespaces lock")
+                    .get(&ns)
+                    .cloned();
+                futures::stream::iter(match known {
+                    Some(preview) => vec![preview],
+                    None => previews_in_namespace(&store, &ns),
+                })
+            });
+        controller = controller.reconcile_on(triggers);
+    }
+    if let Some(mut rx) = ctx.triggers.take_head_receiver() {
+        let store = previews.clone();
+        let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+            .flat_map(move |event| futures::stream::iter(previews_with_head(&store, &event)));
+        controller = controller.reconcile_on(events);
+    }
+    KindController::new(controller, |obj, cctx| {
+        Box::pin(super::reconcile_guarded(obj, cctx, reconcile))
+    })
+}
+
+/// The previews whose namespace is `namespace` (a workload event there concerns them).
+fn previews_in_namespace(
+    store: &Store<DeserializeGuard<PreviewEnvironment>>,
+    namespace: &str,
+) -> Vec<PreviewRef> {
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|pe| pe.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(namespace))
+        .map(|pe| ObjectRef::new(&pe.name_any()).within(&pe.namespace().unwrap_or_default()))
+        .collect()
+}
+
+/// The previews of `event.repository` whose head is `event.sha` (a finished check concerns
+/// their `waitFor`).
+fn previews_with_head(
+    store: &Store<DeserializeGuard<PreviewEnvironment>>,
+    event: &crate::context::HeadEvent,
+) -> Vec<ObjectRef<DeserializeGuard<PreviewEnvironment>>> {
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|pe| {
+            pe.namespace().as_deref() == Some(event.namespace.as_str())
+                && pe.spec.repository_ref.name == event.repository
+                && (pe.spec.head_sha.as_deref() == Some(event.sha.as_str())
+                    || pe
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.observed_head_sha.as_deref())
+                        == Some(event.sha.as_str()))
+        })
+        .map(|pe| ObjectRef::new(&pe.name_any()).within(&pe.namespace().unwrap_or_default()))
+        .collect()
+}
+
+async fn reconcile(
+    pe: Arc<PreviewEnvironment>,
+    cctx: Arc<ControllerContext>,
+) -> Result<Action, Error> {
+    let api: Api<PreviewEnvironment> =
+        Api::namespaced(cctx.ctx.client.clone(), &pe.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, pe, |event| async {
+        match event {
+            finalizer::Event::Apply(pe) => Run::new(&cctx, &pe).drive_and_record().await,
+            finalizer::Event::Cleanup(pe) => teardown::cleanup(&cctx, &pe).await,
+        }
+    })
+    .await;
+    result.map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => e.into(),
+        other => Error::Internal(other.to_string()),
+    })
+}
+
+/// What a deploy needs to know about the pull request (or branch).
 #[derive(Clone, Debug)]
 pub struct Target {
     pub number: Option<u64>,
@@ -77,10 +272,35 @@ pub struct Target {
     pub open: bool,
 }
 
+impl Target {
+    fn facts(&self) -> TargetFacts {
+        TargetFacts {
+            open: self.open,
+            labels: self.labels.clone(),
+        }
+    }
+
+    fn source(&self) -> PreviewSource<'_> {
+        match self.number {
+            Some(number) => PreviewSource::PullRequest {
+                number,
+                title: &self.title,
+                author: &self.author,
+                head_ref: &self.branch,
+                base_ref: &self.target_branch,
+            },
+            None => PreviewSource::Branch {
+                name: &self.branch,
+                target_branch: &self.target_branch,
+            },
+        }
+    }
+}
+
 async fn resolve_target(forge: &dyn Forge, pe: &PreviewEnvironment) -> Result<Target, Error> {
     if let Some(number) = pe.spec.pull_request {
         let pr = forge.get_pull_request(number).await?;
-        Ok(Target {
+        return Ok(Target {
             number: Some(number),
             head_sha: pe.spec.head_sha.clone().unwrap_or(pr.head_sha),
             branch: pr.head_ref,
@@ -89,553 +309,887 @@ async fn resolve_target(forge: &dyn Forge, pe: &PreviewEnvironment) -> Result<Ta
             author: pr.author,
             labels: pr.labels,
             open: pr.state == PullRequestState::Open,
-        })
-    } else {
-        let branch = pe.spec.branch.clone().unwrap_or_default();
-        let default_branch = forge.default_branch().await?;
-        let head = match &pe.spec.head_sha {
-            Some(sha) => sha.clone(),
-            None => forge
-                .list_branches()
-                .await?
-                .into_iter()
-                .find(|b| b.name == branch)
-                .map(|b| b.sha)
-                .ok_or_else(|| {
-                    Error::InvalidSpec(format!(
-                        "branch {branch:?} does not exist in the repository"
-                    ))
-                })?,
-        };
-        Ok(Target {
-            number: None,
-            head_sha: head,
-            branch,
-            target_branch: default_branch,
-            title: String::new(),
-            author: String::new(),
-            labels: Vec::new(),
-            open: true,
-        })
+        });
     }
+    let branch = pe.spec.branch.clone().unwrap_or_default();
+    let default_branch = forge.default_branch().await?;
+    let head = match &pe.spec.head_sha {
+        Some(sha) => sha.clone(),
+        None => forge
+            .list_branches()
+            .await?
+            .into_iter()
+            .find(|b| b.name == branch)
+            .map(|b| b.sha)
+            .ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "branch {branch:?} does not exist in the repository"
+                ))
+            })?,
+    };
+    Ok(Target {
+        number: None,
+        head_sha: head,
+        branch,
+        target_branch: default_branch,
+        title: String::new(),
+        author: String::new(),
+        labels: Vec::new(),
+        open: true,
+    })
 }
 
-/// The state of the status being built during one reconcile.
-struct Progress<'a> {
+/// One reconcile of one preview: the status being built and what was read so far.
+struct Run<'a> {
+    cctx: &'a ControllerContext,
+    ctx: &'a Context,
     pe: &'a PreviewEnvironment,
     status: PreviewEnvironmentStatus,
+    /// The Repository and its forge client, read once a step needs them.
+    repo: Option<Arc<Repository>>,
+    forge: Option<Arc<dyn Forge>>,
+    target: Option<Target>,
+    checks: Option<Vec<CheckResult>>,
+    not_ready: Option<Vec<String>>,
+    /// Why the render or the apply refused the manifests (the comment lists every problem).
+    refused: Option<RenderError>,
+    /// Set when the write-back failed: retry soon.
+    writeback_failed: bool,
 }
 
-impl<'a> Progress<'a> {
-    fn new(pe: &'a PreviewEnvironment) -> Self {
-        Progress {
+impl<'a> Run<'a> {
+    fn new(cctx: &'a ControllerContext, pe: &'a PreviewEnvironment) -> Self {
+        Run {
+            cctx,
+            ctx: &cctx.ctx,
             pe,
-            status: pe.status.clone().unwrap_or_default(),
+            status: cctx.previews.status_of(pe),
+            repo: None,
+            forge: None,
+            target: None,
+            checks: None,
+            not_ready: None,
+            refused: None,
+            writeback_failed: false,
         }
     }
 
-    fn set(
-        &mut self,
-        phase: PreviewPhase,
-        outcome: Outcome,
-        deployed: Option<(ConditionStatus, &str, String)>,
-        message: String,
-    ) {
-        let now = jiff::Timestamp::now();
-        self.status.phase = phase;
-        self.status.message = Some(message);
-        self.status.common = status::common_status(self.pe, &outcome);
-        if let Some((st, reason, msg)) = deployed {
-            api::set_condition(
-                &mut self.status.common.conditions,
-                api::DEPLOYED,
-                st,
-                reason,
-                msg,
-                self.pe.meta().generation,
-                now,
-            );
-        }
+    fn key(&self) -> String {
+        super::object_key(self.pe)
     }
 
-    async fn write(self, ctx: &Context) -> Result<(), Error> {
-        status::apply_status(ctx, self.pe, "preview", &self.status).await?;
-        ctx.metrics.set_preview_phase(
-            &super::object_key(self.pe),
-            Some(self.status.phase.as_str()),
-        );
+    /// Drives the preview and writes its status once, on every path.
+    async fn drive_and_record(mut self) -> Result<Action, Error> {
+        let result = self.drive().await;
+        if let Err(err) = &result {
+            let outcome = if err.is_stalled() {
+                Outcome::stalled(err.category(), err.to_string())
+            } else {
+                Outcome::progressing(err.category(), err.to_string())
+            };
+            self.status.common = status::common_status(self.pe, &outcome);
+        }
+        let written = self.write_status().await;
+        let mut requeue = result?;
+        written?;
+        if self.writeback_failed {
+            requeue = Some(requeue.map_or(WRITEBACK_RETRY, |d| d.min(WRITEBACK_RETRY)));
+        }
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    async fn write_status(&self) -> Result<(), Error> {
+        // Compared with what we wrote last (the store may not have caught up with it).
+        let mut current = self.pe.clone();
+        current.status = Some(self.cctx.previews.status_of(self.pe));
+        status::apply_status(self.ctx, &current, "preview", &self.status).await?;
+        if let Some(uid) = self.pe.uid() {
+            self.cctx
+                .previews
+                .written
+                .lock()
+                .expect("written lock")
+                .insert(uid, self.status.clone());
+        }
+        self.ctx
+            .metrics
+            .set_preview_phase(&self.key(), Some(self.status.phase.as_str()));
         Ok(())
     }
-}
 
-async fn reconcile(
-    pe: Arc<PreviewEnvironment>,
-    cctx: Arc<ControllerContext>,
-) -> Result<Action, Error> {
-    let ctx = &cctx.ctx;
-    let namespace = pe.namespace().unwrap_or_default();
-    let api: Api<PreviewEnvironment> = Api::namespaced(ctx.client.clone(), &namespace);
-
-    if pe.metadata.deletion_timestamp.is_some() {
-        return cleanup(ctx, &api, &pe).await;
-    }
-    if !pe.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = pe.finalizers().to_vec();
-        finalizers.push(FINALIZER.into());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pe.resource_version()}});
-        api.patch(
-            &pe.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    }
-
-    // Validate and dereference.
-    super::repository::previews::validate_template(&pe.spec.template)
-        .map_err(Error::InvalidSpec)?;
-    let repo = refs::repository(ctx, &namespace, &pe.spec.repository_ref.name).await?;
-    let coords = refs::coordinates(&repo.spec, &ctx.config.settings.network)?;
-    let (creds, ca) = refs::credentials(ctx, &repo).await?;
-    // The tenant's own git cache: a tree another namespace or credential fetched is never
-    // served without this credential fetching it.
-    let cache_scope = crate::git::CacheScope::new(&namespace, &creds);
-    let forge = ctx
-        .forges
-        .client(refs::forge_kind(&repo.spec), &coords, creds, ca.clone())?;
-    let mut progress = Progress::new(&pe);
-
-    if pe.spec.suspend {
-        let message =
-            "spec.suspend is true: the current deployment stays, new revisions are not deployed"
-                .to_string();
-        let phase = progress.status.phase;
-        progress.set(
-            phase,
-            Outcome::progressing("Suspended", message.clone()),
-            None,
-            message,
-        );
-        api::remove_condition(&mut progress.status.common.conditions, api::RECONCILING);
-        progress.write(ctx).await?;
-        return Ok(Action::await_change());
+    fn repository(&mut self) -> Result<Arc<Repository>, Error> {
+        if let Some(repo) = &self.repo {
+            return Ok(repo.clone());
+        }
+        let namespace = self.pe.namespace().unwrap_or_default();
+        let name = &self.pe.spec.repository_ref.name;
+        let store = self
+            .cctx
+            .previews
+            .repositories
+            .get()
+            .ok_or_else(|| Error::Internal("the Repository store is not set up".into()))?;
+        let found = store
+            .get(&ObjectRef::new(name).within(&namespace))
+            .and_then(|g| g.0.as_ref().ok().cloned());
+        let repo = match found {
+            Some(repo) => Arc::new(repo),
+            // Before the Repository watch has synced, absence means nothing yet.
+            None if !self.ctx.watch_synced.all_synced() => {
+                return Err(Error::Internal(
+                    "waiting for the Repository watch to sync".into(),
+                ));
+            }
+            None => {
+                return Err(Error::ReferenceNotFound {
+                    kind: "Repository",
+                    namespace,
+                    name: name.clone(),
+                });
+            }
+        };
+        self.repo = Some(repo.clone());
+        Ok(repo)
     }
 
-    let target = resolve_target(forge.as_ref(), &pe).await?;
-    tracing::debug!(preview = %pe.name_any(), sha = %target.head_sha, "target resolved");
-    let now = jiff::Timestamp::now();
-    let head_changed =
-        progress.status.observed_head_sha.as_deref() != Some(target.head_sha.as_str());
-    if head_changed {
-        progress.status.observed_head_sha = Some(target.head_sha.clone());
-        progress.status.last_push_time = Some(Time(now));
-        progress.status.deploy_start_time = Some(Time(now));
-    }
-    let source = match target.number {
-        Some(number) => PreviewSource::PullRequest {
-            number,
-            title: &target.title,
-            author: &target.author,
-            head_ref: &target.branch,
-            base_ref: &target.target_branch,
-        },
-        None => PreviewSource::Branch {
-            name: &target.branch,
-            target_branch: &target.target_branch,
-        },
-    };
-    let namespace_prefix = ctx
-        .config
-        .settings
-        .previews
-        .namespace_prefix
-        .replace("{{tenant}}", &namespace);
-    let params = PreviewParams::build_in(
-        &ParamsInput {
-            source,
-            head_sha: &target.head_sha,
-            owner: &coords.owner,
-            repo: &coords.name,
-            template: &pe.spec.template,
-        },
-        &namespace_prefix,
-    )
-    .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    let preview_ns = params.namespace.clone();
-    confine::check_namespace_name(&preview_ns, &namespace, &ctx.config.settings.previews)
-        .map_err(Error::InvalidSpec)?;
-    progress.status.namespace = Some(preview_ns.clone());
-    let identity = confine::owner_label_value(&pe);
-    let host = (!params.host.is_empty()).then_some(params.host.as_str());
-    let reporter = Reporter::new(
-        forge.as_ref(),
-        &pe,
-        &target.head_sha,
-        &target.branch,
-        &preview_ns,
-        target.number,
-    );
-
-    // A hand-made preview of a closed pull request is not deployed.
-    if !target.open {
-        let message = "the pull request is closed; nothing is deployed".to_string();
-        progress.set(
-            PreviewPhase::Failed,
-            Outcome::stalled("PullRequestClosed", message.clone()),
-            None,
-            message,
-        );
-        progress.write(ctx).await?;
-        return Ok(Action::await_change());
+    async fn forge(&mut self) -> Result<Arc<dyn Forge>, Error> {
+        if let Some(forge) = &self.forge {
+            return Ok(forge.clone());
+        }
+        let repo = self.repository()?;
+        let coords = refs::coordinates(&repo.spec, &self.ctx.config.settings.network)?;
+        let (creds, ca) = refs::credentials(self.ctx, &repo).await?;
+        let forge = self
+            .ctx
+            .forges
+            .client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
+        self.forge = Some(forge.clone());
+        Ok(forge)
     }
 
-    // TTL. `recheck` is when a Ready preview is looked at again: every minute, or at its expiry
-    // if that comes sooner.
-    let mut recheck = READY_RECHECK;
-    if let Some(ttl) = &pe.spec.template.ttl {
-        let ttl = api::parse_duration("template.ttl", ttl).map_err(Error::InvalidSpec)?;
-        let since = progress
-            .status
-            .last_push_time
-            .as_ref()
-            .map(|t| t.0)
-            .unwrap_or(now);
-        let kept = target
-            .labels
+    async fn drive(&mut self) -> Result<Option<Duration>, Error> {
+        super::repository::previews::validate_template(&self.pe.spec.template)
+            .map_err(Error::InvalidSpec)?;
+        let now = jiff::Timestamp::now();
+        self.status.common.last_handled_reconcile_at = super::requested_at(self.pe)
+            .or_else(|| self.status.common.last_handled_reconcile_at.clone());
+        let wake = annotation(self.pe, api::WAKE_REQUESTED_AT);
+        let wake_requested = wake.is_some() && wake != self.status.last_handled_wake_at;
+        if wake_requested {
+            self.status.last_handled_wake_at = wake;
+            self.status.last_wake_time = Some(Time(now));
+        }
+        let head = match &self.pe.spec.head_sha {
+            Some(sha) => sha.clone(),
+            None => {
+                self.observe(Need::Target).await?;
+                self.target
+                    .as_ref()
+                    .map(|t| t.head_sha.clone())
+                    .unwrap_or_default()
+            }
+        };
+        plan::observe_head(&mut self.status, &head, now);
+        let within_cap = self.within_namespace_cap();
+
+        for _ in 0..8 {
+            let facts = Facts {
+                now,
+                head: &head,
+                target: self.target.as_ref().map(Target::facts),
+                checks: self.checks.as_deref(),
+                not_ready: self.not_ready.as_deref(),
+                within_cap,
+                wake_requested,
+            };
+            match plan::plan(self.pe, &self.status, &facts) {
+                Step::Observe(need) => self.observe(need).await?,
+                Step::Deploy => {
+                    if let Some(failure) = self.deploy(&head, now).await? {
+                        return self.finish(Step::Fail(failure), &head, now).await;
+                    }
+                }
+                step => return self.finish(step, &head, now).await,
+            }
+        }
+        Err(Error::Internal("the preview plan did not settle".into()))
+    }
+
+    async fn observe(&mut self, need: Need) -> Result<(), Error> {
+        match need {
+            Need::Target => {
+                let forge = self.forge().await?;
+                self.target = Some(resolve_target(forge.as_ref(), self.pe).await?);
+            }
+            Need::Checks => {
+                let forge = self.forge().await?;
+                let head = self.status.observed_head_sha.clone().unwrap_or_default();
+                self.checks = Some(forge.checks_for_sha(&head).await?);
+            }
+            Need::Workloads => {
+                let not_ready = match self.pe.spec.template.delivery {
+                    Delivery::Manifests => {
+                        let client = self.cctx.previews.client(self.ctx, self.pe)?;
+                        apply::not_ready_workloads(&client, &self.status.inventory).await?
+                    }
+                    Delivery::Argocd => {
+                        let ns = self.status.namespace.clone().unwrap_or_default();
+                        let head = self.status.applied_sha.clone().unwrap_or_default();
+                        match argocd::observe(self.ctx, &ns, &head).await? {
+                            argocd::AppState::Ready => Vec::new(),
+                            argocd::AppState::Progressing(m) | argocd::AppState::Failed(m) => {
+                                vec![m]
+                            }
+                        }
+                    }
+                };
+                tracing::debug!(preview = %self.pe.name_any(), ?not_ready, "workloads observed");
+                self.not_ready = Some(not_ready);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this preview is among the `--max-previews-per-namespace` oldest of its namespace
+    /// (from the reflector store: no list per reconcile). A preview that deployed once is never
+    /// displaced (the plan only asks for never-deployed ones).
+    fn within_namespace_cap(&self) -> bool {
+        let cap = self.ctx.config.settings.previews.max_previews_per_namespace;
+        let Some(store) = self.cctx.previews.previews.get() else {
+            return true;
+        };
+        let namespace = self.pe.namespace();
+        let ranked: Vec<(Option<jiff::Timestamp>, String)> = store
+            .state()
             .iter()
-            .any(|l| *l == pe.spec.template.keep_label);
-        let expires = since + jiff::SignedDuration::try_from(ttl).unwrap_or_default();
-        if !kept && now >= expires {
-            return expire(ctx, &reporter, &pe, progress).await;
-        }
-        if !kept {
-            let left: Duration = expires.duration_since(now).try_into().unwrap_or_default();
-            recheck = recheck.min(left + Duration::from_secs(1));
-        }
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|p| p.namespace() == namespace && p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                (
+                    p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    p.name_any(),
+                )
+            })
+            .collect();
+        within_namespace_cap(&ranked, &self.pe.name_any(), cap)
     }
 
-    // A fork's newer head without approval: report it, deploy nothing new (see `approval`).
-    if let Some(pending) = pe.spec.unapproved_head_sha.as_deref() {
-        let (f, r, t) = (forge.as_ref(), &repo, &target);
-        return approval::wait(ctx, f, &pe, r, progress, t, &preview_ns, pending, recheck).await;
+    /// Renders and applies the current revision. `Some(failure)`: refused, nothing applied.
+    async fn deploy(&mut self, head: &str, now: jiff::Timestamp) -> Result<Option<Failure>, Error> {
+        let repo = self.repository()?;
+        let coords = refs::coordinates(&repo.spec, &self.ctx.config.settings.network)?;
+        let target = self
+            .target
+            .clone()
+            .ok_or_else(|| Error::Internal("deploy without a resolved target".into()))?;
+        let tenant = self.pe.namespace().unwrap_or_default();
+        let settings = &self.ctx.config.settings.previews;
+        let prefix = settings.namespace_prefix.replace("{{tenant}}", &tenant);
+        let params = PreviewParams::build_in(
+            &ParamsInput {
+                source: target.source(),
+                head_sha: head,
+                owner: &coords.owner,
+                repo: &coords.name,
+                template: &self.pe.spec.template,
+            },
+            &prefix,
+        )
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let preview_ns = params.namespace.clone();
+        confine::check_namespace_name(&preview_ns, &tenant, settings)
+            .map_err(Error::InvalidSpec)?;
+        if self.status.applied_sha.as_deref() == Some(head) {
+            // A redeploy of the same head (new generation, wake, retry): its own clock.
+            self.status.deploy_start_time = Some(Time(now));
+        }
+        self.status.namespace = Some(preview_ns.clone());
+        self.status.url = params.url();
+        self.cctx
+            .previews
+            .by_namespace
+            .lock()
+            .expect("namespaces lock")
+            .insert(
+                preview_ns.clone(),
+                ObjectRef::new(&self.pe.name_any()).within(&tenant),
+            );
+        let host = (!params.host.is_empty()).then_some(params.host.as_str());
+        match self.pe.spec.template.delivery {
+            Delivery::Manifests => {
+                let forge = self.forge().await?;
+                let git_creds = forge.git_credentials().await?;
+                let (creds, ca) = refs::credentials(self.ctx, &repo).await?;
+                drop(creds);
+                let scope = crate::git::CacheScope::new(&tenant, &git_creds);
+                let files = self
+                    .ctx
+                    .git
+                    .fetch_tree_scoped(
+                        &scope,
+                        &coords.clone_url,
+                        head,
+                        &self.pe.spec.template.path,
+                        &git_creds,
+                        ca.as_deref(),
+                    )
+                    .await?;
+                let objects = match render::render(&files, &params, &self.pe.name_any(), settings) {
+                    Ok(objects) => objects,
+                    Err(err) => return Ok(Some(self.refuse(err))),
+                };
+                tracing::debug!(preview = %self.pe.name_any(), objects = objects.len(), "rendered");
+                self.confine(&preview_ns, host).await?;
+                let client = self.cctx.previews.client(self.ctx, self.pe)?;
+                if let Err(err) = apply::apply_objects(&client, &objects).await {
+                    return match err {
+                        Error::ManifestsRefused(msg) => {
+                            Ok(Some(self.refuse(RenderError::Applied(msg))))
+                        }
+                        other => Err(other),
+                    };
+                }
+                let inventory = render::inventory_entries(&objects);
+                let stale = render::prune_set(&self.status.inventory, &inventory);
+                apply::prune(&client, &stale).await?;
+                self.status.inventory_count = u32::try_from(inventory.len()).unwrap_or(u32::MAX);
+                self.status.inventory = inventory.into_iter().take(256).collect();
+            }
+            Delivery::Argocd => {
+                // Project and ownership refusals come before the preview namespace exists.
+                let plan =
+                    argocd::plan(self.ctx, self.pe, &preview_ns, &coords.clone_url, head).await?;
+                self.confine(&preview_ns, host).await?;
+                argocd::apply(self.ctx, plan).await?;
+            }
+        }
+        tracing::debug!(preview = %self.pe.name_any(), namespace = %preview_ns, "applied");
+        self.status.applied_sha = Some(head.to_owned());
+        self.status.applied_generation = self.pe.metadata.generation;
+        self.not_ready = None;
+        Ok(None)
     }
 
-    // Already deployed and ready: only re-verify.
-    let ready_for_head = progress.status.phase == PreviewPhase::Ready
-        && progress.status.deployed_sha.as_deref() == Some(target.head_sha.as_str())
-        && progress.status.common.observed_generation == pe.meta().generation;
+    /// Namespace + confinement, skipped when this process already applied the same
+    /// confinement to it; a fresh one waits until RBAC sees the preview identity's binding.
+    async fn confine(&self, namespace: &str, host: Option<&str>) -> Result<(), Error> {
+        let hash =
+            confine::fingerprint(self.pe, namespace, host, &self.ctx.config.settings.previews);
+        let known = self
+            .cctx
+            .previews
+            .confined
+            .lock()
+            .expect("confined lock")
+            .get(namespace)
+            == Some(&hash);
+        if known {
+            return Ok(());
+        }
+        confine::ensure(self.ctx, self.pe, namespace, host).await?;
+        if self.pe.spec.template.delivery == Delivery::Manifests {
+            let client = self.cctx.previews.client(self.ctx, self.pe)?;
+            apply::await_grant(&client, namespace).await?;
+        }
+        tracing::debug!(preview = %self.pe.name_any(), namespace, "namespace confined");
+        self.cctx
+            .previews
+            .confined
+            .lock()
+            .expect("confined lock")
+            .insert(namespace.to_owned(), hash);
+        Ok(())
+    }
 
-    // waitFor.checks.
-    if !ready_for_head && let Some(wait) = &pe.spec.template.wait_for {
-        let checks = forge.checks_for_sha(&target.head_sha).await?;
-        let mut waiting = Vec::new();
-        for required in &wait.checks {
-            match checks.iter().find(|c| &c.name == required).map(|c| c.state) {
-                Some(CheckState::Success) => {}
-                Some(CheckState::Failure | CheckState::Error) => {
-                    let message = format!(
-                        "required check {required} failed on {}",
-                        short(&target.head_sha)
-                    );
-                    return fail(
-                        ctx,
-                        &reporter,
-                        &pe,
-                        progress,
-                        "RequiredCheckFailed",
-                        message,
+    /// Acts on a final step: status, write-back, events, and when to look again.
+    async fn finish(
+        &mut self,
+        step: Step,
+        head: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Option<Duration>, Error> {
+        let pe = self.pe;
+        let deadline = plan::next_deadline(pe, &self.status, now);
+        let at_deadline = |fallback: Option<Duration>| match (deadline, fallback) {
+            (Some(d), Some(f)) => Some(d.min(f)),
+            (d, f) => d.or(f),
+        };
+        let namespace = self.status.namespace.clone().unwrap_or_default();
+        let action = match step {
+            Step::Observe(_) | Step::Deploy => {
+                return Err(Error::Internal("not a final step".into()));
+            }
+            Step::Suspended => {
+                let message = "spec.suspend is true: the current deployment stays, new revisions are not deployed";
+                self.set(
+                    self.status.phase,
+                    Outcome::progressing("Suspended", message),
+                    message,
+                );
+                api::remove_condition(&mut self.status.common.conditions, api::RECONCILING);
+                None
+            }
+            Step::Closed => {
+                let message = "the pull request is closed; nothing is deployed";
+                self.status.failure_reason = Some("PullRequestClosed".into());
+                self.set(
+                    PreviewPhase::Failed,
+                    Outcome::stalled("PullRequestClosed", message),
+                    message,
+                );
+                None
+            }
+            Step::Expire => {
+                teardown::children(self.ctx, pe, &namespace).await?;
+                self.cctx.previews.forget_namespace(&namespace);
+                let message = "expired: no push within the template's ttl; push to deploy again";
+                self.report(ReportState::Expired, head, message, None).await;
+                self.status.inventory.clear();
+                self.status.inventory_count = 0;
+                self.status.url = None;
+                self.status.applied_sha = None;
+                self.status.applied_generation = None;
+                self.set(
+                    PreviewPhase::Expired,
+                    Outcome::ready("Expired", message),
+                    message,
+                );
+                None
+            }
+            Step::StayExpired | Step::StaySleeping | Step::StayFailed => {
+                // Reported when entered (a failed write-back is retried: `say` skips what the
+                // pull request already shows); only the acknowledgements above may change.
+                let state = match step {
+                    Step::StayExpired => Some(ReportState::Expired),
+                    Step::StaySleeping => Some(ReportState::Sleeping),
+                    _ => None,
+                };
+                if let Some(state) = state {
+                    let message = self.status.message.clone().unwrap_or_default();
+                    let url = self.status.url.clone();
+                    self.report(state, head, &message, url.as_deref()).await;
+                }
+                self.status.common.observed_generation = pe.meta().generation;
+                None
+            }
+            Step::Sleep => {
+                let client = self.cctx.previews.client(self.ctx, pe)?;
+                apply::scale_to_zero(&client, &self.status.inventory).await?;
+                let message = format!(
+                    "asleep after {} without a push; push, or run `kubectl annotate previewenvironment -n {} {} {}=$(date +%s) --overwrite` to wake it",
+                    pe.spec
+                        .template
+                        .sleep_after
+                        .as_ref()
+                        .map(|d| d.to_string())
+                        .unwrap_or_default(),
+                    pe.namespace().unwrap_or_default(),
+                    pe.name_any(),
+                    api::WAKE_REQUESTED_AT,
+                );
+                let url = self.status.url.clone();
+                self.report(ReportState::Sleeping, head, &message, url.as_deref())
+                    .await;
+                self.set(
+                    PreviewPhase::Sleeping,
+                    Outcome::ready("Sleeping", message.clone()),
+                    &message,
+                );
+                self.healthy(ConditionStatus::Unknown, "Sleeping", "scaled to zero", now);
+                None
+            }
+            Step::WaitForApproval(pending) => {
+                let repo = self.repository()?;
+                let message = approval::message(&repo, &self.status, &pending);
+                let first = writeback::should_write(
+                    self.status.reported.as_ref(),
+                    &pending,
+                    ReportState::WaitingForApproval,
+                );
+                self.report(ReportState::WaitingForApproval, &pending, &message, None)
+                    .await;
+                self.set(
+                    PreviewPhase::WaitingForApproval,
+                    Outcome::progressing("WaitingForApproval", message.clone()),
+                    &message,
+                );
+                // Waiting on a person, not working: kstatus must not read it as in progress.
+                api::remove_condition(&mut self.status.common.conditions, api::RECONCILING);
+                if first {
+                    publish(
+                        self.ctx,
+                        pe,
+                        EventType::Normal,
+                        "WaitingForApproval",
+                        "Deploy",
+                        &message,
                     )
                     .await;
                 }
-                _ => waiting.push(required.clone()),
+                at_deadline(None)
             }
-        }
-        if !waiting.is_empty() {
-            if let Some(timeout) = &wait.timeout {
-                let timeout =
-                    api::parse_duration("waitFor.timeout", timeout).map_err(Error::InvalidSpec)?;
-                let started = progress
+            Step::WaitForChecks(waiting) => {
+                let message = format!(
+                    "waiting for checks {} on {}",
+                    waiting.join(", "),
+                    short(head)
+                );
+                self.report(ReportState::Waiting, head, &message, None)
+                    .await;
+                self.set(
+                    PreviewPhase::WaitingForChecks,
+                    Outcome::progressing("WaitingForChecks", message.clone()),
+                    &message,
+                );
+                at_deadline(Some(CHECKS_RECHECK))
+            }
+            Step::Fail(failure) => self.fail(failure, head).await,
+            Step::OverCap => {
+                let cap = self.ctx.config.settings.previews.max_previews_per_namespace;
+                let message = format!(
+                    "namespace {} already has {cap} older PreviewEnvironments, the operator's limit (--max-previews-per-namespace): this one is not deployed until older ones are deleted",
+                    pe.namespace().unwrap_or_default()
+                );
+                let first = self.status.failure_reason.as_deref() != Some("PreviewLimitReached");
+                self.status.failure_reason = Some("PreviewLimitReached".into());
+                self.set(
+                    PreviewPhase::Failed,
+                    Outcome::stalled("PreviewLimitReached", message.clone()),
+                    &message,
+                );
+                if first {
+                    publish(
+                        self.ctx,
+                        pe,
+                        EventType::Warning,
+                        "PreviewLimitReached",
+                        "Deploy",
+                        &message,
+                    )
+                    .await;
+                }
+                Some(Duration::from_secs(300))
+            }
+            Step::Deploying(waiting) => {
+                let message = format!("waiting for {}", waiting.join(", "));
+                let url = self.status.url.clone();
+                self.report(
+                    ReportState::Deploying,
+                    head,
+                    &format!("deploying {}", short(head)),
+                    url.as_deref(),
+                )
+                .await;
+                self.set(
+                    PreviewPhase::Deploying,
+                    Outcome::progressing("Deploying", message.clone()),
+                    &message,
+                );
+                self.deployed(head, now);
+                Some(match pe.spec.template.delivery {
+                    Delivery::Manifests => DEPLOYING_RECHECK,
+                    Delivery::Argocd => ARGOCD_RECHECK,
+                })
+            }
+            Step::BecameReady => {
+                let now = jiff::Timestamp::now();
+                let started = self
                     .status
                     .deploy_start_time
                     .as_ref()
                     .map(|t| t.0)
                     .unwrap_or(now);
-                if now >= started + jiff::SignedDuration::try_from(timeout).unwrap_or_default() {
-                    let message = format!(
-                        "checks {} did not succeed within {}",
-                        waiting.join(", "),
-                        wait.timeout
-                            .as_ref()
-                            .map(|t| t.to_string())
-                            .unwrap_or_default()
-                    );
-                    return fail(ctx, &reporter, &pe, progress, "ChecksTimedOut", message).await;
-                }
-            }
-            let message = format!(
-                "waiting for checks {} on {}",
-                waiting.join(", "),
-                short(&target.head_sha)
-            );
-            reporter
-                .say(
-                    &mut progress.status.reported,
-                    ReportState::Waiting,
+                let duration: Duration = now.duration_since(started).try_into().unwrap_or_default();
+                self.ctx
+                    .metrics
+                    .preview_time_to_ready
+                    .observe(duration.as_secs_f64());
+                self.status.deployed_sha = Some(head.to_owned());
+                self.status.ready_time = Some(Time(now));
+                self.status.last_deploy_duration = Some(format!("{:.1}s", duration.as_secs_f64()));
+                self.status.failure_reason = None;
+                let message = self.ready_message(head);
+                let url = self.status.url.clone();
+                self.report(ReportState::Ready, head, &message, url.as_deref())
+                    .await;
+                self.set(
+                    PreviewPhase::Ready,
+                    Outcome::ready("Deployed", message.clone()),
                     &message,
-                    None,
-                    &[],
+                );
+                self.deployed(head, now);
+                self.healthy(
+                    ConditionStatus::True,
+                    "WorkloadsAvailable",
+                    "every workload is available",
+                    now,
+                );
+                self.cctx.previews.retries.reset(&self.key());
+                info!(preview = %pe.name_any(), sha = %head, seconds = duration.as_secs_f64(), "preview ready");
+                publish(
+                    self.ctx,
+                    pe,
+                    EventType::Normal,
+                    "PreviewReady",
+                    "Deploy",
+                    &message,
                 )
-                .await?;
-            progress.set(
-                PreviewPhase::WaitingForChecks,
-                Outcome::progressing("WaitingForChecks", message.clone()),
-                None,
-                message,
-            );
-            progress.write(ctx).await?;
-            return Ok(Action::requeue(Duration::from_secs(15)));
-        }
-    }
-
-    if ready_for_head {
-        let still = match pe.spec.template.delivery {
-            Delivery::Manifests => {
-                let client = apply::impersonated_client(ctx, &identity)?;
-                apply::not_ready_workloads(&client, &progress.status.inventory).await?
+                .await;
+                at_deadline(Some(READY_RECHECK))
             }
-            Delivery::Argocd => {
-                match argocd::ensure(ctx, &pe, &preview_ns, &coords.clone_url, &target.head_sha)
-                    .await?
-                {
-                    argocd::AppState::Ready => Vec::new(),
-                    argocd::AppState::Progressing(m) | argocd::AppState::Failed(m) => vec![m],
-                }
+            Step::StayReady => {
+                let message = self.ready_message(head);
+                let url = self.status.url.clone();
+                self.report(ReportState::Ready, head, &message, url.as_deref())
+                    .await;
+                self.set(
+                    PreviewPhase::Ready,
+                    Outcome::ready("Deployed", message.clone()),
+                    &message,
+                );
+                self.healthy(
+                    ConditionStatus::True,
+                    "WorkloadsAvailable",
+                    "every workload is available",
+                    now,
+                );
+                at_deadline(Some(READY_RECHECK))
+            }
+            Step::Unhealthy(down) => {
+                let message = format!("no longer available: {}", down.join(", "));
+                self.set(
+                    PreviewPhase::Ready,
+                    Outcome::ready("Deployed", self.ready_message(head)),
+                    &message,
+                );
+                self.healthy(
+                    ConditionStatus::False,
+                    "WorkloadsUnavailable",
+                    &message,
+                    now,
+                );
+                at_deadline(Some(DEPLOYING_RECHECK))
             }
         };
-        if still.is_empty() {
-            return Ok(Action::requeue(recheck));
+        Ok(action)
+    }
+
+    async fn fail(&mut self, failure: Failure, head: &str) -> Option<Duration> {
+        let first = self.status.failure_reason.as_deref() != Some(failure.reason)
+            || self.status.phase != PreviewPhase::Failed;
+        self.status.failure_reason = Some(failure.reason.to_owned());
+        let (outcome, action) = match failure.retry {
+            Retry::OnChange => (
+                Outcome::stalled(failure.reason, failure.message.clone()),
+                None,
+            ),
+            Retry::Transient => {
+                let delay = self.cctx.previews.retries.next_delay(&self.key());
+                (
+                    Outcome::progressing(
+                        failure.reason,
+                        format!(
+                            "{}; retrying in {}s and on the next check or workload change",
+                            failure.message,
+                            delay.as_secs()
+                        ),
+                    ),
+                    Some(delay),
+                )
+            }
+        };
+        match self.refused.take() {
+            Some(err) => {
+                let summary = err.summary();
+                self.report_refusal(head, &summary, &err).await;
+                api::set_condition(
+                    &mut self.status.common.conditions,
+                    api::DEPLOYED,
+                    ConditionStatus::False,
+                    "ManifestsRefused",
+                    failure.message.clone(),
+                    self.pe.meta().generation,
+                    jiff::Timestamp::now(),
+                );
+                self.set(PreviewPhase::Failed, outcome, &summary);
+            }
+            None => {
+                self.report(ReportState::Failed, head, &failure.message, None)
+                    .await;
+                self.set(PreviewPhase::Failed, outcome, &failure.message);
+            }
         }
-        let message = format!("no longer available: {}", still.join(", "));
+        if first {
+            publish(
+                self.ctx,
+                self.pe,
+                EventType::Warning,
+                failure.reason,
+                "Deploy",
+                &failure.message,
+            )
+            .await;
+        }
+        action
+    }
+
+    fn refuse(&mut self, err: RenderError) -> Failure {
+        let failure = Failure {
+            reason: "ManifestsRefused",
+            message: err.to_string(),
+            retry: Retry::OnChange,
+        };
+        self.refused = Some(err);
+        failure
+    }
+
+    fn ready_message(&self, head: &str) -> String {
+        match &self.status.url {
+            Some(u) => format!("{} is live at {u}", short(head)),
+            None => format!(
+                "{} is live in namespace {}",
+                short(head),
+                self.status.namespace.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+
+    fn set(&mut self, phase: PreviewPhase, outcome: Outcome, message: &str) {
+        self.status.phase = phase;
+        self.status.message = Some(message.to_owned());
+        let conditions = std::mem::take(&mut self.status.common.conditions);
+        let mut with_current = self.pe.clone();
+        if let Some(s) = with_current.status.as_mut() {
+            s.common.conditions = conditions;
+        } else {
+            with_current.status = Some(PreviewEnvironmentStatus {
+                common: api::CommonStatus {
+                    conditions,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        }
+        let handled = self.status.common.last_handled_reconcile_at.clone();
+        self.status.common = status::common_status(&with_current, &outcome);
+        self.status.common.last_handled_reconcile_at = handled;
+    }
+
+    fn deployed(&mut self, head: &str, now: jiff::Timestamp) {
         api::set_condition(
-            &mut progress.status.common.conditions,
-            api::HEALTHY,
-            ConditionStatus::False,
-            "WorkloadsUnavailable",
-            message.clone(),
-            pe.meta().generation,
+            &mut self.status.common.conditions,
+            api::DEPLOYED,
+            ConditionStatus::True,
+            "Applied",
+            format!(
+                "{} objects applied for {}",
+                self.status.inventory_count,
+                short(head)
+            ),
+            self.pe.meta().generation,
             now,
         );
-        progress.status.message = Some(message);
-        progress.write(ctx).await?;
-        return Ok(Action::requeue(DEPLOY_POLL * 5));
     }
 
-    // The per-namespace cap on previews (`--max-previews-per-namespace`), checked before a
-    // deploy, never on a Ready re-check: the oldest previews of the namespace keep their place.
-    // Only a preview that never deployed is counted against it (a live one is not evicted).
-    let cap = ctx.config.settings.previews.max_previews_per_namespace;
-    let never_deployed = progress.status.deployed_sha.is_none();
-    let ranked: Vec<(Option<jiff::Timestamp>, String)> = if never_deployed {
-        api.list_metadata(&kube::api::ListParams::default().match_any())
-            .await?
-            .items
-            .iter()
-            .filter(|m| m.metadata.deletion_timestamp.is_none())
-            .map(|m| {
-                (
-                    m.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    m.name_any(),
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    if never_deployed && !within_namespace_cap(&ranked, &pe.name_any(), cap) {
-        let message = format!(
-            "namespace {namespace} has {} PreviewEnvironments; the operator allows {cap} (--max-previews-per-namespace): this one is not deployed until older ones are deleted",
-            ranked.len()
-        );
-        progress.set(
-            PreviewPhase::Failed,
-            Outcome::stalled("PreviewLimitReached", message.clone()),
-            None,
-            message.clone(),
-        );
-        publish(
-            ctx,
-            pe.as_ref(),
-            EventType::Warning,
-            "PreviewLimitReached",
-            "Deploy",
-            &message,
-        )
-        .await;
-        progress.write(ctx).await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
-    }
-
-    // Report "deploying" once per SHA.
-    if !writeback::already_reported(
-        progress.status.reported.as_ref(),
-        &target.head_sha,
-        WriteState::Pending,
-    ) {
-        let message = format!("deploying {}", short(&target.head_sha));
-        reporter
-            .say(
-                &mut progress.status.reported,
-                ReportState::Deploying,
-                &message,
-                None,
-                &[],
-            )
-            .await?;
-        tracing::debug!(preview = %pe.name_any(), "reported deploying");
-    }
-
-    let url = params.url();
-    let waiting: Vec<String> = match pe.spec.template.delivery {
-        Delivery::Manifests => {
-            let git_creds = forge.git_credentials().await?;
-            tracing::debug!(preview = %pe.name_any(), url = %coords.clone_url, "fetching template");
-            let files = ctx
-                .git
-                .fetch_tree_scoped(
-                    &cache_scope,
-                    &coords.clone_url,
-                    &target.head_sha,
-                    &pe.spec.template.path,
-                    &git_creds,
-                    ca.as_deref(),
-                )
-                .await?;
-            let objects = match render::render(
-                &files,
-                &params,
-                &pe.name_any(),
-                &ctx.config.settings.previews,
-            ) {
-                Ok(objects) => objects,
-                Err(err) => {
-                    return refuse(ctx, &reporter, &pe, progress, &err).await;
-                }
-            };
-            tracing::debug!(preview = %pe.name_any(), objects = objects.len(), "rendered");
-            confine::ensure(ctx, &pe, &preview_ns, host).await?;
-            tracing::debug!(preview = %pe.name_any(), namespace = %preview_ns, "namespace confined");
-            let client = apply::impersonated_client(ctx, &identity)?;
-            apply::await_grant(&client, &preview_ns).await?;
-            if let Err(err) = apply::apply_objects(&client, &objects).await {
-                return match err {
-                    Error::ManifestsRefused(msg) => {
-                        let render_err = RenderError::Applied(msg);
-                        refuse(ctx, &reporter, &pe, progress, &render_err).await
-                    }
-                    other => Err(other),
-                };
-            }
-            let inventory = render::inventory_entries(&objects);
-            let stale = render::prune_set(&progress.status.inventory, &inventory);
-            apply::prune(&client, &stale).await?;
-            progress.status.inventory_count = u32::try_from(inventory.len()).unwrap_or(u32::MAX);
-            progress.status.inventory = inventory.into_iter().take(256).collect();
-            apply::not_ready_workloads(&client, &progress.status.inventory).await?
-        }
-        Delivery::Argocd => {
-            // Project and ownership refusals come before the preview namespace exists.
-            let plan =
-                argocd::plan(ctx, &pe, &preview_ns, &coords.clone_url, &target.head_sha).await?;
-            confine::ensure(ctx, &pe, &preview_ns, host).await?;
-            match argocd::apply(ctx, plan).await? {
-                argocd::AppState::Ready => Vec::new(),
-                argocd::AppState::Progressing(m) => vec![m],
-                argocd::AppState::Failed(m) => {
-                    return fail(ctx, &reporter, &pe, progress, "ArgoCdFailed", m).await;
-                }
-            }
-        }
-    };
-
-    let started = progress
-        .status
-        .deploy_start_time
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or(now);
-    if !waiting.is_empty() {
-        let elapsed: Duration = now.duration_since(started).try_into().unwrap_or_default();
-        if elapsed > DEPLOY_TIMEOUT {
-            let message = format!(
-                "not available after {}s: {}",
-                DEPLOY_TIMEOUT.as_secs(),
-                waiting.join(", ")
-            );
-            return fail(ctx, &reporter, &pe, progress, "DeployTimedOut", message).await;
-        }
-        let message = format!("waiting for {}", waiting.join(", "));
-        progress.set(
-            PreviewPhase::Deploying,
-            Outcome::progressing("Deploying", message.clone()),
-            Some(applied(progress.status.inventory_count, &target.head_sha)),
+    fn healthy(&mut self, st: ConditionStatus, reason: &str, message: &str, now: jiff::Timestamp) {
+        api::set_condition(
+            &mut self.status.common.conditions,
+            api::HEALTHY,
+            st,
+            reason,
             message,
+            self.pe.meta().generation,
+            now,
         );
-        progress.write(ctx).await?;
-        return Ok(Action::requeue(DEPLOY_POLL));
     }
 
-    // Ready.
-    let duration: Duration = now.duration_since(started).try_into().unwrap_or_default();
-    ctx.metrics
-        .preview_time_to_ready
-        .observe(duration.as_secs_f64());
-    progress.status.deployed_sha = Some(target.head_sha.clone());
-    progress.status.url = url.clone();
-    progress.status.ready_time = Some(Time(now));
-    progress.status.last_deploy_duration = Some(format!("{:.1}s", duration.as_secs_f64()));
-    let message = match &url {
-        Some(u) => format!("{} is live at {u}", short(&target.head_sha)),
-        None => format!(
-            "{} is live in namespace {preview_ns}",
-            short(&target.head_sha)
-        ),
-    };
-    reporter
-        .say(
-            &mut progress.status.reported,
-            ReportState::Ready,
-            &message,
-            url.as_deref(),
-            &progress.status.inventory,
-        )
-        .await?;
-    progress.set(
-        PreviewPhase::Ready,
-        Outcome::ready("Deployed", message.clone()),
-        Some(applied(progress.status.inventory_count, &target.head_sha)),
-        message,
-    );
-    api::set_condition(
-        &mut progress.status.common.conditions,
-        api::HEALTHY,
-        ConditionStatus::True,
-        "WorkloadsAvailable",
-        "every workload is available",
-        pe.meta().generation,
-        now,
-    );
-    info!(preview = %pe.name_any(), sha = %target.head_sha, seconds = duration.as_secs_f64(), "preview ready");
-    publish(
-        ctx,
-        pe.as_ref(),
-        EventType::Normal,
-        "PreviewReady",
-        "Deploy",
-        progress.status.message.as_deref().unwrap_or_default(),
-    )
-    .await;
-    progress.write(ctx).await?;
-    Ok(Action::requeue(recheck))
+    /// The one write-back call of a reconcile. A failure is recorded, never returned.
+    async fn report(&mut self, state: ReportState, sha: &str, message: &str, url: Option<&str>) {
+        let objects = self.status.inventory.clone();
+        self.say(Say {
+            state,
+            sha,
+            message,
+            url,
+            objects: &objects,
+            refusal: None,
+        })
+        .await;
+    }
+
+    async fn report_refusal(&mut self, sha: &str, summary: &str, err: &RenderError) {
+        self.say(Say {
+            state: ReportState::Refused,
+            sha,
+            message: summary,
+            url: None,
+            objects: &[],
+            refusal: Some(err),
+        })
+        .await;
+    }
+
+    async fn say(&mut self, say: Say<'_>) {
+        if !writeback::should_write(self.status.reported.as_ref(), say.sha, say.state) {
+            return;
+        }
+        let forge = match self.forge().await {
+            Ok(forge) => forge,
+            Err(err) => {
+                self.reported(Err(format!("no forge client for the write-back: {err}")));
+                return;
+            }
+        };
+        let target_branch = self.target.as_ref().map(|t| t.branch.clone());
+        let git_ref = target_branch
+            .or_else(|| self.pe.spec.branch.clone())
+            .unwrap_or_default();
+        let namespace = self.status.namespace.clone().unwrap_or_default();
+        let preview = self.pe.name_any();
+        let reporter = Reporter {
+            forge: forge.as_ref(),
+            preview: &preview,
+            git_ref: &git_ref,
+            namespace: &namespace,
+            pull_request: self.pe.spec.pull_request,
+        };
+        match reporter.say(self.status.reported.as_ref(), &say).await {
+            Ok(Some(record)) => {
+                self.status.reported = Some(record);
+                self.reported(Ok(()));
+            }
+            Ok(None) => {}
+            Err(err) => self.reported(Err(err.to_string())),
+        }
+    }
+
+    fn reported(&mut self, result: Result<(), String>) {
+        let (st, reason, message) = match result {
+            Ok(()) => (
+                ConditionStatus::True,
+                "Written",
+                "the pull request shows this state".to_string(),
+            ),
+            Err(message) => {
+                self.writeback_failed = true;
+                tracing::warn!(preview = %self.pe.name_any(), error = %message, "write-back failed; the deployment goes on");
+                (ConditionStatus::False, "WriteBackFailed", message)
+            }
+        };
+        api::set_condition(
+            &mut self.status.common.conditions,
+            api::REPORTED,
+            st,
+            reason,
+            message,
+            self.pe.meta().generation,
+            jiff::Timestamp::now(),
+        );
+    }
+}
+
+fn annotation(pe: &PreviewEnvironment, key: &str) -> Option<String> {
+    pe.metadata.annotations.as_ref()?.get(key).cloned()
 }
 
 /// Whether `me` is among the `cap` oldest previews of its namespace (by creation time, then
@@ -651,309 +1205,6 @@ fn within_namespace_cap(
         .iter()
         .take(usize::try_from(cap).unwrap_or(usize::MAX))
         .any(|(_, name)| name == me)
-}
-
-/// The `Applied` condition once a revision's objects are in the cluster.
-fn applied(objects: u32, sha: &str) -> (ConditionStatus, &'static str, String) {
-    (
-        ConditionStatus::True,
-        "Applied",
-        format!("{objects} objects applied for {}", short(sha)),
-    )
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
-}
-
-/// What every write-back of one preview has in common: where it goes (forge, head SHA, branch,
-/// environment, pull request) and what the comment names (preview, namespace).
-struct Reporter<'a> {
-    forge: &'a dyn Forge,
-    preview: &'a str,
-    sha: &'a str,
-    git_ref: &'a str,
-    namespace: &'a str,
-    environment: String,
-    pull_request: Option<u64>,
-}
-
-impl<'a> Reporter<'a> {
-    fn new(
-        forge: &'a dyn Forge,
-        pe: &'a PreviewEnvironment,
-        sha: &'a str,
-        git_ref: &'a str,
-        namespace: &'a str,
-        pull_request: Option<u64>,
-    ) -> Self {
-        Reporter {
-            forge,
-            preview: pe.metadata.name.as_deref().unwrap_or_default(),
-            sha,
-            git_ref,
-            namespace,
-            environment: format!("preview/{}", pe.name_any()),
-            pull_request,
-        }
-    }
-
-    /// Reports `state` with the standard sticky comment (status, deployment, comment; each at
-    /// most once per SHA and state, see [`writeback`]) and records it in `reported`
-    /// (`status.reported`).
-    async fn say(
-        &self,
-        reported: &mut Option<ReportedState>,
-        state: ReportState,
-        message: &str,
-        url: Option<&str>,
-        objects: &[InventoryEntry],
-    ) -> Result<(), Error> {
-        let comment = render::report::comment_body(&render::report::CommentInput {
-            preview: self.preview,
-            state,
-            url,
-            sha: self.sha,
-            namespace: self.namespace,
-            detail: message,
-            objects,
-            error: None,
-        });
-        self.write(reported, state, message, url, comment).await
-    }
-
-    /// Reports `state` with a comment the caller wrote.
-    async fn write(
-        &self,
-        reported: &mut Option<ReportedState>,
-        state: ReportState,
-        summary: &str,
-        url: Option<&str>,
-        comment: String,
-    ) -> Result<(), Error> {
-        let written = writeback::write(
-            self.forge,
-            reported.as_ref(),
-            &Report {
-                sha: self.sha,
-                git_ref: self.git_ref,
-                state: WriteState::from(state),
-                description: render::report::status_description(state, summary),
-                url: url.map(str::to_owned),
-                environment: self.environment.clone(),
-                pull_request: self.pull_request,
-                comment,
-            },
-        )
-        .await?;
-        *reported = Some(written);
-        Ok(())
-    }
-}
-
-async fn fail(
-    ctx: &Context,
-    reporter: &Reporter<'_>,
-    pe: &PreviewEnvironment,
-    mut progress: Progress<'_>,
-    reason: &str,
-    message: String,
-) -> Result<Action, Error> {
-    reporter
-        .say(
-            &mut progress.status.reported,
-            ReportState::Failed,
-            &message,
-            None,
-            &[],
-        )
-        .await?;
-    progress.set(
-        PreviewPhase::Failed,
-        Outcome::stalled(reason, message.clone()),
-        None,
-        message.clone(),
-    );
-    publish(ctx, pe, EventType::Warning, reason, "Deploy", &message).await;
-    progress.write(ctx).await?;
-    Ok(Action::await_change())
-}
-
-async fn refuse(
-    ctx: &Context,
-    reporter: &Reporter<'_>,
-    pe: &PreviewEnvironment,
-    mut progress: Progress<'_>,
-    err: &RenderError,
-) -> Result<Action, Error> {
-    let summary = err.summary();
-    let body =
-        render::report::refusal_comment(reporter.preview, reporter.sha, reporter.namespace, err);
-    reporter
-        .write(
-            &mut progress.status.reported,
-            ReportState::Refused,
-            &summary,
-            None,
-            body,
-        )
-        .await?;
-    let message = err.to_string();
-    progress.set(
-        PreviewPhase::Failed,
-        Outcome::stalled("ManifestsRefused", message.clone()),
-        Some((ConditionStatus::False, "ManifestsRefused", message.clone())),
-        summary,
-    );
-    publish(
-        ctx,
-        pe,
-        EventType::Warning,
-        "ManifestsRefused",
-        "Deploy",
-        &message,
-    )
-    .await;
-    progress.write(ctx).await?;
-    Ok(Action::await_change())
-}
-
-async fn expire(
-    ctx: &Context,
-    reporter: &Reporter<'_>,
-    pe: &PreviewEnvironment,
-    mut progress: Progress<'_>,
-) -> Result<Action, Error> {
-    if progress.status.phase == PreviewPhase::Expired {
-        return Ok(Action::await_change());
-    }
-    teardown_children(ctx, pe, reporter.namespace).await?;
-    let message = "expired: no push within the template's ttl; push to deploy again".to_string();
-    reporter
-        .say(
-            &mut progress.status.reported,
-            ReportState::Expired,
-            &message,
-            None,
-            &[],
-        )
-        .await?;
-    progress.status.inventory.clear();
-    progress.status.inventory_count = 0;
-    progress.status.url = None;
-    progress.set(
-        PreviewPhase::Expired,
-        Outcome::ready("Expired", message.clone()),
-        None,
-        message,
-    );
-    progress.write(ctx).await?;
-    Ok(Action::await_change())
-}
-
-async fn teardown_children(
-    ctx: &Context,
-    pe: &PreviewEnvironment,
-    preview_ns: &str,
-) -> Result<(), Error> {
-    if pe.spec.template.delivery == Delivery::Argocd {
-        argocd::teardown(ctx, pe, preview_ns).await?;
-    }
-    if !confine::teardown(ctx, pe, preview_ns).await? {
-        tracing::warn!(
-            namespace = preview_ns,
-            "namespace is not owned by this preview; left alone"
-        );
-    }
-    Ok(())
-}
-
-/// Teardown on deletion; the finalizer is removed only once everything outside the object is
-/// handled. A forge error while marking the deployment inactive is retried (the namespace is
-/// already gone by then; the finalizer keeps the object until the forge answers).
-async fn cleanup(
-    ctx: &Context,
-    api: &Api<PreviewEnvironment>,
-    pe: &PreviewEnvironment,
-) -> Result<Action, Error> {
-    if !pe.finalizers().iter().any(|f| f == FINALIZER) {
-        return Ok(Action::await_change());
-    }
-    let status = pe.status.clone().unwrap_or_default();
-    if let Some(ns) = status.namespace.as_deref() {
-        teardown_children(ctx, pe, ns).await?;
-    }
-    if let Some(reported) = status.reported.as_ref() {
-        mark_inactive(
-            ctx,
-            pe,
-            reported,
-            status.namespace.as_deref().unwrap_or_default(),
-        )
-        .await?;
-    }
-    let finalizers: Vec<String> = pe
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch =
-        json!({"metadata": {"finalizers": finalizers, "resourceVersion": pe.resource_version()}});
-    match api
-        .patch(
-            &pe.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
-    ctx.metrics.set_preview_phase(&super::object_key(pe), None);
-    info!(preview = %pe.name_any(), "preview torn down");
-    Ok(Action::await_change())
-}
-
-async fn mark_inactive(
-    ctx: &Context,
-    pe: &PreviewEnvironment,
-    reported: &ReportedState,
-    preview_ns: &str,
-) -> Result<(), Error> {
-    let namespace = pe.namespace().unwrap_or_default();
-    // The Repository may be gone already (deleted with its previews): nothing to report to.
-    let Ok(repo) = refs::repository(ctx, &namespace, &pe.spec.repository_ref.name).await else {
-        return Ok(());
-    };
-    let coords = refs::coordinates(&repo.spec, &ctx.config.settings.network)?;
-    let (creds, ca) = match refs::credentials(ctx, &repo).await {
-        Ok(c) => c,
-        Err(_) => return Ok(()),
-    };
-    let forge = ctx
-        .forges
-        .client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
-    let message = "preview deleted: the namespace was torn down";
-    Reporter::new(
-        forge.as_ref(),
-        pe,
-        &reported.sha,
-        pe.spec.branch.as_deref().unwrap_or_default(),
-        preview_ns,
-        pe.spec.pull_request,
-    )
-    .say(
-        &mut Some(reported.clone()),
-        ReportState::Deleted,
-        message,
-        None,
-        &[],
-    )
-    .await?;
-    Ok(())
 }
 
 #[cfg(test)]
