@@ -61,6 +61,9 @@ pub enum Event {
         action: String,
         sender: String,
     },
+    /// A commit status was recorded by someone other than the API caller under test (GitHub
+    /// `status`; GitLab and Gitea hooks get nothing, see `docs/forge-emulator.md`).
+    Status { status_id: u64 },
     /// A hook was created (GitHub).
     Ping { hook_id: u64 },
 }
@@ -73,6 +76,7 @@ impl Event {
             Event::PullRequest { .. } => "pull_request",
             Event::Review { .. } => "pull_request_review",
             Event::IssueComment { .. } => "issue_comment",
+            Event::Status { .. } => "status",
             Event::Ping { .. } => "ping",
         }
     }
@@ -546,6 +550,37 @@ async fn render_github(
                 "gh/pull_request_review.submitted".to_string(),
             )
         }
+        Event::Status { status_id } => {
+            // No maintainer-written example exists: the fields follow GitHub's documented
+            // `status` event (the status itself, the commit, the branches whose head it is).
+            let x = repo.statuses.iter().find(|x| x.id == *status_id)?;
+            let ra = format!("{}/repos/{}", b.api, repo.path);
+            let branches: Vec<Value> = repo
+                .branches
+                .iter()
+                .filter(|(_, head)| **head == x.sha)
+                .map(|(name, head)| {
+                    json!({"name": name, "protected": false,
+                           "commit": {"sha": head, "url": format!("{ra}/commits/{head}")}})
+                })
+                .collect();
+            let mut payload = json!({
+                "id": x.id, "sha": x.sha, "name": repo.path, "target_url": x.target_url,
+                "context": x.context, "description": x.description, "state": x.state,
+                "commit": {
+                    "sha": x.sha, "url": format!("{ra}/commits/{}", x.sha),
+                    "html_url": format!("{}/{}/commit/{}", b.web, repo.path, x.sha),
+                },
+                "branches": branches,
+                "created_at": iso(x.created_at), "updated_at": iso(x.updated_at),
+                "repository": repo_v,
+                "sender": github::user_json(&b, &st.user_ro(&x.creator)),
+            });
+            if let (Some(m), Some(i)) = (payload.as_object_mut(), installation_of(st, repo)) {
+                m.insert("installation".into(), i);
+            }
+            return Some(("status".into(), "status".into(), payload));
+        }
         Event::IssueComment {
             number,
             comment_id,
@@ -610,7 +645,7 @@ async fn render_gitlab(
         "visibility_level": if repo.private { 0 } else { 20 },
     });
     match ev {
-        Event::Ping { .. } => None,
+        Event::Ping { .. } | Event::Status { .. } => None,
         Event::Push {
             git_ref,
             before,
@@ -855,7 +890,7 @@ async fn render_gitea(
     let base = &shared.public_url;
     let repo_v = gitea::repo_json(st, base, repo);
     match ev {
-        Event::Ping { .. } => None,
+        Event::Ping { .. } | Event::Status { .. } => None,
         Event::Push {
             git_ref,
             before,
