@@ -4,7 +4,8 @@
 //! Flow: [`ROUTES`] → [`dispatch`]. Projects are addressed by numeric id or URL-encoded full
 //! path (`group%2Fsub%2Fproject`), decoded by the router after matching one segment. Merge
 //! requests are the emulator's pull requests (iid = number); notes are its comments;
-//! approvals are the latest `APPROVED` review per user.
+//! approvals are the latest `APPROVED` review per user; environments are implied by deployments
+//! (a stop marks one `stopped` until its next deployment).
 use http::StatusCode;
 use serde_json::{Value, json};
 

@@ -973,8 +973,8 @@ pub fn status_info(s: &Status) -> StatusInfo {
     }
 }
 
-/// Records a commit status written by CI (the forge's own vocabulary is kept as given) and
-/// sends the `status` webhook (GitHub).
+/// Records a commit status (the forge's own vocabulary is kept as given), written by CI through
+/// the admin API or by a client through REST, and sends the `status` webhook (GitHub, Gitea).
 pub async fn set_status(
     shared: &Shared,
     path: &str,

@@ -61,8 +61,9 @@ pub enum Event {
         action: String,
         sender: String,
     },
-    /// A commit status was recorded by someone other than the API caller under test (GitHub
-    /// `status`; GitLab and Gitea hooks get nothing, see `docs/forge-emulator.md`).
+    /// A commit status was recorded, through the admin API (CI) or the REST API (Pullwarden's
+    /// own writes echo back, as on the real forges): GitHub and Gitea `status`; GitLab sends
+    /// nothing (it reports external statuses as pipelines, which the emulator does not have).
     Status { status_id: u64 },
     /// A hook was created (GitHub).
     Ping { hook_id: u64 },
@@ -890,7 +891,20 @@ async fn render_gitea(
     let base = &shared.public_url;
     let repo_v = gitea::repo_json(st, base, repo);
     match ev {
-        Event::Ping { .. } | Event::Status { .. } => None,
+        Event::Ping { .. } => None,
+        Event::Status { status_id } => {
+            // Gitea's `api.CommitStatusPayload` (no example exists to copy).
+            let x = repo.statuses.iter().find(|x| x.id == *status_id)?;
+            let payload = json!({
+                "id": x.id, "sha": x.sha, "context": x.context, "state": x.state,
+                "description": x.description.clone().unwrap_or_default(),
+                "target_url": x.target_url.clone().unwrap_or_default(),
+                "commit": {"id": x.sha, "url": format!("{base}/{}/commit/{}", repo.path, x.sha)},
+                "created_at": iso(x.created_at), "updated_at": iso(x.updated_at),
+                "repository": repo_v, "sender": gitea::user_json(base, &st.user_ro(&x.creator)),
+            });
+            Some(("status".into(), "status".into(), payload))
+        }
         Event::Push {
             git_ref,
             before,
