@@ -64,6 +64,7 @@ enum A {
     AddCheckRun,
     ListCheckRuns,
     ListDeployments,
+    ListEnvironments,
     AddHook,
     ListHooks,
     RemoveHook,
@@ -193,6 +194,11 @@ static ROUTES: &[Route<A>] = &[
         "GET",
         "/_emulator/repos/{path*}/-/deployments",
         ListDeployments
+    ),
+    r!(
+        "GET",
+        "/_emulator/repos/{path*}/-/environments",
+        ListEnvironments
     ),
     r!("POST", "/_emulator/repos/{path*}/-/hooks", AddHook),
     r!("GET", "/_emulator/repos/{path*}/-/hooks", ListHooks),
@@ -477,7 +483,7 @@ pub async fn handle(shared: &Shared, parts: &http::request::Parts, b: Bytes) -> 
                 let s = ops::set_status(shared, &p("path"), &p("sha"), body::<StatusSpec>(&b)?).await?;
                 ok(StatusCode::CREATED, &ops::status_info(&s))
             }
-            A::ListStatuses | A::ListCheckRuns | A::ListDeployments | A::ListHooks => {
+            A::ListStatuses | A::ListCheckRuns | A::ListDeployments | A::ListEnvironments | A::ListHooks => {
                 let st = shared.state.lock().await;
                 let r = st.repos.get(&p("path")).ok_or_else(|| AdminErr(StatusCode::NOT_FOUND, format!("no repository {}", p("path"))))?;
                 let sha = query.get("sha");
@@ -492,6 +498,7 @@ pub async fn handle(shared: &Shared, parts: &http::request::Parts, b: Bytes) -> 
                         ok(StatusCode::OK, &v)
                     }
                     A::ListDeployments => ok(StatusCode::OK, &ops::deployment_infos(r)),
+                    A::ListEnvironments => ok(StatusCode::OK, &ops::environment_infos(r)),
                     _ => {
                         let v: Vec<_> = r.hooks.iter().map(ops::hook_info).collect();
                         ok(StatusCode::OK, &v)

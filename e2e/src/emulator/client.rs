@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use super::model::{
     ActorSpec, AppSpec, BranchSpec, CheckRunInfo, CheckRunSpec, CollaboratorSpec, CommentInfo,
-    CommentSpec, DeliveryInfo, DeploymentInfo, FaultInfo, FaultSpec, ForkSpec, HookInfo, HookSpec,
-    InstallationSpec, LabelSpec, MembershipSpec, PullInfo, PullSpec, PullUpdate, PushResult,
-    PushSpec, RateLimitSpec, RepoInfo, RepoSpec, RequestCounts, ReviewInfo, ReviewSpec, StatusInfo,
-    StatusSpec, TokenInfo, TokenSpec, UserInfo, UserSpec,
+    CommentSpec, DeliveryInfo, DeploymentInfo, EnvironmentInfo, FaultInfo, FaultSpec, ForkSpec,
+    HookInfo, HookSpec, InstallationSpec, LabelSpec, MembershipSpec, PullInfo, PullSpec,
+    PullUpdate, PushResult, PushSpec, RateLimitSpec, RepoInfo, RepoSpec, RequestCounts, ReviewInfo,
+    ReviewSpec, StatusInfo, StatusSpec, TokenInfo, TokenSpec, UserInfo, UserSpec,
 };
 
 /// Client of `/_emulator/...`.
@@ -387,6 +387,12 @@ impl AdminClient {
     /// Deployments with their statuses.
     pub async fn deployments(&self, repo: &str) -> Result<Vec<DeploymentInfo>> {
         self.get(&format!("{}/deployments", Self::repo(repo))).await
+    }
+
+    /// Environments implied by the deployments, with their state (GitLab: `stopped` after a stop).
+    pub async fn environments(&self, repo: &str) -> Result<Vec<EnvironmentInfo>> {
+        self.get(&format!("{}/environments", Self::repo(repo)))
+            .await
     }
 
     // ---- webhooks ---------------------------------------------------------------------

@@ -4,7 +4,8 @@
 //! Flow: [`ROUTES`] → [`dispatch`]. Projects are addressed by numeric id or URL-encoded full
 //! path (`group%2Fsub%2Fproject`), decoded by the router after matching one segment. Merge
 //! requests are the emulator's pull requests (iid = number); notes are its comments;
-//! approvals are the latest `APPROVED` review per user.
+//! approvals are the latest `APPROVED` review per user; environments are implied by deployments
+//! (a stop marks one `stopped` until its next deployment).
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -426,17 +427,7 @@ fn env_id(repo: &Repo, name: &str) -> u64 {
 
 fn environment_json(base: &str, repo: &Repo, name: &str) -> Value {
     let first = repo.deployments.iter().find(|d| d.environment == name);
-    let url = repo
-        .deployments
-        .iter()
-        .rev()
-        .filter(|d| d.environment == name)
-        .find_map(|d| {
-            d.statuses
-                .iter()
-                .rev()
-                .find_map(|s| s.environment_url.clone())
-        });
+    let url = repo.environment_url(name);
     let slug: String = name
         .chars()
         .map(|c| {
@@ -449,7 +440,7 @@ fn environment_json(base: &str, repo: &Repo, name: &str) -> Value {
         .collect();
     json!({
         "id": env_id(repo, name), "name": name, "slug": slug, "external_url": url,
-        "state": "available", "tier": if name.starts_with("prod") { "production" } else { "development" },
+        "state": repo.environment_state(name), "tier": if name.starts_with("prod") { "production" } else { "development" },
         "created_at": first.map(|d| iso_ms(d.created_at)), "updated_at": first.map(|d| iso_ms(d.updated_at)),
         "project_id": repo.id, "web_url": format!("{base}/{}/-/environments/{}", repo.path, env_id(repo, name)),
     })
@@ -898,6 +889,7 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                 .get_mut(&path)
                 .ok_or_else(|| Reply::not_found(Forge::Gitlab, "Project"))?;
             let iid = repo.deployments.len() as u64 + 1;
+            repo.stopped_environments.remove(&env);
             repo.deployments.push(Deployment {
                 id,
                 iid,
@@ -1010,8 +1002,9 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
         }
         H::UpdateEnvironment | H::StopEnvironment => {
             // Environments are implied by deployments: `external_url` is kept on the newest
-            // deployment of the environment, as a status carrying the URL; stopping changes
-            // nothing the emulator serves.
+            // deployment of the environment, as a status carrying the URL; stopping marks the
+            // environment `stopped` until its next deployment (an environment without an
+            // `on_stop` job stops at once on GitLab, which is the only kind the emulator has).
             let login = require_auth(req)?;
             let url = match h {
                 H::UpdateEnvironment => req
@@ -1056,20 +1049,22 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                     created_at: now(),
                 });
             }
+            if h == H::StopEnvironment {
+                repo.stopped_environments.insert(name.clone());
+            }
             let repo = &st.repos[&path];
             Ok(Reply::ok(environment_json(&base, repo, &name)))
         }
         H::Environments => {
             let st = shared.state.lock().await;
             let repo = visible(&st, req)?;
-            let mut names: Vec<&str> = Vec::new();
-            for d in &repo.deployments {
-                if !names.contains(&d.environment.as_str()) {
-                    names.push(&d.environment);
-                }
-            }
+            let mut names = repo.environment_names();
             names.retain(|n| req.q("name").is_none_or(|q| q == *n));
             names.retain(|n| req.q("search").is_none_or(|q| n.contains(q)));
+            names.retain(|n| {
+                req.q("states")
+                    .is_none_or(|q| q == repo.environment_state(n))
+            });
             Ok(paginate(
                 req,
                 names

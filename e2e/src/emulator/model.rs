@@ -535,6 +535,20 @@ pub struct DeploymentStatusInfo {
     pub creator: String,
 }
 
+/// An environment, as the deployments to it imply (`GET /_emulator/repos/{path}/-/environments`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvironmentInfo {
+    /// Name (e.g. `preview/app-pr-1`).
+    pub name: String,
+    /// `available`, or `stopped` after GitLab's `POST .../environments/:id/stop` until the
+    /// next deployment.
+    pub state: String,
+    /// The newest environment URL any deployment status (GitLab: `external_url`) carried.
+    pub external_url: Option<String>,
+    /// Deployments to it.
+    pub deployment_count: usize,
+}
+
 /// Configures a repository webhook (`POST /_emulator/repos/{path}/-/hooks`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct HookSpec {

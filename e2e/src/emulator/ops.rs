@@ -14,8 +14,8 @@ use super::data::{self, pr_base_sha};
 use super::git::{Git, Signature};
 use super::model::{
     BranchSpec, CheckRunInfo, CheckRunSpec, CommentInfo, DeploymentInfo, DeploymentStatusInfo,
-    Forge, HookInfo, HookSpec, LabelSpec, PullInfo, PullSpec, PullUpdate, PushResult, PushSpec,
-    RepoInfo, RepoSpec, ReviewInfo, ReviewSpec, StatusInfo, StatusSpec,
+    EnvironmentInfo, Forge, HookInfo, HookSpec, LabelSpec, PullInfo, PullSpec, PullUpdate,
+    PushResult, PushSpec, RepoInfo, RepoSpec, ReviewInfo, ReviewSpec, StatusInfo, StatusSpec,
 };
 use super::state::{
     CheckRun, Comment, CommitMeta, Hook, Label, LabelChange, Pull, Repo, Review, Shared, State,
@@ -97,6 +97,7 @@ pub async fn create_repo(
         statuses: Vec::new(),
         check_runs: Vec::new(),
         deployments: Vec::new(),
+        stopped_environments: Default::default(),
         hooks: Vec::new(),
         collaborators: BTreeMap::new(),
         labels: BTreeMap::new(),
@@ -972,7 +973,8 @@ pub fn status_info(s: &Status) -> StatusInfo {
     }
 }
 
-/// Records a commit status (the forge's own vocabulary is kept as given).
+/// Records a commit status (the forge's own vocabulary is kept as given), written by CI through
+/// the admin API or by a client through REST, and sends the `status` webhook (GitHub, Gitea).
 pub async fn set_status(
     shared: &Shared,
     path: &str,
@@ -1007,6 +1009,7 @@ pub async fn set_status(
         updated_at: t,
     };
     repo_mut(&mut st, path)?.statuses.push(s.clone());
+    webhooks::emit(shared, &mut st, path, vec![Event::Status { status_id: id }]).await;
     Ok(s)
 }
 
@@ -1086,6 +1089,23 @@ pub fn deployment_infos(repo: &Repo) -> Vec<DeploymentInfo> {
                     creator: s.creator.clone(),
                 })
                 .collect(),
+        })
+        .collect()
+}
+
+/// Admin view of the environments the deployments imply, first deployed first.
+pub fn environment_infos(repo: &Repo) -> Vec<EnvironmentInfo> {
+    repo.environment_names()
+        .into_iter()
+        .map(|name| EnvironmentInfo {
+            name: name.to_string(),
+            state: repo.environment_state(name).to_string(),
+            external_url: repo.environment_url(name),
+            deployment_count: repo
+                .deployments
+                .iter()
+                .filter(|d| d.environment == name)
+                .count(),
         })
         .collect()
 }

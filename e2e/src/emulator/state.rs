@@ -5,7 +5,7 @@
 //! statuses, check runs, deployments and webhooks, plus the delivery log, fault rules and request
 //! counters. Branch heads are *cached* here but always re-read from the real refs after every
 //! write ([`super::git::Git::branches`]), so the SHAs served are the SHAs `git ls-remote` sees.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -259,6 +259,9 @@ pub struct Repo {
     pub statuses: Vec<Status>,
     pub check_runs: Vec<CheckRun>,
     pub deployments: Vec<Deployment>,
+    /// Environments stopped since their last deployment (GitLab `POST .../environments/:id/stop`;
+    /// a new deployment to the environment makes it available again, as on GitLab).
+    pub stopped_environments: BTreeSet<String>,
     pub hooks: Vec<Hook>,
     pub collaborators: BTreeMap<String, String>,
     pub labels: BTreeMap<String, Label>,
@@ -267,6 +270,40 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// Names of the environments deployments were made to, first deployment first.
+    pub fn environment_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for d in &self.deployments {
+            if !names.contains(&d.environment.as_str()) {
+                names.push(&d.environment);
+            }
+        }
+        names
+    }
+
+    /// `available` or `stopped` (GitLab's environment states the emulator models).
+    pub fn environment_state(&self, name: &str) -> &'static str {
+        if self.stopped_environments.contains(name) {
+            "stopped"
+        } else {
+            "available"
+        }
+    }
+
+    /// The environment URL: the newest deployment status of the environment that carries one.
+    pub fn environment_url(&self, name: &str) -> Option<String> {
+        self.deployments
+            .iter()
+            .rev()
+            .filter(|d| d.environment == name)
+            .find_map(|d| {
+                d.statuses
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.environment_url.clone())
+            })
+    }
+
     /// Statuses of one commit, newest first (the order every forge lists them in).
     pub fn statuses_for(&self, sha: &str) -> Vec<&Status> {
         let mut v: Vec<&Status> = self.statuses.iter().filter(|s| s.sha == sha).collect();

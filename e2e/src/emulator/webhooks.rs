@@ -61,6 +61,10 @@ pub enum Event {
         action: String,
         sender: String,
     },
+    /// A commit status was recorded, through the admin API (CI) or the REST API (Pullwarden's
+    /// own writes echo back, as on the real forges): GitHub and Gitea `status`; GitLab sends
+    /// nothing (it reports external statuses as pipelines, which the emulator does not have).
+    Status { status_id: u64 },
     /// A hook was created (GitHub).
     Ping { hook_id: u64 },
 }
@@ -73,6 +77,7 @@ impl Event {
             Event::PullRequest { .. } => "pull_request",
             Event::Review { .. } => "pull_request_review",
             Event::IssueComment { .. } => "issue_comment",
+            Event::Status { .. } => "status",
             Event::Ping { .. } => "ping",
         }
     }
@@ -546,6 +551,37 @@ async fn render_github(
                 "gh/pull_request_review.submitted".to_string(),
             )
         }
+        Event::Status { status_id } => {
+            // No maintainer-written example exists: the fields follow GitHub's documented
+            // `status` event (the status itself, the commit, the branches whose head it is).
+            let x = repo.statuses.iter().find(|x| x.id == *status_id)?;
+            let ra = format!("{}/repos/{}", b.api, repo.path);
+            let branches: Vec<Value> = repo
+                .branches
+                .iter()
+                .filter(|(_, head)| **head == x.sha)
+                .map(|(name, head)| {
+                    json!({"name": name, "protected": false,
+                           "commit": {"sha": head, "url": format!("{ra}/commits/{head}")}})
+                })
+                .collect();
+            let mut payload = json!({
+                "id": x.id, "sha": x.sha, "name": repo.path, "target_url": x.target_url,
+                "context": x.context, "description": x.description, "state": x.state,
+                "commit": {
+                    "sha": x.sha, "url": format!("{ra}/commits/{}", x.sha),
+                    "html_url": format!("{}/{}/commit/{}", b.web, repo.path, x.sha),
+                },
+                "branches": branches,
+                "created_at": iso(x.created_at), "updated_at": iso(x.updated_at),
+                "repository": repo_v,
+                "sender": github::user_json(&b, &st.user_ro(&x.creator)),
+            });
+            if let (Some(m), Some(i)) = (payload.as_object_mut(), installation_of(st, repo)) {
+                m.insert("installation".into(), i);
+            }
+            return Some(("status".into(), "status".into(), payload));
+        }
         Event::IssueComment {
             number,
             comment_id,
@@ -610,7 +646,7 @@ async fn render_gitlab(
         "visibility_level": if repo.private { 0 } else { 20 },
     });
     match ev {
-        Event::Ping { .. } => None,
+        Event::Ping { .. } | Event::Status { .. } => None,
         Event::Push {
             git_ref,
             before,
@@ -856,6 +892,19 @@ async fn render_gitea(
     let repo_v = gitea::repo_json(st, base, repo);
     match ev {
         Event::Ping { .. } => None,
+        Event::Status { status_id } => {
+            // Gitea's `api.CommitStatusPayload` (no example exists to copy).
+            let x = repo.statuses.iter().find(|x| x.id == *status_id)?;
+            let payload = json!({
+                "id": x.id, "sha": x.sha, "context": x.context, "state": x.state,
+                "description": x.description.clone().unwrap_or_default(),
+                "target_url": x.target_url.clone().unwrap_or_default(),
+                "commit": {"id": x.sha, "url": format!("{base}/{}/commit/{}", repo.path, x.sha)},
+                "created_at": iso(x.created_at), "updated_at": iso(x.updated_at),
+                "repository": repo_v, "sender": gitea::user_json(base, &st.user_ro(&x.creator)),
+            });
+            Some(("status".into(), "status".into(), payload))
+        }
         Event::Push {
             git_ref,
             before,

@@ -9,6 +9,8 @@ mod forge_clients;
 mod fork_approval;
 mod leader_election;
 mod operator_basics;
+mod preview_forges;
+mod preview_recovery;
 mod previews;
 mod repository_sync;
 mod support;

@@ -98,21 +98,30 @@ pub async fn forge_repo(
 /// preview app under `deploy/preview` on `main` and a `feature` branch: the starting point of
 /// every preview scenario.
 pub async fn preview_app_repo(name: &str, token: &str) -> (EmulatorHandle, RepoInfo) {
+    preview_app_repo_on(EmuForge::Github, &format!("acme/{name}"), token).await
+}
+
+/// [`preview_app_repo`] on any forge face, at `path` (GitLab paths may nest groups).
+pub async fn preview_app_repo_on(
+    forge: EmuForge,
+    path: &str,
+    token: &str,
+) -> (EmulatorHandle, RepoInfo) {
     let emu = pullwarden_e2e::emulator::Emulator::start(Default::default())
         .await
         .unwrap();
     emu.token(token, "pullwarden-bot").await.unwrap();
-    let path = format!("acme/{name}");
     let info = emu
         .create_repo(RepoSpec {
-            path: path.clone(),
+            forge,
+            path: path.to_owned(),
             private: true,
             ..Default::default()
         })
         .await
         .unwrap();
     emu.push(
-        &path,
+        path,
         PushSpec {
             branch: "main".into(),
             files: preview_app("deploy/preview"),
@@ -121,7 +130,7 @@ pub async fn preview_app_repo(name: &str, token: &str) -> (EmulatorHandle, RepoI
     )
     .await
     .unwrap();
-    emu.create_branch(&path, "feature", Some("main"))
+    emu.create_branch(path, "feature", Some("main"))
         .await
         .unwrap();
     (emu, info)
