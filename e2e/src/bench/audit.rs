@@ -49,7 +49,7 @@ struct Event {
     #[serde(rename = "auditID")]
     audit_id: String,
     verb: String,
-    #[serde(default)]
+    #[serde(default, rename = "requestURI")]
     request_uri: String,
     user: UserInfo,
     #[serde(default)]
