@@ -78,10 +78,11 @@ bench-poll *ARGS: k8s-binaries
     cargo build -q -p pullwarden-e2e --bins
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-poll" {{ARGS}}
 
-# Benchmark: PR-open → preview-Ready, webhook → first status, teardown, operator RSS (JSON).
+# Benchmark: per preview lifetime (open → Ready → push → Ready → close), the timings and the
+# kube-apiserver (audit log), forge and operator-log counts of each phase; operator RSS (JSON).
 bench-preview *ARGS: k8s-binaries
     cargo build -q --release -p pullwarden
-    cargo build -q -p pullwarden-e2e --bins
+    cargo build -q -p pullwarden-e2e --bin bench-preview
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-preview" {{ARGS}}
 
 # Benchmark: the webhook server under slowloris, slow-body, pinning and connection-flood attacks

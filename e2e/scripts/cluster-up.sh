@@ -11,6 +11,9 @@
 # watchdog that runs cluster-down.sh for DIR once PID has exited (test harnesses use it so the plane
 # dies with them, even on SIGKILL). Stop it with cluster-down.sh [--dir DIR].
 # PULLWARDEN_APISERVER_ARGS adds (whitespace-separated) kube-apiserver flags, e.g. feature gates.
+# PULLWARDEN_AUDIT_USERS (comma-separated user names, off when empty) turns on an audit log of
+# those users' requests only, at Metadata level (verb, resource, user, impersonated user, no
+# bodies), one JSON event per line in DIR/logs/kube-apiserver-audit.log; benchmarks count it.
 set -euo pipefail
 
 scripts=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,7 +21,7 @@ dir=${PULLWARDEN_CLUSTER_DIR:-/tmp/pullwarden-cluster-$(id -u)}
 nodes=1
 owner_pid=
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
 while [ $# -gt 0 ]; do
   case $1 in
     --dir) dir=$2; shift 2 ;;
@@ -54,6 +57,7 @@ if plane_is_live; then
   log "reusing the live control plane in $dir"
   # Its lifetime was fixed by whoever started it; a second owner would let either one kill it.
   [ -z "$owner_pid" ] || log "note: --owner-pid is ignored for a reused plane"
+  [ -z "${PULLWARDEN_AUDIT_USERS:-}" ] || log "note: PULLWARDEN_AUDIT_USERS is ignored for a reused plane"
   echo "export KUBECONFIG=$dir/kubeconfig"
   exit 0
 fi
@@ -203,6 +207,24 @@ if ! awk 'NR > 1 && $2 == "00000000" { found = 1 } END { exit !found }' /proc/ne
   advertise=(--advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
 fi
 read -ra extra_apiserver_args <<<"${PULLWARDEN_APISERVER_ARGS:-}"
+if [ -n "${PULLWARDEN_AUDIT_USERS:-}" ]; then
+  # Each request is logged once it completes (watches also when the response starts, so an open
+  # watch is seen before it ends); RequestReceived would only double every event.
+  {
+    echo "apiVersion: audit.k8s.io/v1"
+    echo "kind: Policy"
+    echo "omitStages: [RequestReceived]"
+    echo "rules:"
+    echo "- level: Metadata"
+    echo "  users:"
+    IFS=, read -ra audit_users <<<"$PULLWARDEN_AUDIT_USERS"
+    for u in "${audit_users[@]}"; do printf '  - "%s"\n' "$u"; done
+    echo "- level: None"
+  } >"$dir/audit-policy.yaml"
+  extra_apiserver_args+=(--audit-policy-file="$dir/audit-policy.yaml"
+    --audit-log-path="$logdir/kube-apiserver-audit.log" --audit-log-format=json --audit-log-maxsize=0)
+  log "audit log of ${PULLWARDEN_AUDIT_USERS} in $logdir/kube-apiserver-audit.log"
+fi
 start kube-apiserver --etcd-servers="http://127.0.0.1:$etcd_port" \
   --bind-address=127.0.0.1 --secure-port="$api_port" "${advertise[@]}" \
   --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \

@@ -113,8 +113,20 @@ impl Cluster {
     /// plane) with `nodes` fake Nodes, by running `cluster-up.sh`. With `owner_pid`, the plane is
     /// torn down automatically once that process exits; otherwise call [`Cluster::stop`].
     pub fn start(dir: &Path, nodes: u32, owner_pid: Option<u32>) -> Result<Cluster> {
+        Cluster::start_with_env(dir, nodes, owner_pid, &[])
+    }
+
+    /// [`Cluster::start`] with extra environment for `cluster-up.sh` (its opt-ins, e.g.
+    /// `PULLWARDEN_AUDIT_USERS`).
+    pub fn start_with_env(
+        dir: &Path,
+        nodes: u32,
+        owner_pid: Option<u32>,
+        env: &[(&str, &str)],
+    ) -> Result<Cluster> {
         let script = scripts_dir().join("cluster-up.sh");
         let mut cmd = Command::new("bash");
+        cmd.envs(env.iter().copied());
         cmd.arg(&script)
             .arg("--dir")
             .arg(dir)

@@ -1,16 +1,23 @@
 //! Building blocks of the benchmarks in `src/bin/` (`bench-poll`, `bench-preview`,
 //! `bench-webhook`): the control plane they run on and the interruptible runtime around them,
 //! hostile webhook clients (`attack`, shared with the attack scenarios), the emulator fixture,
-//! a watch that follows Repository status, `/proc` readers for memory and CPU, and a Prometheus
-//! text reader for counter deltas. Everything a benchmark reports is read from one of these
-//! (emulator request counts, rate-limit buckets, `/proc`, `/metrics`), never estimated.
+//! a watch that follows Repository status, `/proc` readers for memory and CPU, a Prometheus
+//! text reader for counter deltas, and the readers of one preview lifetime's requests: the
+//! kube-apiserver audit log (`audit`), the emulator's request counts grouped by kind (`forge`)
+//! and the operator's own log lines (`oplog`), cut into phases (`window`). Everything a
+//! benchmark reports is read from one of these (emulator request counts, rate-limit buckets,
+//! `/proc`, `/metrics`, audit and operator logs), never estimated.
 
 pub mod attack;
+pub mod audit;
 pub mod fixture;
+pub mod forge;
+pub mod oplog;
 pub mod procfs;
 pub mod prom;
 pub mod rates;
 pub mod tracker;
+pub mod window;
 
 use crate::cluster::Cluster;
 use anyhow::{Result, anyhow};
@@ -28,6 +35,12 @@ pub struct Plane {
 impl Plane {
     /// Adopts `KUBECONFIG`'s cluster or starts a one-node plane; `tool` prefixes messages.
     pub fn start(tool: &'static str) -> Result<Plane> {
+        Plane::start_with_env(tool, &[])
+    }
+
+    /// [`Plane::start`] with extra environment for `cluster-up.sh` when it starts a plane (e.g.
+    /// `PULLWARDEN_AUDIT_USERS`); an adopted cluster keeps whatever it was started with.
+    pub fn start_with_env(tool: &'static str, env: &[(&str, &str)]) -> Result<Plane> {
         let cluster = match Cluster::from_env() {
             Some(c) => {
                 eprintln!("{tool}: using the cluster of KUBECONFIG");
@@ -40,7 +53,7 @@ impl Plane {
                     .prefix("pullwarden-bench-")
                     .tempdir()?
                     .keep();
-                Cluster::start(&dir, 1, Some(std::process::id()))?
+                Cluster::start_with_env(&dir, 1, Some(std::process::id()), env)?
             }
         };
         Ok(Plane { cluster, tool })
@@ -49,7 +62,23 @@ impl Plane {
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
     }
+
+    /// The kube-apiserver audit log that `cluster-up.sh` writes with `PULLWARDEN_AUDIT_USERS`:
+    /// in the state directory of a plane this process started, else next to an adopted
+    /// `KUBECONFIG` made by `cluster-up.sh`. `None` when there is none.
+    pub fn audit_log(&self) -> Option<std::path::PathBuf> {
+        let dir = match self.cluster.state_dir() {
+            Some(dir) => dir.to_path_buf(),
+            None => std::path::Path::new(self.cluster.kubeconfig())
+                .parent()?
+                .to_path_buf(),
+        };
+        Some(dir.join("logs").join(AUDIT_LOG)).filter(|p| p.is_file())
+    }
 }
+
+/// The audit log's file name under the plane's `logs/` (see `e2e/scripts/cluster-up.sh`).
+pub const AUDIT_LOG: &str = "kube-apiserver-audit.log";
 
 impl Drop for Plane {
     fn drop(&mut self) {

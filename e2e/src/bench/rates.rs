@@ -81,10 +81,20 @@ pub fn delta_counts(before: &ClientCounts, after: &ClientCounts) -> ClientCounts
             routes.insert(route.clone(), changed);
         }
     }
+    let charged_routes = after
+        .charged_routes
+        .iter()
+        .filter_map(|(route, n)| {
+            let old = before.charged_routes.get(route).copied().unwrap_or(0);
+            (*n > old).then(|| (route.clone(), n - old))
+        })
+        .collect();
     ClientCounts {
         total: after.total.saturating_sub(before.total),
         not_modified: after.not_modified.saturating_sub(before.not_modified),
         routes,
+        charged: after.charged.saturating_sub(before.charged),
+        charged_routes,
     }
 }
 

@@ -689,6 +689,14 @@ pub struct ClientCounts {
     pub not_modified: u64,
     /// `"METHOD /route/{template}"` → status code (as string) → count.
     pub routes: BTreeMap<String, BTreeMap<String, u64>>,
+    /// How many were charged against the caller's rate limit: API requests the handler answered
+    /// other than with 304 (not `GET /rate_limit`, not Gitea, not refused before the handler, not
+    /// git smart HTTP).
+    #[serde(default)]
+    pub charged: u64,
+    /// The charged requests per route.
+    #[serde(default)]
+    pub charged_routes: BTreeMap<String, u64>,
 }
 
 /// Request counts of all clients (`GET /_emulator/requests`). A client is a registered token

@@ -8,7 +8,7 @@
 //! 4. 401 for bad credentials, rate-limit check (exhausted → 403/429, handler not run);
 //! 5. the handler; then the ETag, `If-None-Match` → 304 (not charged), else charge one request
 //!    and add the rate-limit headers;
-//! 6. count the request per client, route template and status.
+//! 6. count the request per client, route template and status, and whether it was charged.
 //!
 //! hyper is used directly (not axum) because "drop the connection" must be expressible: a
 //! service error makes hyper close the socket without writing a response.
@@ -214,7 +214,7 @@ async fn handle(shared: Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
                 None
             }
             FaultAction::DropConnection => {
-                record(&shared, &client, &template, 0).await;
+                record(&shared, &client, &template, 0, false).await;
                 return Err(Dropped);
             }
             FaultAction::Status { status } => {
@@ -274,7 +274,7 @@ async fn handle(shared: Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
             }
         };
         if let Some(resp) = early {
-            record(&shared, &client, &template, resp.status().as_u16()).await;
+            record(&shared, &client, &template, resp.status().as_u16(), false).await;
             return Ok(resp);
         }
     }
@@ -315,17 +315,22 @@ async fn handle(shared: Shared, peer: SocketAddr, req: Request<Incoming>) -> Res
             api_request(&shared, &mut req, matched).await
         }
     };
-    record(&shared, &client, &template, resp.status().as_u16()).await;
+    let charged = resp.extensions().get::<Charged>().is_some();
+    record(&shared, &client, &template, resp.status().as_u16(), charged).await;
     Ok(resp)
 }
 
-async fn record(shared: &Shared, client: &str, template: &str, status: u16) {
+/// Marks a response whose request was charged against the caller's rate limit, for the counters.
+#[derive(Debug, Clone, Copy)]
+struct Charged;
+
+async fn record(shared: &Shared, client: &str, template: &str, status: u16, charged: bool) {
     shared
         .state
         .lock()
         .await
         .counters
-        .record(client, template, status);
+        .record(client, template, status, charged);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -528,6 +533,7 @@ async fn api_request(
     if let Some(b) = bucket(&mut st, &req.ident, &shared.config) {
         if charged && !not_modified {
             b.consume();
+            resp.extensions_mut().insert(Charged);
         } else {
             b.roll();
         }

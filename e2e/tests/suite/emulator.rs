@@ -1998,15 +1998,20 @@ async fn request_counts_are_kept_per_client_route_and_status() {
     let mine = &counts.clients[TOKEN];
     assert_eq!((mine.total, mine.not_modified), (2, 1));
     assert_eq!(mine.routes["GET /repos/{owner}/{repo}/pulls"]["304"], 1);
+    // The 304 was not charged; the 200 was.
+    assert_eq!(mine.charged, 1);
+    assert_eq!(mine.charged_routes["GET /repos/{owner}/{repo}/pulls"], 1);
     assert_eq!(
         counts.route("argocd", "GET /repos/{owner}/{repo}/pulls/{number}"),
         3
     );
+    assert_eq!(counts.clients["argocd"].charged, 3);
     assert_eq!(counts.total("anonymous"), 1);
     assert_eq!(
         counts.clients["invalid"].routes["GET /repos/{owner}/{repo}/pulls"]["401"],
         1
     );
+    assert_eq!(counts.clients["invalid"].charged, 0);
     emu.reset_request_counts().await.expect("reset");
     assert!(
         emu.request_counts()
@@ -2022,13 +2027,10 @@ async fn request_counts_are_kept_per_client_route_and_status() {
     tokio::task::spawn_blocking(move || git(&["ls-remote", &clone], &dp))
         .await
         .expect("ls-remote");
-    assert_eq!(
-        emu.request_counts()
-            .await
-            .expect("counts")
-            .route("anonymous", "GET /{repo}.git/info/refs"),
-        1
-    );
+    let counts = emu.request_counts().await.expect("counts");
+    assert_eq!(counts.route("anonymous", "GET /{repo}.git/info/refs"), 1);
+    // Git traffic is not charged against the REST quota.
+    assert_eq!(counts.clients["anonymous"].charged, 0);
 }
 
 #[tokio::test]
