@@ -30,18 +30,18 @@ pub struct Counter {
 }
 
 /// The counted messages (of `operator/src/controller/preview/mod.rs`,
-/// `controller/repository/mod.rs` and `webhook/handler.rs` as of issue 10's "before").
+/// `controller/repository/mod.rs` and `webhook/handler.rs` as of issue 10's driver over a pure plan).
 pub const COUNTERS: &[Counter] = &[
-    // A preview reconcile that got past dereferencing to the forge lookup of its head.
+    // A preview reconcile that reached a final step of its plan.
     Counter {
         name: "reconciles",
-        message: "target resolved",
+        message: "planned",
         subject: Subject::Preview,
     },
-    // Written once per head SHA before the first apply: a deploy starts.
+    // A revision (head SHA × generation) rendered and applied.
     Counter {
         name: "deploys",
-        message: "reported deploying",
+        message: "applied",
         subject: Subject::Preview,
     },
     Counter {

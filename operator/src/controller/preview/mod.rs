@@ -715,6 +715,7 @@ impl<'a> Run<'a> {
             (d, f) => d.or(f),
         };
         let namespace = self.status.namespace.clone().unwrap_or_default();
+        tracing::debug!(preview = %pe.name_any(), step = ?step, "planned");
         let action = match step {
             Step::Observe(_) | Step::Deploy => {
                 return Err(Error::Internal("not a final step".into()));
