@@ -10,6 +10,7 @@ mod fork_approval;
 mod leader_election;
 mod operator_basics;
 mod previews;
+mod repository_previews;
 mod repository_sync;
 mod support;
 mod tenant_confinement;

@@ -205,8 +205,7 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         )
         .await;
     }
-    let preview_summary =
-        (repo.spec.preview.is_some() || !removed.is_empty()).then(|| preview_outcome.summary());
+    let preview_summary = preview_outcome.summary(repo.spec.preview.is_some());
 
     // 6. status
     let now = jiff::Timestamp::now();

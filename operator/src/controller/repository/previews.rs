@@ -380,28 +380,28 @@ pub struct PreviewOutcome {
     /// Previews that stay (created, moved or unchanged).
     pub live: usize,
     pub deleted: Vec<(String, DeleteReason)>,
+    /// Previews deleted before this sync whose teardown is still running.
+    pub terminating: usize,
     /// `status.previewsOverCap`.
     pub over_cap: Vec<OverCapPullRequest>,
 }
 
 impl PreviewOutcome {
-    /// The previews part of the Ready message.
-    pub fn summary(&self) -> String {
-        let removed = self
-            .deleted
-            .iter()
-            .filter(|(_, r)| *r == DeleteReason::PreviewRemoved)
-            .count();
-        if removed > 0 {
-            return format!("spec.preview removed: {removed} previews deleted");
+    /// The previews part of the Ready message; `None` for a Repository without `spec.preview`
+    /// and no preview left.
+    pub fn summary(&self, has_preview_spec: bool) -> Option<String> {
+        if !has_preview_spec {
+            let going = self.deleted.len() + self.terminating;
+            return (going > 0)
+                .then(|| format!("spec.preview removed: {going} previews being deleted"));
         }
-        match self.over_cap.len() {
+        Some(match self.over_cap.len() {
             0 => format!("{} previews", self.live),
             n => format!(
                 "{} previews, {n} waiting for a slot (maxPreviews)",
                 self.live
             ),
-        }
+        })
     }
 }
 
@@ -461,6 +461,7 @@ pub async fn apply_plan(
         .filter(|a| matches!(a, PreviewAction::Create { .. }))
         .count();
     outcome.live = (live + created).saturating_sub(deletions.len());
+    outcome.terminating = owned.len() - live;
     outcome.deleted = deletions;
     Ok(outcome)
 }
@@ -855,25 +856,27 @@ mod tests {
     fn the_summary_says_what_happened() {
         let outcome = PreviewOutcome {
             live: 2,
-            deleted: vec![],
             over_cap: vec![OverCapPullRequest {
                 number: 3,
                 head_sha: A.into(),
             }],
+            ..Default::default()
         };
         assert_eq!(
-            outcome.summary(),
-            "2 previews, 1 waiting for a slot (maxPreviews)"
+            outcome.summary(true).as_deref(),
+            Some("2 previews, 1 waiting for a slot (maxPreviews)")
         );
+        // spec.preview removed: said as long as any of its previews is still being torn down.
         let removed = PreviewOutcome {
-            live: 0,
             deleted: vec![("web-pr-1".into(), DeleteReason::PreviewRemoved)],
-            over_cap: vec![],
+            terminating: 1,
+            ..Default::default()
         };
         assert_eq!(
-            removed.summary(),
-            "spec.preview removed: 1 previews deleted"
+            removed.summary(false).as_deref(),
+            Some("spec.preview removed: 2 previews being deleted")
         );
+        assert_eq!(PreviewOutcome::default().summary(false), None);
     }
 
     #[test]
