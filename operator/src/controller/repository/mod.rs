@@ -158,6 +158,20 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| "never".into());
     let owned = previews::owned_previews(ctx, &repo).await?;
+    // Without spec.preview nothing needs the forge: the generated previews go even while it is
+    // down.
+    let removal = match &repo.spec.preview {
+        None => {
+            let nothing = Snapshot {
+                default_branch: String::new(),
+                branches: Vec::new(),
+                pull_requests: Vec::new(),
+                fork_approvals: Vec::new(),
+            };
+            Some(previews_step(ctx, &repo, forge.as_ref(), &nothing, &owned).await?)
+        }
+        Some(_) => None,
+    };
     let deployed: BTreeMap<u64, String> = owned
         .iter()
         .filter_map(|(n, pe)| pe.spec.head_sha.clone().map(|sha| (*n, sha)))
@@ -176,35 +190,10 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     };
 
     // 5. previews
-    let actions = previews::plan_previews(
-        &repo,
-        &snapshot,
-        &owned,
-        ctx.config.settings.previews.default_max_previews,
-        jiff::Timestamp::now(),
-    );
-    let preview_outcome =
-        previews::apply_plan(ctx, &repo, forge.as_ref(), &actions, &owned).await?;
-    let removed: Vec<&str> = preview_outcome
-        .deleted
-        .iter()
-        .filter(|(_, r)| *r == previews::DeleteReason::PreviewRemoved)
-        .map(|(name, _)| name.as_str())
-        .collect();
-    if !removed.is_empty() {
-        super::publish(
-            ctx,
-            repo.as_ref(),
-            kube::runtime::events::EventType::Normal,
-            "PreviewsRemoved",
-            "Sync",
-            &format!(
-                "spec.preview was removed: deleting the previews it generated ({})",
-                removed.join(", ")
-            ),
-        )
-        .await;
-    }
+    let preview_outcome = match removal {
+        Some(outcome) => outcome,
+        None => previews_step(ctx, &repo, forge.as_ref(), &snapshot, &owned).await?,
+    };
     let preview_summary = preview_outcome.summary(repo.spec.preview.is_some());
 
     // 6. status
@@ -268,6 +257,46 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     }
     status::apply_status(ctx, repo.as_ref(), "repository", &new_status).await?;
     Ok(Action::requeue(next))
+}
+
+/// Step 5: plans and applies this Repository's previews; when `spec.preview` was removed, an
+/// event names the previews being deleted.
+async fn previews_step(
+    ctx: &crate::context::Context,
+    repo: &Repository,
+    forge: &dyn Forge,
+    snapshot: &Snapshot,
+    owned: &BTreeMap<u64, api::PreviewEnvironment>,
+) -> Result<previews::PreviewOutcome, Error> {
+    let actions = previews::plan_previews(
+        repo,
+        snapshot,
+        owned,
+        ctx.config.settings.previews.default_max_previews,
+        jiff::Timestamp::now(),
+    );
+    let outcome = previews::apply_plan(ctx, repo, forge, &actions, owned).await?;
+    let removed: Vec<&str> = outcome
+        .deleted
+        .iter()
+        .filter(|(_, r)| *r == previews::DeleteReason::PreviewRemoved)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !removed.is_empty() {
+        super::publish(
+            ctx,
+            repo,
+            kube::runtime::events::EventType::Normal,
+            "PreviewsRemoved",
+            "Sync",
+            &format!(
+                "spec.preview was removed: deleting the previews it generated ({})",
+                removed.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(outcome)
 }
 
 /// The last verified webhook delivery for this Repository: received by this replica (leader),
