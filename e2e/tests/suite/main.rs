@@ -12,6 +12,7 @@ mod operator_basics;
 mod preview_forges;
 mod preview_recovery;
 mod previews;
+mod repository_previews;
 mod repository_sync;
 mod support;
 mod tenant_confinement;

@@ -264,8 +264,10 @@ pub enum ForkPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct RepositoryPreview {
     /// At most this many live previews for this Repository; beyond it the oldest idle preview
-    /// (longest without a push, never one carrying `keepLabel`) is deleted. Unset: the
-    /// operator's default (`--default-max-previews`, 20); a larger value is lowered to it.
+    /// (longest without a push: its `status.lastPushTime`, else its creation; never one
+    /// carrying `keepLabel`) is deleted. A pull request left out waits in
+    /// `status.previewsOverCap` until a slot frees up or it is pushed to. Unset: the operator's
+    /// default (`--default-max-previews`, 20); a larger value is lowered to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_previews: Option<u32>,
@@ -318,6 +320,22 @@ pub struct RepositoryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub fork_approvals: Vec<ForkApprovalStatus>,
+    /// Selected pull requests that have no preview because of `maxPreviews`, with the head they
+    /// were at (at most 256). They get a preview when a slot frees up; after a push (a new
+    /// head) they count as the most recently pushed and take the slot of the preview longest
+    /// without a push.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub previews_over_cap: Vec<OverCapPullRequest>,
+}
+
+/// A selected pull request waiting for a preview slot under `maxPreviews`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverCapPullRequest {
+    pub number: u64,
+    /// The head it was at when the cap left it out.
+    pub head_sha: String,
 }
 
 /// The approval record of one fork pull request.

@@ -1,5 +1,7 @@
 //! The webhook ingress's view of Repositories: which objects follow a repository URL, with
-//! which webhook secret, and how to poke them.
+//! which webhook secret, and how to poke them: a sync-worthy event asks for a Repository sync
+//! (and records the delivery time for `status.lastEventTime`); a finished check only names its
+//! head SHA to the controllers waiting on checks ([`crate::context::Triggers::head_checks_finished`]).
 //!
 //! It keeps its own reflector of Repositories (cheap: one watch), so it works the same on every
 //! replica. Secrets are read by name rather than watched (watching would need list/watch on
@@ -20,7 +22,7 @@
 
 use super::refs;
 use crate::api::{Provider, Repository};
-use crate::context::{Context, WEBHOOK_RECEIVED_AT};
+use crate::context::{Context, HeadEvent, WEBHOOK_RECEIVED_AT};
 use crate::webhook::limits::BoundedLru;
 use crate::webhook::{
     self, CandidateLimits, ForgeEvent, ObjectKey, RepositoryDirectory, WebhookCandidate,
@@ -327,6 +329,23 @@ impl RepositoryDirectory for KubeDirectory {
                     warn!(namespace = %t.namespace, name = %t.name, error = %e, "could not forward a webhook to the leader");
                 }
             }
+        }
+    }
+
+    fn head_checks_finished(&self, targets: &[ObjectKey], event: &ForgeEvent, sha: &str) {
+        if !self.ctx.is_leader() {
+            // The previews waiting on this head run on the leader, which also re-reads checks
+            // on its own schedule; forwarding would cost a Repository write per check.
+            debug!(event = %event.event_name, sha, "finished check on a standby: left to the leader's own re-check");
+            return;
+        }
+        for t in targets {
+            debug!(namespace = %t.namespace, name = %t.name, event = %event.event_name, sha, "check finished");
+            self.ctx.triggers.head_checks_finished(HeadEvent {
+                namespace: t.namespace.clone(),
+                repository: t.name.clone(),
+                sha: sha.to_owned(),
+            });
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - the kind's own reconcile is a pipeline: dereference → validate → build (pure) → apply →
 //!   status;
 //! - a failed reconcile is counted by error category, published as a Warning event whose reason
-//!   is the category, and written to the `Ready` condition;
+//!   is the category, and written to the `Ready` condition, together with
+//!   `lastHandledReconcileAt` (a `reconcile-requested-at` annotation is acknowledged on every
+//!   path, also a failing one) and the kind's [`PullwardenKind::status_on_error`] fields;
 //! - [`error_policy`] turns the category into a requeue: permanent errors wait for a change,
 //!   missing dependencies retry slowly, transient errors back off exponentially.
 //!
@@ -61,10 +63,21 @@ pub trait PullwardenKind:
     /// The kind's reconcile writes its whole status on every path, errors included, so the
     /// shared wrapper must not write error conditions a second time.
     const WRITES_STATUS_ON_ERROR: bool = false;
+
+    /// Status fields (besides conditions, `observedGeneration` and `lastHandledReconcileAt`)
+    /// that a failed reconcile still writes, merged into the error status patch; only those
+    /// that differ from what is stored.
+    fn status_on_error(&self, _ctx: &Context) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
 }
 
 impl PullwardenKind for api::Repository {
     const KIND: &'static str = "Repository";
+
+    fn status_on_error(&self, ctx: &Context) -> serde_json::Map<String, serde_json::Value> {
+        repository::status_on_error(ctx, self)
+    }
 }
 impl PullwardenKind for api::PreviewEnvironment {
     const KIND: &'static str = "PreviewEnvironment";

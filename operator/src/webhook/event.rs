@@ -46,6 +46,9 @@ pub enum EventKind {
     Comment,
     /// A check run/suite, a commit status, a pipeline or a workflow run.
     CheckOrStatus,
+    /// A deployment or a deployment status (GitHub `deployment`/`deployment_status`, GitLab
+    /// `Deployment Hook`).
+    Deployment,
     /// Anything else, with the forge's event name.
     Other(String),
 }
@@ -74,6 +77,18 @@ pub struct ForgeEvent {
     pub head_sha: Option<String>,
     /// Git ref of a push (`refs/heads/main`, `refs/tags/v1`) or of a GitLab pipeline.
     pub git_ref: Option<String>,
+    /// The event reports a write Pullwarden itself makes: a commit status, check run or GitLab
+    /// job named `pullwarden/…` ([`OWN_CHECK_PREFIX`]), a GitLab pipeline made only of such
+    /// jobs, or a comment carrying the sticky-comment marker
+    /// ([`crate::render::report::COMMENT_MARKER`]).
+    pub own_write: bool,
+}
+
+/// Commit statuses and check runs whose context/name starts with this are Pullwarden's own.
+pub const OWN_CHECK_PREFIX: &str = "pullwarden/";
+
+fn is_own_check(name: Option<&str>) -> bool {
+    name.is_some_and(|n| n.starts_with(OWN_CHECK_PREFIX))
 }
 
 /// What the ingress does with a verified event.
@@ -81,8 +96,14 @@ pub struct ForgeEvent {
 pub enum Route {
     /// Answer `200` and do nothing else.
     Ping,
-    /// Notify the Repository objects: something they reconcile on may have changed.
-    Act,
+    /// Sync the Repository objects: something they read from the forge may have changed.
+    Sync,
+    /// A check finished on the event's `head_sha`: only the previews (and gates) whose head it
+    /// is re-evaluate; the Repository is not synced (its pull requests did not change).
+    HeadChecks,
+    /// The forge echoing one of Pullwarden's own writes (`202 echo`): nothing to do, and
+    /// counted apart so the echo traffic is visible.
+    Echo,
     /// Nothing Pullwarden reacts to (`202 ignored`).
     Ignore,
 }
@@ -106,34 +127,53 @@ pub enum ParseError {
 }
 
 impl ForgeEvent {
-    /// Decide what to do with the event. Pullwarden acts on pull/merge request changes, reviews,
-    /// comments on pull requests (`/ok-to-preview`), branch pushes and *finished* checks (gates
-    /// and `waitFor.checks` depend on them); tag pushes, comments on plain issues, check suites
-    /// (their runs are reported individually), installation and other events are ignored.
+    /// Decide what to do with the event:
+    /// - pull/merge request changes, reviews, comments on pull requests (`/ok-to-preview`) and
+    ///   branch pushes sync the Repository;
+    /// - a *finished* check (GitHub `check_run` `completed`, a commit status other than
+    ///   `pending`, a `completed` workflow run or Gitea workflow job, a GitLab pipeline or job
+    ///   that succeeded, failed, was canceled or skipped) with a head SHA is a
+    ///   [`Route::HeadChecks`]: gates and `waitFor.checks` depend on it, the Repository does not;
+    /// - echoes of Pullwarden's own writes ([`ForgeEvent::own_write`]) and deployment events
+    ///   (Pullwarden reacts to none, and most are its own) are [`Route::Echo`];
+    /// - unfinished checks (queued, in progress, `pending`, re-requested), check suites (their
+    ///   runs are reported individually), tag pushes, comments on plain issues, installation
+    ///   and other events are ignored.
     pub fn route(&self) -> Route {
-        let act = |yes: bool| if yes { Route::Act } else { Route::Ignore };
+        let sync = |yes: bool| if yes { Route::Sync } else { Route::Ignore };
+        if self.own_write {
+            return Route::Echo;
+        }
         match &self.kind {
             EventKind::Ping => Route::Ping,
-            EventKind::PullRequest | EventKind::Review => Route::Act,
-            EventKind::Comment => act(self.pull_request.is_some()),
-            EventKind::Push => act(self
-                .git_ref
-                .as_deref()
-                .is_some_and(|r| r.starts_with("refs/heads/"))),
+            EventKind::PullRequest | EventKind::Review => Route::Sync,
+            EventKind::Comment => sync(self.pull_request.is_some()),
+            EventKind::Push => sync(
+                self.git_ref
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("refs/heads/")),
+            ),
             EventKind::CheckOrStatus => {
                 let action = self.action.as_deref().unwrap_or_default();
-                act(match (self.forge, self.event_name.as_str()) {
-                    (Forge::Github, "check_run") => {
-                        matches!(action, "completed" | "rerequested" | "requested_action")
+                let finished = match (self.forge, self.event_name.as_str()) {
+                    (Forge::Github, "check_run") => action == "completed",
+                    (Forge::Github | Forge::Gitea, "status") => {
+                        matches!(action, "success" | "failure" | "error" | "warning")
                     }
-                    (Forge::Github | Forge::Gitea, "status") => true,
-                    (Forge::Github | Forge::Gitea, "workflow_run") => action == "completed",
-                    (Forge::Gitlab, "Pipeline Hook") => {
+                    (Forge::Github | Forge::Gitea, "workflow_run")
+                    | (Forge::Gitea, "workflow_job") => action == "completed",
+                    (Forge::Gitlab, "Pipeline Hook" | "Job Hook") => {
                         matches!(action, "success" | "failed" | "canceled" | "skipped")
                     }
                     _ => false,
-                })
+                };
+                if finished && self.head_sha.is_some() {
+                    Route::HeadChecks
+                } else {
+                    Route::Ignore
+                }
             }
+            EventKind::Deployment => Route::Echo,
             EventKind::Other(_) => Route::Ignore,
         }
     }
@@ -300,6 +340,7 @@ pub fn parse(forge: Forge, headers: &HeaderMap, body: &[u8]) -> Result<ForgeEven
             .head_sha
             .filter(|s| !s.is_empty() && !s.bytes().all(|b| b == b'0')),
         git_ref: fields.git_ref,
+        own_write: fields.own_write,
     })
 }
 
@@ -373,6 +414,7 @@ struct Fields {
     sender: Option<String>,
     head_sha: Option<String>,
     git_ref: Option<String>,
+    own_write: bool,
 }
 
 /// Parse the payload, which must be a JSON object (derived struct deserializers would also
@@ -409,6 +451,7 @@ fn hub_kind(forge: Forge, name: &str) -> EventKind {
         (Forge::Github, "check_run" | "check_suite" | "status" | "workflow_run") => {
             EventKind::CheckOrStatus
         }
+        (Forge::Github, "deployment" | "deployment_status") => EventKind::Deployment,
         // Gitea: X-Gitea-Event is `pull_request_approved`/`_rejected` for reviews and
         // `pull_request_comment` for review comments; other `pull_request_*` names
         // (`_sync`, `_label`, `_assign`, ...) are pull request changes.
@@ -439,7 +482,10 @@ struct HubPayload {
     after: Scalar,
     sha: Scalar,
     state: Scalar,
+    /// Commit status context.
+    context: Scalar,
     is_pull: Scalar,
+    comment: Obj<HubComment>,
     repository: Obj<HubRepository>,
     repositories: List<HubRepositoryRef>,
     repositories_added: List<HubRepositoryRef>,
@@ -449,6 +495,7 @@ struct HubPayload {
     check_run: Obj<HubCheck>,
     check_suite: Obj<HubCheck>,
     workflow_run: Obj<HubCheck>,
+    workflow_job: Obj<HubCheck>,
 }
 
 #[derive(Default, Deserialize)]
@@ -500,7 +547,14 @@ struct HubIssue {
 #[serde(default)]
 struct HubCheck {
     head_sha: Scalar,
+    name: Scalar,
     pull_requests: List<HubPullRequest>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct HubComment {
+    body: CarriesMarker,
 }
 
 fn parse_hub(forge: Forge, event_name: &str, json: &[u8]) -> Result<Fields, ParseError> {
@@ -516,7 +570,8 @@ fn parse_hub(forge: Forge, event_name: &str, json: &[u8]) -> Result<Fields, Pars
         .0
         .as_ref()
         .or(p.check_suite.0.as_ref())
-        .or(p.workflow_run.0.as_ref());
+        .or(p.workflow_run.0.as_ref())
+        .or(p.workflow_job.0.as_ref());
 
     let (pull_request, head_sha) = match kind {
         EventKind::PullRequest | EventKind::Review => (pr_number.or(p.number.u64()), pr_head),
@@ -532,12 +587,20 @@ fn parse_hub(forge: Forge, event_name: &str, json: &[u8]) -> Result<Fields, Pars
             check.and_then(|c| c.pull_requests.0.iter().find_map(|pr| pr.number.u64())),
             check.and_then(|c| c.head_sha.string()).or(p.sha.string()),
         ),
-        EventKind::Ping | EventKind::Other(_) => (None, None),
+        EventKind::Ping | EventKind::Deployment | EventKind::Other(_) => (None, None),
     };
     let action = p
         .action
         .string()
         .or_else(|| (event_name == "status").then(|| p.state.string()).flatten());
+    let own_write = match kind {
+        EventKind::Comment => p.comment.0.as_ref().is_some_and(|c| c.body.0),
+        EventKind::CheckOrStatus if event_name == "status" => {
+            is_own_check(p.context.string().as_deref())
+        }
+        EventKind::CheckOrStatus => is_own_check(check.and_then(|c| c.name.string()).as_deref()),
+        _ => false,
+    };
 
     let mut urls = Vec::new();
     if let Some(repo) = p.repository.0.as_ref() {
@@ -580,6 +643,7 @@ fn parse_hub(forge: Forge, event_name: &str, json: &[u8]) -> Result<Fields, Pars
         sender,
         head_sha,
         git_ref: p.git_ref.string(),
+        own_write,
     })
 }
 
@@ -599,6 +663,18 @@ struct LabPayload {
     git_ref: Scalar,
     after: Scalar,
     checkout_sha: Scalar,
+    /// Job Hook: the job's SHA, status and name.
+    sha: Scalar,
+    build_status: Scalar,
+    build_name: Scalar,
+    /// Pipeline Hook: the pipeline's jobs.
+    builds: List<LabBuild>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct LabBuild {
+    name: Scalar,
 }
 
 /// URL fields of `project`, `repository` and a merge request's `target`.
@@ -626,6 +702,8 @@ struct LabAttributes {
     git_ref: Scalar,
     last_commit: Obj<LabCommit>,
     target: Obj<LabProject>,
+    /// Note Hook: the comment text (only whether it carries the marker is kept).
+    note: CarriesMarker,
 }
 
 #[derive(Default, Deserialize)]
@@ -697,13 +775,21 @@ fn parse_gitlab(event_name: &str, json: &[u8]) -> Result<Fields, ParseError> {
                 None,
             )
         }
-        "Pipeline Hook" | "Job Hook" => (
+        "Pipeline Hook" => (
             EventKind::CheckOrStatus,
             mr.and_then(|m| m.iid.u64()),
             attrs.and_then(|a| a.status.string()),
             attrs.and_then(|a| a.sha.string()),
             attrs.and_then(|a| a.git_ref.string()),
         ),
+        "Job Hook" => (
+            EventKind::CheckOrStatus,
+            None,
+            p.build_status.string(),
+            p.sha.string(),
+            p.git_ref.string(),
+        ),
+        "Deployment Hook" => (EventKind::Deployment, None, None, None, None),
         other => (
             EventKind::Other(other.to_owned()),
             None,
@@ -713,6 +799,20 @@ fn parse_gitlab(event_name: &str, json: &[u8]) -> Result<Fields, ParseError> {
         ),
     };
 
+    let own_write = match event_name {
+        "Note Hook" | "Confidential Note Hook" => attrs.is_some_and(|a| a.note.0),
+        "Job Hook" => is_own_check(p.build_name.string().as_deref()),
+        // A pipeline made only of Pullwarden's commit statuses (GitLab turns each into an
+        // external job); one that also runs CI jobs is a real check.
+        "Pipeline Hook" => {
+            !p.builds.0.is_empty()
+                && p.builds
+                    .0
+                    .iter()
+                    .all(|b| is_own_check(b.name.string().as_deref()))
+        }
+        _ => false,
+    };
     let mut urls = Vec::new();
     let target = attrs.and_then(|a| a.target.0.as_ref());
     for project in [p.project.0.as_ref(), p.repository.0.as_ref(), target]
@@ -745,6 +845,7 @@ fn parse_gitlab(event_name: &str, json: &[u8]) -> Result<Fields, ParseError> {
         sender,
         head_sha,
         git_ref,
+        own_write,
     })
 }
 
@@ -831,6 +932,21 @@ impl<'de> Deserialize<'de> for Scalar {
             }
         }
         deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// Whether a JSON string contains Pullwarden's sticky-comment marker; the text itself is not
+/// kept, and any other JSON type reads as `false`.
+#[derive(Default)]
+struct CarriesMarker(bool);
+
+impl<'de> Deserialize<'de> for CarriesMarker {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let carries = match Scalar::deserialize(deserializer)? {
+            Scalar::Str(text) => text.contains(crate::render::report::COMMENT_MARKER),
+            _ => false,
+        };
+        Ok(CarriesMarker(carries))
     }
 }
 
@@ -1211,7 +1327,7 @@ mod unit_tests {
         let e = parse(Forge::Gitea, &h, body).unwrap();
         assert_eq!(
             (e.kind.clone(), e.pull_request, e.route()),
-            (EventKind::Comment, Some(3), Route::Act)
+            (EventKind::Comment, Some(3), Route::Sync)
         );
         let plain =
             br#"{"action":"created","issue":{"number":3,"pull_request":null},"is_pull":false,

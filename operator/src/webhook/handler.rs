@@ -251,6 +251,7 @@ enum Outcome {
     Accepted,
     Ping,
     Ignored,
+    Echo,
     Duplicate,
     Unauthorized,
     TooLarge,
@@ -264,6 +265,7 @@ impl Outcome {
         match self {
             Outcome::Accepted => WebhookResult::Accepted,
             Outcome::Ping | Outcome::Ignored => WebhookResult::Ignored,
+            Outcome::Echo => WebhookResult::Echo,
             Outcome::Duplicate => WebhookResult::Duplicate,
             Outcome::Unauthorized => WebhookResult::Unauthorized,
             Outcome::TooLarge => WebhookResult::TooLarge,
@@ -286,7 +288,7 @@ impl IntoResponse for Outcome {
         let result = self.result().as_str();
         let (status, body) = match &self {
             Outcome::Accepted => (StatusCode::ACCEPTED, json_result(result)),
-            Outcome::Ignored => (StatusCode::ACCEPTED, json_result(result)),
+            Outcome::Ignored | Outcome::Echo => (StatusCode::ACCEPTED, json_result(result)),
             Outcome::Ping => (StatusCode::OK, json_result("ping")),
             Outcome::Duplicate => (StatusCode::OK, json_result(result)),
             // One fixed response whatever the reason (unknown repository, missing, malformed
@@ -572,7 +574,16 @@ async fn route_verified(inner: &Inner, Verified { event, targets }: Verified) ->
             );
             Outcome::Ignored
         }
-        Route::Act => {
+        Route::Echo => {
+            debug!(
+                %forge,
+                delivery = %event.delivery_id,
+                event = %event.event_name,
+                "webhook echo of Pullwarden's own write suppressed"
+            );
+            Outcome::Echo
+        }
+        route @ (Route::Sync | Route::HeadChecks) => {
             let now = Instant::now();
             let mut allowed = Vec::with_capacity(targets.len());
             let mut retry_after = Duration::MAX;
@@ -593,7 +604,12 @@ async fn route_verified(inner: &Inner, Verified { event, targets }: Verified) ->
                 lock(&inner.dedupe).forget(&key);
                 return Outcome::RateLimited { retry_after };
             }
-            inner.directory.notify(&allowed, &event).await;
+            match (route, event.head_sha.as_deref()) {
+                (Route::HeadChecks, Some(sha)) => {
+                    inner.directory.head_checks_finished(&allowed, &event, sha)
+                }
+                _ => inner.directory.notify(&allowed, &event).await,
+            }
             info!(
                 %forge,
                 delivery = %event.delivery_id,

@@ -24,6 +24,9 @@ pub enum WebhookResult {
     Malformed,
     /// Verified, but nothing Pullwarden acts on; pings are counted here too (`202`/`200`).
     Ignored,
+    /// Verified, and the forge echoing Pullwarden's own write (its commit status or check run,
+    /// its sticky comment, a deployment): suppressed, nothing is synced (`202`).
+    Echo,
     /// Per-Repository or per-IP budget exhausted (`429`).
     RateLimited,
     /// The server is at a global cap (in-flight requests, in-flight body bytes) or this
@@ -32,13 +35,14 @@ pub enum WebhookResult {
 }
 
 impl WebhookResult {
-    pub const ALL: [WebhookResult; 8] = [
+    pub const ALL: [WebhookResult; 9] = [
         WebhookResult::Accepted,
         WebhookResult::Duplicate,
         WebhookResult::Unauthorized,
         WebhookResult::TooLarge,
         WebhookResult::Malformed,
         WebhookResult::Ignored,
+        WebhookResult::Echo,
         WebhookResult::RateLimited,
         WebhookResult::Overloaded,
     ];
@@ -51,6 +55,7 @@ impl WebhookResult {
             WebhookResult::TooLarge => "too_large",
             WebhookResult::Malformed => "malformed",
             WebhookResult::Ignored => "ignored",
+            WebhookResult::Echo => "echo",
             WebhookResult::RateLimited => "rate_limited",
             WebhookResult::Overloaded => "overloaded",
         }

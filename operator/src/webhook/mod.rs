@@ -55,12 +55,16 @@
 //! 7. Verified: the `(forge, delivery id)` pair is recorded in a bounded TTL cache; a repeat →
 //!    `200 duplicate`. Recording happens only now, so unauthenticated requests cannot poison it.
 //! 8. [`ForgeEvent::route`]: `ping` → `200`, events Pullwarden does not act on → `202 ignored`,
-//!    others spend a token from each verified target's bucket (`429 rate_limited` if none has
-//!    one left, and the delivery is forgotten so a redelivery is not a "duplicate") and then
-//!    [`RepositoryDirectory::notify`] is called once → `202 accepted`.
+//!    echoes of its own writes (its commit statuses and check runs, its sticky comment,
+//!    deployments) → `202 echo`; the others spend a token from each verified target's bucket
+//!    (`429 rate_limited` if none has one left, and the delivery is forgotten so a redelivery
+//!    is not a "duplicate") and then either [`RepositoryDirectory::notify`] (a Repository
+//!    sync) or, for a finished check, [`RepositoryDirectory::head_checks_finished`] with its
+//!    head SHA is called once → `202 accepted`.
 //!
 //! Every response is counted in `pullwarden_webhook_requests_total{forge,result}`
-//! ([`WebhookMetrics`]; a ping counts as `ignored`); refusals (4xx/5xx) close the connection.
+//! ([`WebhookMetrics`]; a ping counts as `ignored`, a suppressed echo as `echo`); refusals
+//! (4xx/5xx) close the connection.
 //! Secrets and signatures are never logged.
 //!
 //! Wiring (for the operator): build a [`WebhookState`] from a [`WebhookConfig`] (from
@@ -180,9 +184,14 @@ pub trait RepositoryDirectory: Send + Sync + 'static {
     /// secret bytes.
     async fn candidates(&self, forge: Forge, repository_urls: &[String]) -> Vec<WebhookCandidate>;
 
-    /// Called once per accepted, verified, non-duplicate event with the Repository objects it
-    /// verified for (and that still had rate-limit budget).
+    /// Called once per accepted, verified, non-duplicate event routed [`Route::Sync`], with
+    /// the Repository objects it verified for (and that still had rate-limit budget).
     async fn notify(&self, targets: &[ObjectKey], event: &ForgeEvent);
+
+    /// Like [`RepositoryDirectory::notify`] for an event routed [`Route::HeadChecks`]: a check
+    /// finished on commit `sha` of these Repositories. No Repository sync: only what waits on
+    /// that head's checks (previews, gates) needs to look again.
+    fn head_checks_finished(&self, targets: &[ObjectKey], event: &ForgeEvent, sha: &str);
 
     /// Called for every delivery that verified (also pings, duplicates and ignored events), with
     /// the Repository objects whose secret verified it. A directory that bounds its candidates

@@ -29,6 +29,8 @@ use super::*;
 struct TestDirectory {
     repos: Vec<(String, ObjectKey, WebhookSecret)>,
     notified: Mutex<Vec<(Vec<ObjectKey>, ForgeEvent)>>,
+    /// Finished checks: the targets and the head SHA.
+    head_checks: Mutex<Vec<(Vec<ObjectKey>, String)>>,
     lookups: AtomicUsize,
 }
 
@@ -46,12 +48,17 @@ impl TestDirectory {
                 })
                 .collect(),
             notified: Mutex::new(Vec::new()),
+            head_checks: Mutex::new(Vec::new()),
             lookups: AtomicUsize::new(0),
         })
     }
 
     fn notifications(&self) -> Vec<(Vec<ObjectKey>, ForgeEvent)> {
         self.notified.lock().unwrap().clone()
+    }
+
+    fn head_checks(&self) -> Vec<(Vec<ObjectKey>, String)> {
+        self.head_checks.lock().unwrap().clone()
     }
 }
 
@@ -74,6 +81,13 @@ impl RepositoryDirectory for TestDirectory {
             .lock()
             .unwrap()
             .push((targets.to_vec(), event.clone()));
+    }
+
+    fn head_checks_finished(&self, targets: &[ObjectKey], _event: &ForgeEvent, sha: &str) {
+        self.head_checks
+            .lock()
+            .unwrap()
+            .push((targets.to_vec(), sha.to_owned()));
     }
 }
 
@@ -258,7 +272,7 @@ fn gh(
 
 fn github_expectations() -> Vec<Expect> {
     use EventKind::*;
-    use Route::{Act, Ignore};
+    use Route::{HeadChecks, Ignore, Sync};
     let pr = |file| {
         gh(
             file,
@@ -267,7 +281,7 @@ fn github_expectations() -> Vec<Expect> {
             Some(2),
             Some(PR_HEAD),
             "Codertocat",
-            Act,
+            Sync,
         )
     };
     vec![
@@ -278,7 +292,7 @@ fn github_expectations() -> Vec<Expect> {
             Some(2),
             Some(PR_HEAD),
             "Codertocat",
-            Act,
+            HeadChecks,
         ),
         gh(
             "check_run.created.json",
@@ -296,7 +310,7 @@ fn github_expectations() -> Vec<Expect> {
             Some(26764),
             Some("5bd5f196a46b8222fb7484f05faba41a73cf34bd"),
             "codebytere",
-            Act,
+            Ignore,
         ),
         gh(
             "check_run.rerequested.json",
@@ -306,7 +320,7 @@ fn github_expectations() -> Vec<Expect> {
             None,
             Some("d6fde92930d4715a2b49857d24b940956b26d2d3"),
             "octocat",
-            Act,
+            Ignore,
         ),
         gh(
             "check_suite.completed.json",
@@ -386,7 +400,7 @@ fn github_expectations() -> Vec<Expect> {
             Some(2),
             Some(PR_HEAD),
             "Codertocat",
-            Act,
+            Sync,
         ),
         gh(
             "pull_request_review.submitted.json",
@@ -395,7 +409,7 @@ fn github_expectations() -> Vec<Expect> {
             Some(2),
             Some(PR_HEAD),
             "Codertocat",
-            Act,
+            Sync,
         ),
         gh(
             "push.branch-created.json",
@@ -404,7 +418,7 @@ fn github_expectations() -> Vec<Expect> {
             None,
             Some("6113728f27ae82c7b1a177c8d03f9e96e0adf246"),
             "Codertocat",
-            Act,
+            Sync,
         ),
         gh(
             "push.tag-created.ghes-3.5.json",
@@ -438,7 +452,7 @@ fn gitlab_expectations() -> Vec<Expect> {
             pull_request: Some(1),
             head_sha: Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7"),
             sender: Some("root"),
-            route: Route::Act,
+            route: Route::Sync,
         },
         Expect {
             file: "note.merge_request.json",
@@ -448,7 +462,7 @@ fn gitlab_expectations() -> Vec<Expect> {
             pull_request: Some(1),
             head_sha: Some("562e173be03b8ff2efb05345d12df18815438a4b"),
             sender: Some("root"),
-            route: Route::Act,
+            route: Route::Sync,
         },
         Expect {
             file: "pipeline.json",
@@ -458,7 +472,7 @@ fn gitlab_expectations() -> Vec<Expect> {
             pull_request: Some(1),
             head_sha: Some("bcbb5ec396a2c0f828686f14fac9b80b780504f2"),
             sender: Some("root"),
-            route: Route::Act,
+            route: Route::HeadChecks,
         },
         Expect {
             file: "push.json",
@@ -468,7 +482,7 @@ fn gitlab_expectations() -> Vec<Expect> {
             pull_request: None,
             head_sha: Some("da1560886d4f094c3e6c9ef40349f7d38b5d27d7"),
             sender: Some("jsmith"),
-            route: Route::Act,
+            route: Route::Sync,
         },
         Expect {
             file: "tag_push.json",
@@ -492,7 +506,7 @@ fn gitea_expectations() -> Vec<Expect> {
         pull_request: None,
         head_sha: Some("bffeb74224043ba2feb48d137756c8a9331c449a"),
         sender: Some("gitea"),
-        route: Route::Act,
+        route: Route::Sync,
     }]
 }
 
@@ -596,10 +610,12 @@ async fn every_fixture_routes_through_the_ingress() {
             ))
             .await;
         let what = format!("{forge}/{}", expect.file);
-        let (status, result, notified) = match expect.route {
-            Route::Act => (StatusCode::ACCEPTED, "accepted", 1),
-            Route::Ignore => (StatusCode::ACCEPTED, "ignored", 0),
-            Route::Ping => (StatusCode::OK, "ping", 0),
+        let (status, result, notified, head_checks) = match expect.route {
+            Route::Sync => (StatusCode::ACCEPTED, "accepted", 1, 0),
+            Route::HeadChecks => (StatusCode::ACCEPTED, "accepted", 0, 1),
+            Route::Ignore => (StatusCode::ACCEPTED, "ignored", 0, 0),
+            Route::Echo => (StatusCode::ACCEPTED, "echo", 0, 0),
+            Route::Ping => (StatusCode::OK, "ping", 0, 0),
         };
         assert_eq!(
             (reply.status, reply.result().as_str()),
@@ -608,6 +624,12 @@ async fn every_fixture_routes_through_the_ingress() {
         );
         let notes = h.directory.notifications();
         assert_eq!(notes.len(), notified, "{what}");
+        let checks = h.directory.head_checks();
+        assert_eq!(checks.len(), head_checks, "{what}");
+        if let Some((targets, sha)) = checks.first() {
+            assert_eq!(targets, &vec![ObjectKey::new("team", "repo")], "{what}");
+            assert_eq!(Some(sha.as_str()), expect.head_sha, "{what}");
+        }
         if let Some((targets, event)) = notes.first() {
             assert_eq!(targets, &vec![ObjectKey::new("team", "repo")], "{what}");
             assert_eq!(event.delivery_id, id, "{what}");
@@ -1919,4 +1941,279 @@ async fn healthz_and_unknown_routes() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Echoes of Pullwarden's own writes, unfinished and finished checks
+
+fn fixture_json(path: &str) -> serde_json::Value {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../e2e/fixtures")
+        .join(path);
+    serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
+}
+
+const STATUS_SHA: &str = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+
+/// A commit status event as GitHub and Gitea send it (no fixture exists for it).
+fn status_body(context: &str, state: &str) -> Vec<u8> {
+    serde_json::json!({
+        "sha": STATUS_SHA, "state": state, "context": context,
+        "description": "d", "target_url": null,
+        "repository": {"clone_url": REPO, "html_url": REPO.trim_end_matches(".git")},
+        "sender": {"login": "pullwarden-bot"}
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Sends `body` and returns (result, Repository syncs asked for, finished checks named).
+async fn route_of(forge: Forge, event: &str, body: Vec<u8>, repo: &str) -> (String, usize, usize) {
+    let h = harness(&[(repo, "repo", SECRET)]);
+    let reply = h
+        .send(delivery(forge, event, "d-1", body, Some(SECRET)))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let echoes = h.count(forge, WebhookResult::Echo);
+    let result = reply.result();
+    assert_eq!(echoes, u64::from(result == "echo"), "echoes are counted");
+    (
+        result,
+        h.directory.notifications().len(),
+        h.directory.head_checks().len(),
+    )
+}
+
+#[tokio::test]
+async fn own_commit_statuses_are_echoes_and_others_name_their_head() {
+    for forge in [Forge::Github, Forge::Gitea] {
+        // Ours, whatever its state.
+        for state in ["pending", "success", "failure"] {
+            let got = route_of(
+                forge,
+                "status",
+                status_body("pullwarden/preview", state),
+                REPO,
+            )
+            .await;
+            assert_eq!(got, ("echo".into(), 0, 0), "{forge} {state}");
+        }
+        // Someone else's, unfinished: nothing.
+        let got = route_of(forge, "status", status_body("ci/build", "pending"), REPO).await;
+        assert_eq!(got, ("ignored".into(), 0, 0), "{forge} pending");
+        // Someone else's, finished: the head's waiters look again; no Repository sync.
+        for state in ["success", "failure", "error"] {
+            let h = harness(&[(REPO, "repo", SECRET)]);
+            let reply = h
+                .send(delivery(
+                    forge,
+                    "status",
+                    "d-2",
+                    status_body("ci/build", state),
+                    Some(SECRET),
+                ))
+                .await;
+            assert_eq!(reply.result(), "accepted", "{forge} {state}");
+            assert!(h.directory.notifications().is_empty());
+            assert_eq!(
+                h.directory.head_checks(),
+                vec![(vec![ObjectKey::new("team", "repo")], STATUS_SHA.to_owned())]
+            );
+        }
+    }
+    // A context that merely contains the prefix is not ours.
+    let got = route_of(
+        Forge::Github,
+        "status",
+        status_body("ci/pullwarden/preview", "success"),
+        REPO,
+    )
+    .await;
+    assert_eq!(got, ("accepted".into(), 0, 1));
+}
+
+#[tokio::test]
+async fn own_check_runs_are_echoes_and_unfinished_runs_do_nothing() {
+    let repo = format!("https://{CODERTOCAT}");
+    let mut completed = fixture_json("github/webhooks/check_run.completed.json");
+    let got = route_of(
+        Forge::Github,
+        "check_run",
+        completed.to_string().into_bytes(),
+        &repo,
+    )
+    .await;
+    assert_eq!(
+        got,
+        ("accepted".into(), 0, 1),
+        "someone else's finished run"
+    );
+    completed["check_run"]["name"] = "pullwarden/preview".into();
+    let got = route_of(
+        Forge::Github,
+        "check_run",
+        completed.to_string().into_bytes(),
+        &repo,
+    )
+    .await;
+    assert_eq!(got, ("echo".into(), 0, 0), "our own run");
+    let created = fixture_json("github/webhooks/check_run.created.json");
+    let got = route_of(
+        Forge::Github,
+        "check_run",
+        created.to_string().into_bytes(),
+        &repo,
+    )
+    .await;
+    assert_eq!(got, ("ignored".into(), 0, 0), "queued");
+}
+
+#[tokio::test]
+async fn the_sticky_comment_is_an_echo_and_other_comments_sync() {
+    use crate::render::report::COMMENT_MARKER;
+    let comment = |body: &str| {
+        serde_json::json!({
+            "action": "edited",
+            "issue": {"number": 7, "pull_request": {"url": "u"}},
+            "comment": {"id": 1, "body": body},
+            "repository": {"clone_url": REPO},
+            "sender": {"login": "pullwarden-bot"}
+        })
+        .to_string()
+        .into_bytes()
+    };
+    for forge in [Forge::Github, Forge::Gitea] {
+        let got = route_of(
+            forge,
+            "issue_comment",
+            comment(&format!("{COMMENT_MARKER}\n### Preview ready")),
+            REPO,
+        )
+        .await;
+        assert_eq!(got, ("echo".into(), 0, 0), "{forge}");
+        let got = route_of(forge, "issue_comment", comment("/ok-to-preview"), REPO).await;
+        assert_eq!(got, ("accepted".into(), 1, 0), "{forge}");
+    }
+    // GitLab: the note fixture, once as written and once as our sticky note.
+    let repo = "https://example.com/gitlab-org/gitlab-test";
+    let mut note = fixture_json("gitlab/webhooks/note.merge_request.json");
+    let got = route_of(
+        Forge::Gitlab,
+        "Note Hook",
+        note.to_string().into_bytes(),
+        repo,
+    )
+    .await;
+    assert_eq!(got, ("accepted".into(), 1, 0));
+    note["object_attributes"]["note"] = format!("{COMMENT_MARKER}\nPreview ready").into();
+    let got = route_of(
+        Forge::Gitlab,
+        "Note Hook",
+        note.to_string().into_bytes(),
+        repo,
+    )
+    .await;
+    assert_eq!(got, ("echo".into(), 0, 0));
+}
+
+#[tokio::test]
+async fn gitlab_pipelines_and_jobs_of_our_statuses_are_echoes() {
+    let repo = "http://192.168.64.1:3005/gitlab-org/gitlab-test";
+    let mut pipeline = fixture_json("gitlab/webhooks/pipeline.json");
+    // A pipeline made only of Pullwarden's external statuses.
+    for build in pipeline["builds"].as_array_mut().unwrap() {
+        build["name"] = "pullwarden/preview".into();
+    }
+    let got = route_of(
+        Forge::Gitlab,
+        "Pipeline Hook",
+        pipeline.to_string().into_bytes(),
+        repo,
+    )
+    .await;
+    assert_eq!(got, ("echo".into(), 0, 0));
+    // One CI job among them: a real pipeline.
+    pipeline["builds"][0]["name"] = "test".into();
+    let got = route_of(
+        Forge::Gitlab,
+        "Pipeline Hook",
+        pipeline.to_string().into_bytes(),
+        repo,
+    )
+    .await;
+    assert_eq!(got, ("accepted".into(), 0, 1));
+    // Still running: nothing.
+    pipeline["object_attributes"]["status"] = "running".into();
+    let got = route_of(
+        Forge::Gitlab,
+        "Pipeline Hook",
+        pipeline.to_string().into_bytes(),
+        repo,
+    )
+    .await;
+    assert_eq!(got, ("ignored".into(), 0, 0));
+
+    let job = |name: &str, status: &str| {
+        serde_json::json!({
+            "object_kind": "build", "ref": "feature", "sha": STATUS_SHA,
+            "build_name": name, "build_status": status,
+            "project": {"web_url": repo}, "user": {"username": "root"}
+        })
+        .to_string()
+        .into_bytes()
+    };
+    let got = route_of(
+        Forge::Gitlab,
+        "Job Hook",
+        job("pullwarden/preview", "success"),
+        repo,
+    )
+    .await;
+    assert_eq!(got, ("echo".into(), 0, 0));
+    let h = harness(&[(repo, "repo", SECRET)]);
+    h.send(delivery(
+        Forge::Gitlab,
+        "Job Hook",
+        "j",
+        job("test", "failed"),
+        Some(SECRET),
+    ))
+    .await;
+    assert_eq!(
+        h.directory.head_checks(),
+        vec![(vec![ObjectKey::new("team", "repo")], STATUS_SHA.to_owned())]
+    );
+    let got = route_of(Forge::Gitlab, "Job Hook", job("test", "running"), repo).await;
+    assert_eq!(got, ("ignored".into(), 0, 0));
+}
+
+#[tokio::test]
+async fn deployment_events_are_echoes() {
+    let body = serde_json::json!({
+        "action": "created",
+        "deployment": {"id": 1, "sha": STATUS_SHA, "environment": "preview/web-pr-7"},
+        "deployment_status": {"state": "success"},
+        "repository": {"clone_url": REPO},
+        "sender": {"login": "pullwarden-bot"}
+    })
+    .to_string()
+    .into_bytes();
+    for event in ["deployment", "deployment_status"] {
+        let got = route_of(Forge::Github, event, body.clone(), REPO).await;
+        assert_eq!(got, ("echo".into(), 0, 0), "{event}");
+    }
+    let gitlab = serde_json::json!({
+        "object_kind": "deployment", "status": "success",
+        "project": {"web_url": "https://gitlab.example.com/g/p"}
+    })
+    .to_string()
+    .into_bytes();
+    let got = route_of(
+        Forge::Gitlab,
+        "Deployment Hook",
+        gitlab,
+        "https://gitlab.example.com/g/p",
+    )
+    .await;
+    assert_eq!(got, ("echo".into(), 0, 0));
 }

@@ -9,13 +9,18 @@
 //!    the trust label's history and the forge's push record;
 //! 4. select (pure, [`select`], [`approval`]) — which branches and pull requests count, and
 //!    which head of each fork pull request is approved (per commit: a new head waits);
-//! 5. previews — create, move or delete PreviewEnvironments for the selected pull requests (a
-//!    fork's preview stays at its approved head, with the newer head marked unapproved);
+//! 5. previews — plan (pure, [`previews::plan_previews`]) and apply: create, move or delete
+//!    PreviewEnvironments for the selected pull requests (a fork's preview stays at its approved
+//!    head, with the newer head marked unapproved); without `spec.preview`, every preview the
+//!    Repository generated is deleted, and an event says so;
 //! 6. status — bounded lists with totals, times, rate limit; requeue after an adaptive,
 //!    jittered interval between `interval` and `maxInterval`.
 //!
 //! A forge failure is never read as "no pull requests": the reconcile fails with the forge's
-//! category, the last good status stays, and the condition says the data is stale.
+//! category, the last good status stays, and the condition says the data is stale. The error
+//! status still records `lastHandledReconcileAt` and the last verified webhook
+//! (`lastEventTime`, [`status_on_error`]): "did my webhook arrive?" has an answer exactly when
+//! the forge is down.
 
 pub mod approval;
 pub mod previews;
@@ -152,9 +157,20 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         .and_then(|s| s.last_sync_time.as_ref())
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| "never".into());
-    let owned = match &repo.spec.preview {
-        Some(_) => previews::owned_previews(ctx, &repo).await?,
-        None => BTreeMap::new(),
+    let owned = previews::owned_previews(ctx, &repo).await?;
+    // Without spec.preview nothing needs the forge: the generated previews go even while it is
+    // down.
+    let removal = match &repo.spec.preview {
+        None => {
+            let nothing = Snapshot {
+                default_branch: String::new(),
+                branches: Vec::new(),
+                pull_requests: Vec::new(),
+                fork_approvals: Vec::new(),
+            };
+            Some(previews_step(ctx, &repo, forge.as_ref(), &nothing, &owned).await?)
+        }
+        Some(_) => None,
     };
     let deployed: BTreeMap<u64, String> = owned
         .iter()
@@ -174,23 +190,17 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     };
 
     // 5. previews
-    let preview_summary = match &repo.spec.preview {
-        Some(_) => {
-            Some(previews::reconcile_previews(ctx, &repo, forge.as_ref(), &snapshot, &owned).await?)
-        }
-        None => None,
+    let preview_outcome = match removal {
+        Some(outcome) => outcome,
+        None => previews_step(ctx, &repo, forge.as_ref(), &snapshot, &owned).await?,
     };
+    let preview_summary = preview_outcome.summary(repo.spec.preview.is_some());
 
     // 6. status
     let now = jiff::Timestamp::now();
     let key = (namespace.clone(), repo.name_any());
     let previous = repo.status.clone().unwrap_or_default();
-    // Webhooks reach this replica directly (leader) or through the annotation a standby sets.
-    let forwarded = repo
-        .annotations()
-        .get(crate::context::WEBHOOK_RECEIVED_AT)
-        .and_then(|v| v.parse::<jiff::Timestamp>().ok());
-    let last_event = ctx.triggers.last_event(&key).max(forwarded);
+    let last_event = last_event(ctx, &repo);
     let event_since_sync = match (last_event, previous.last_sync_time.as_ref()) {
         (Some(event), Some(sync)) => event > sync.0,
         (Some(_), None) => true,
@@ -239,6 +249,7 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         reset_time: Some(Time(r.reset)),
     });
     new_status.webhook_path = webhook_path;
+    new_status.previews_over_cap = preview_outcome.over_cap;
     if changed {
         info!(repository = %key.1, namespace = %key.0, prs = snapshot.pull_requests.len(), "repository changed");
     } else {
@@ -246,6 +257,75 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     }
     status::apply_status(ctx, repo.as_ref(), "repository", &new_status).await?;
     Ok(Action::requeue(next))
+}
+
+/// Step 5: plans and applies this Repository's previews; when `spec.preview` was removed, an
+/// event names the previews being deleted.
+async fn previews_step(
+    ctx: &crate::context::Context,
+    repo: &Repository,
+    forge: &dyn Forge,
+    snapshot: &Snapshot,
+    owned: &BTreeMap<u64, api::PreviewEnvironment>,
+) -> Result<previews::PreviewOutcome, Error> {
+    let actions = previews::plan_previews(
+        repo,
+        snapshot,
+        owned,
+        ctx.config.settings.previews.default_max_previews,
+        jiff::Timestamp::now(),
+    );
+    let outcome = previews::apply_plan(ctx, repo, forge, &actions, owned).await?;
+    let removed: Vec<&str> = outcome
+        .deleted
+        .iter()
+        .filter(|(_, r)| *r == previews::DeleteReason::PreviewRemoved)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !removed.is_empty() {
+        super::publish(
+            ctx,
+            repo,
+            kube::runtime::events::EventType::Normal,
+            "PreviewsRemoved",
+            "Sync",
+            &format!(
+                "spec.preview was removed: deleting the previews it generated ({})",
+                removed.join(", ")
+            ),
+        )
+        .await;
+    }
+    Ok(outcome)
+}
+
+/// The last verified webhook delivery for this Repository: received by this replica (leader),
+/// or forwarded by a standby through the [`crate::context::WEBHOOK_RECEIVED_AT`] annotation.
+pub fn last_event(ctx: &crate::context::Context, repo: &Repository) -> Option<jiff::Timestamp> {
+    let key = (repo.namespace().unwrap_or_default(), repo.name_any());
+    let forwarded = repo
+        .annotations()
+        .get(crate::context::WEBHOOK_RECEIVED_AT)
+        .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+    ctx.triggers.last_event(&key).max(forwarded)
+}
+
+/// Status fields a failed reconcile still records besides its conditions: `lastEventTime`,
+/// when a webhook arrived after the stored one (the sync it asked for may be what failed).
+pub fn status_on_error(
+    ctx: &crate::context::Context,
+    repo: &Repository,
+) -> serde_json::Map<String, serde_json::Value> {
+    let stored = repo
+        .status
+        .as_ref()
+        .and_then(|s| s.last_event_time.as_ref())
+        .map(|t| t.0);
+    let mut fields = serde_json::Map::new();
+    if let Some(at) = last_event(ctx, repo).filter(|at| Some(*at) > stored) {
+        fields.insert("lastEventTime".into(), serde_json::json!(Time(at)));
+    }
+    fields
 }
 
 /// Reads the forge and applies the selection. Any forge error aborts the whole sync: a partial
@@ -441,4 +521,159 @@ fn snapshot_changed(previous: &RepositoryStatus, snapshot: &Snapshot) -> bool {
         || previous.pull_requests != now.pull_requests
         || previous.pull_request_count != now.pull_request_count
         || previous.fork_approvals != now.fork_approvals
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BranchSelector, ForkApprovalState, PullRequestSelector};
+    use crate::forge::fake::FakeForge;
+    use crate::forge::{Branch, Comment, CommentId};
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn selector(yaml: &str) -> Selector {
+        let sel: PullRequestSelector = serde_yaml::from_str(yaml).unwrap();
+        Selector::new(&BranchSelector::default(), Some(&sel)).unwrap()
+    }
+
+    fn no_history() -> (Vec<ForkApprovalStatus>, BTreeMap<u64, String>) {
+        (Vec::new(), BTreeMap::new())
+    }
+
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_000_000).unwrap()
+    }
+
+    #[tokio::test]
+    async fn sync_reads_the_forge_and_selects() {
+        let forge = FakeForge::github();
+        forge.state().branches = vec![
+            Branch {
+                name: "main".into(),
+                sha: A.into(),
+            },
+            Branch {
+                name: "feature-1".into(),
+                sha: B.into(),
+            },
+        ];
+        forge.open_pull_request(1, A);
+        forge.open_pull_request(2, B);
+        forge.open_pull_request(3, B);
+        {
+            let mut state = forge.state();
+            state.pull_requests.get_mut(&1).unwrap().labels = vec!["preview".into()];
+            state.pull_requests.get_mut(&2).unwrap().labels = vec!["preview".into()];
+            state.pull_requests.get_mut(&2).unwrap().updated_at =
+                jiff::Timestamp::from_second(50).unwrap();
+            // Not labelled: not selected.
+            state.pull_requests.get_mut(&3).unwrap().labels = vec![];
+        }
+        let (previous, deployed) = no_history();
+        let known = KnownApprovals {
+            previous: &previous,
+            deployed: &deployed,
+        };
+        let snapshot = sync(&forge, &selector("labels: [preview]"), known, now())
+            .await
+            .unwrap();
+        assert_eq!(snapshot.default_branch, "main");
+        let names: Vec<&str> = snapshot.branches.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["feature-1", "main"], "sorted by name");
+        let numbers: Vec<u64> = snapshot.pull_requests.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, [2, 1], "most recently updated first");
+        assert!(snapshot.fork_approvals.is_empty());
+        // Three reads, nothing else: a fork-free repository costs no comment reads.
+        assert_eq!(forge.state().calls.len(), 3, "{:?}", forge.state().calls);
+    }
+
+    #[tokio::test]
+    async fn a_forge_error_fails_the_sync_instead_of_reading_as_no_pull_requests() {
+        let forge = FakeForge::github();
+        forge.open_pull_request(1, A);
+        let (previous, deployed) = no_history();
+        for op in ["default_branch", "list_branches", "list_open_pull_requests"] {
+            forge.fail(op, || ForgeError::Transient {
+                message: "503".into(),
+            });
+            let known = KnownApprovals {
+                previous: &previous,
+                deployed: &deployed,
+            };
+            let got = sync(&forge, &selector("{}"), known, now()).await;
+            assert!(
+                matches!(got, Err(ForgeError::Transient { .. })),
+                "{op}: {got:?}"
+            );
+            forge.heal(op);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fork_is_selected_only_for_a_head_a_trusted_user_approved_after_it_was_seen() {
+        let forge = FakeForge::github();
+        forge.open_pull_request(4, B);
+        forge.state().pull_requests.get_mut(&4).unwrap().fork = true;
+        let sel = selector("forks: requireApproval\ntrustedUsers: [maintainer]");
+        let (previous, deployed) = no_history();
+        let known = KnownApprovals {
+            previous: &previous,
+            deployed: &deployed,
+        };
+        let first = sync(&forge, &sel, known, now()).await.unwrap();
+        assert!(first.pull_requests.is_empty(), "waiting for approval");
+        assert_eq!(
+            first.fork_approvals[0].state,
+            ForkApprovalState::WaitingForApproval
+        );
+
+        // A trusted maintainer approves after the head was observed; an untrusted user's
+        // approval is recorded as ignored.
+        let later = now() + jiff::SignedDuration::from_secs(60);
+        forge.state().comments.insert(
+            4,
+            vec![
+                Comment {
+                    id: CommentId(1),
+                    author: "mallory".into(),
+                    author_id: Some(66),
+                    body: "/ok-to-preview".into(),
+                    created_at: later,
+                },
+                Comment {
+                    id: CommentId(2),
+                    author: "maintainer".into(),
+                    author_id: Some(7),
+                    body: "/ok-to-preview".into(),
+                    created_at: later,
+                },
+            ],
+        );
+        let known = KnownApprovals {
+            previous: &first.fork_approvals,
+            deployed: &deployed,
+        };
+        let second = sync(&forge, &sel, known, later).await.unwrap();
+        assert_eq!(second.pull_requests.len(), 1);
+        let rec = &second.fork_approvals[0];
+        assert_eq!(rec.state, ForkApprovalState::Approved);
+        assert_eq!(rec.approved_sha.as_deref(), Some(B));
+
+        // Approved before: nothing more is read for that head.
+        let calls = forge.state().calls.len();
+        let known = KnownApprovals {
+            previous: &second.fork_approvals,
+            deployed: &deployed,
+        };
+        let third = sync(&forge, &sel, known, later).await.unwrap();
+        assert_eq!(third.pull_requests.len(), 1);
+        assert_eq!(
+            forge.state().calls.len() - calls,
+            3,
+            "only the three list reads: {:?}",
+            &forge.state().calls[calls..]
+        );
+    }
 }
