@@ -9,10 +9,10 @@
 
 use crate::support::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use pullwarden::api::{HasCommonStatus, PreviewEnvironment, PreviewPhase, Repository};
 use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, wait_for};
 use pullwarden_e2e::emulator::{
@@ -339,27 +339,22 @@ async fn healthy_follows_the_workloads_down_and_back_up_without_a_push() {
     .await
     .unwrap();
 
-    // An outage: the web pods are gone and a quota forbids new ones, so the Deployment has no
-    // available replica (the ReplicaSet controller keeps trying and keeps being refused).
-    let quotas: Api<ResourceQuota> = Api::namespaced(s.client.clone(), &preview_ns);
-    let quota: ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "e2e-outage"},
-        "spec": {"hard": {"pods": "0"}},
-    }))
-    .unwrap();
-    quotas.create(&PostParams::default(), &quota).await.unwrap();
-    let pods: Api<Pod> = Api::namespaced(s.client.clone(), &preview_ns);
-    let t = Instant::now();
-    pods.delete_collection(
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-        &ListParams::default().labels("app.kubernetes.io/name=web"),
-    )
-    .await
-    .unwrap();
+    // An outage: `web` is rolled (Recreate) onto a node selector no node has, so its pods go
+    // and the new ones stay Pending. The preview's revision is unchanged: nothing is re-applied.
+    // (A ResourceQuota would be refused by the admission policies of preview namespaces.)
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &preview_ns);
+    let t = Instant::now();
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "strategy": {"type": "Recreate", "rollingUpdate": null},
+                "template": {"spec": {"nodeSelector": {"pullwarden.dev/e2e-outage": "no-such-node"}}}
+            }})),
+        )
+        .await
+        .unwrap();
     let web_available = |d: &Deployment| {
         d.status
             .as_ref()
@@ -388,10 +383,14 @@ async fn healthy_follows_the_workloads_down_and_back_up_without_a_push() {
     let why = condition(&down, "Healthy").unwrap().message.clone();
     assert!(why.contains("Deployment/web"), "{why}");
 
-    // The outage ends: the quota goes, the ReplicaSet controller replaces the pods.
+    // The outage ends: the node selector goes, the new pods are scheduled.
     let t = Instant::now();
-    quotas
-        .delete("e2e-outage", &DeleteParams::default())
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"nodeSelector": null}}}})),
+        )
         .await
         .unwrap();
     wait_for(
@@ -406,7 +405,7 @@ async fn healthy_follows_the_workloads_down_and_back_up_without_a_push() {
     )
     .await
     .unwrap();
-    eprintln!("quota removed → web available: {:?}", t.elapsed());
+    eprintln!("node selector removed → web available: {:?}", t.elapsed());
     let up = wait_for(
         &previews,
         &name,
