@@ -221,11 +221,14 @@ async fn one_leader_writes_and_a_killed_leader_hands_over() {
 
     // A clean SIGTERM releases the lease: a new replica leads without waiting for expiry.
     let mut c = Operator::start(cluster, opts("replica-c")).await.unwrap();
-    let survivor_exit = if first == 0 {
-        b.terminate(Duration::from_secs(20)).unwrap()
-    } else {
-        a.terminate(Duration::from_secs(20)).unwrap()
-    };
+    // Waited for off this thread: the emulator serves from this test's runtime, and a
+    // reconcile in flight at SIGTERM finishes its forge request before the operator exits.
+    let mut survivor = if first == 0 { b } else { a };
+    let survivor_exit =
+        tokio::task::spawn_blocking(move || survivor.terminate(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(survivor_exit, Some(0), "clean shutdown exits 0");
     let released_at = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(10);

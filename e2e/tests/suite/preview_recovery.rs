@@ -237,14 +237,26 @@ async fn a_required_check_rerun_to_green_redeploys_the_failed_preview_without_a_
     let before = s.emu.deliveries(Some(&s.repo_path)).await.unwrap().len();
     let t = Instant::now();
     ci_status(&s, &pr.head_sha, "success").await;
-    let deliveries = s
-        .emu
-        .wait_for_deliveries(&s.repo_path, before + 1, TIMEOUT)
-        .await
-        .unwrap();
-    let hook = deliveries.last().unwrap();
-    assert!(
-        hook.event == "status" && hook.outcome == "delivered",
+    // Our own comment edits echo back as deliveries too: wait for the status among the new ones.
+    let mut count = before + 1;
+    let hook = loop {
+        let deliveries = s
+            .emu
+            .wait_for_deliveries(&s.repo_path, count, TIMEOUT)
+            .await
+            .unwrap();
+        if let Some(hook) = deliveries[before..].iter().find(|d| d.event == "status") {
+            break hook.clone();
+        }
+        assert!(
+            count < before + 20,
+            "no status delivery among {:?}",
+            &deliveries[before..]
+        );
+        count = deliveries.len() + 1;
+    };
+    assert_eq!(
+        hook.outcome, "delivered",
         "the status webhook reached the operator: {hook:?}"
     );
     wait_ready(&previews, &name, &pr.head_sha).await;
@@ -470,6 +482,86 @@ async fn a_same_sha_redeploy_writes_nothing_new_on_the_pull_request() {
     assert_eq!(
         after, before,
         "(statuses on the SHA, comment edits, deployment statuses) changed by a same-SHA redeploy"
+    );
+    assert_no_push(&s, &pr).await;
+}
+
+fn web_replicas(d: &Deployment) -> i32 {
+    d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1)
+}
+
+#[tokio::test]
+async fn an_idle_preview_sleeps_and_the_wake_annotation_brings_it_back() {
+    let s = setup("sleep", json!({"sleepAfter": "15s"})).await;
+    let previews = s.previews();
+    let (pr, name) = s.open("feature", "Sleepy").await;
+    let ready = wait_ready(&previews, &name, &pr.head_sha).await;
+    let preview_ns = ready.status.as_ref().unwrap().namespace.clone().unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &preview_ns);
+    let rendered = web_replicas(&deployments.get("web").await.unwrap());
+    assert!(rendered > 0);
+
+    // No push for 15 s: scaled to zero, phase Sleeping, and the PR says how to wake it.
+    let t = Instant::now();
+    let asleep = wait_for(
+        &previews,
+        &name,
+        TIMEOUT,
+        "Sleeping",
+        |p: &PreviewEnvironment| phase(p) == Some(PreviewPhase::Sleeping),
+    )
+    .await
+    .unwrap();
+    eprintln!("Ready → Sleeping: {:?}", t.elapsed());
+    assert_eq!(web_replicas(&deployments.get("web").await.unwrap()), 0);
+    let message = asleep.status.as_ref().unwrap().message.clone().unwrap();
+    assert!(message.contains("pullwarden.dev/wake"), "{message}");
+    let comments = s.emu.comments(&s.repo_path, pr.number).await.unwrap();
+    assert_eq!(comments.len(), 1);
+    assert!(
+        comments[0].body.contains("sleeping") && comments[0].body.contains("pullwarden.dev/wake"),
+        "{}",
+        comments[0].body
+    );
+    let (statuses_asleep, _, _) = s.written(pr.number, &pr.head_sha).await;
+
+    // The wake annotation: the revision is applied again with its rendered replicas.
+    let t = Instant::now();
+    previews
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"pullwarden.dev/wake": "wake-1"}}})),
+        )
+        .await
+        .unwrap();
+    let awake = wait_for(
+        &previews,
+        &name,
+        TIMEOUT,
+        "awake and Ready",
+        |p: &PreviewEnvironment| {
+            phase(p) == Some(PreviewPhase::Ready)
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.last_handled_wake_at.as_deref())
+                    == Some("wake-1")
+        },
+    )
+    .await
+    .unwrap();
+    eprintln!("wake → Ready: {:?}", t.elapsed());
+    assert_eq!(deployed_sha(&awake), Some(pr.head_sha.as_str()), "no push");
+    assert_eq!(
+        web_replicas(&deployments.get("web").await.unwrap()),
+        rendered
+    );
+    // Asleep, the SHA's status stayed success; waking says "deploying", then success, once each.
+    let (statuses_awake, _, _) = s.written(pr.number, &pr.head_sha).await;
+    assert_eq!(
+        statuses_awake,
+        statuses_asleep + 2,
+        "one pending and one success for the wake-up"
     );
     assert_no_push(&s, &pr).await;
 }

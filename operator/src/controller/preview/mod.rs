@@ -348,6 +348,8 @@ struct Run<'a> {
     /// The Repository and its forge client, read once a step needs them.
     repo: Option<Arc<Repository>>,
     forge: Option<Arc<dyn Forge>>,
+    /// The Repository's CA bundle (read with its credentials).
+    ca: Option<Vec<u8>>,
     target: Option<Target>,
     checks: Option<Vec<CheckResult>>,
     not_ready: Option<Vec<String>>,
@@ -366,6 +368,7 @@ impl<'a> Run<'a> {
             status: cctx.previews.status_of(pe),
             repo: None,
             forge: None,
+            ca: None,
             target: None,
             checks: None,
             not_ready: None,
@@ -459,11 +462,12 @@ impl<'a> Run<'a> {
         let repo = self.repository()?;
         let coords = refs::coordinates(&repo.spec, &self.ctx.config.settings.network)?;
         let (creds, ca) = refs::credentials(self.ctx, &repo).await?;
-        let forge = self
-            .ctx
-            .forges
-            .client(refs::forge_kind(&repo.spec), &coords, creds, ca)?;
+        let forge =
+            self.ctx
+                .forges
+                .client(refs::forge_kind(&repo.spec), &coords, creds, ca.clone())?;
         self.forge = Some(forge.clone());
+        self.ca = ca;
         Ok(forge)
     }
 
@@ -615,12 +619,17 @@ impl<'a> Run<'a> {
                 ObjectRef::new(&self.pe.name_any()).within(&tenant),
             );
         let host = (!params.host.is_empty()).then_some(params.host.as_str());
+        // Said before anything is fetched or applied (skipped for a revision already reported
+        // ready), so a deploy that fails later still showed it started.
+        let url = self.status.url.clone();
+        let deploying = format!("deploying {}", short(head));
+        self.report(ReportState::Deploying, head, &deploying, url.as_deref())
+            .await;
         match self.pe.spec.template.delivery {
             Delivery::Manifests => {
                 let forge = self.forge().await?;
                 let git_creds = forge.git_credentials().await?;
-                let (creds, ca) = refs::credentials(self.ctx, &repo).await?;
-                drop(creds);
+                let ca = self.ca.clone();
                 let scope = crate::git::CacheScope::new(&tenant, &git_creds);
                 let files = self
                     .ctx
@@ -666,6 +675,10 @@ impl<'a> Run<'a> {
         tracing::debug!(preview = %self.pe.name_any(), namespace = %preview_ns, "applied");
         self.status.applied_sha = Some(head.to_owned());
         self.status.applied_generation = self.pe.metadata.generation;
+        if self.status.phase == PreviewPhase::Sleeping {
+            // Woken: the re-applied revision rolls out like any deploy.
+            self.status.phase = PreviewPhase::Deploying;
+        }
         self.not_ready = None;
         Ok(None)
     }
@@ -1045,6 +1058,17 @@ impl<'a> Run<'a> {
     }
 
     fn ready_message(&self, head: &str) -> String {
+        let live = self.live_message(head);
+        match &self.pe.spec.template.health_check {
+            // Said on the object until HealthCheck probing exists (docs/status.md).
+            Some(_) => {
+                format!("{live} (template.healthCheck is not implemented yet: nothing probes it)")
+            }
+            None => live,
+        }
+    }
+
+    fn live_message(&self, head: &str) -> String {
         match &self.status.url {
             Some(u) => format!("{} is live at {u}", short(head)),
             None => format!(

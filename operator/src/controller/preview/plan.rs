@@ -672,6 +672,13 @@ mod tests {
             ..facts(t(1901))
         };
         assert_eq!(plan(&pe, &woken, &f), Step::Deploy, "not due any more");
+        // Once re-applied (the driver marks a woken preview Deploying) it rolls out as usual.
+        let mut redeployed = woken.clone();
+        redeployed.phase = PreviewPhase::Deploying;
+        assert_eq!(
+            plan(&pe, &redeployed, &facts(t(1902))),
+            Step::Observe(Need::Workloads)
+        );
         // A deploying preview never falls asleep mid-rollout.
         let deploying = applied_at(fresh(), PreviewPhase::Deploying);
         assert_eq!(
