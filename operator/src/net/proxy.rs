@@ -303,10 +303,12 @@ async fn refuse(client: &mut TcpStream, seen: &Mutex<Vec<String>>, reason: Strin
         "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let _ = client.write_all(resp.as_bytes()).await;
+    // Recorded before libgit2 can see the 403: the caller reads the refusal as soon as the
+    // fetch fails (otherwise a guard refusal could be reported as an authentication failure).
     seen.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(reason);
+    let _ = client.write_all(resp.as_bytes()).await;
 }
 
 async fn connect(guard: &Guard, to: &Authority) -> Result<TcpStream, String> {

@@ -201,6 +201,22 @@ pub fn controller(
     })
 }
 
+/// Whether any PreviewEnvironment in the reflector store is owned by `repo` (by UID). `true`
+/// when the store is not set up yet, so the caller falls back to listing.
+pub fn any_owned_by(cctx: &ControllerContext, repo: &Repository) -> bool {
+    let Some(store) = cctx.previews.previews.get() else {
+        return true;
+    };
+    let (namespace, uid) = (repo.namespace(), repo.metadata.uid.as_ref());
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .any(|pe| {
+            pe.namespace() == namespace && pe.owner_references().iter().any(|o| Some(&o.uid) == uid)
+        })
+}
+
 /// The previews whose namespace is `namespace` (a workload event there concerns them).
 fn previews_in_namespace(
     store: &Store<DeserializeGuard<PreviewEnvironment>>,

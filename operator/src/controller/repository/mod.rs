@@ -157,7 +157,13 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         .and_then(|s| s.last_sync_time.as_ref())
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| "never".into());
-    let owned = previews::owned_previews(ctx, &repo).await?;
+    // A Repository without `spec.preview` lists its previews only while the store shows it has
+    // some (removing `spec.preview` deletes them): idle Repositories cost no LIST per sync.
+    let owned = if repo.spec.preview.is_none() && !super::preview::any_owned_by(&cctx, &repo) {
+        BTreeMap::new()
+    } else {
+        previews::owned_previews(ctx, &repo).await?
+    };
     // Without spec.preview nothing needs the forge: the generated previews go even while it is
     // down.
     let removal = match &repo.spec.preview {

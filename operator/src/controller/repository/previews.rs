@@ -92,7 +92,8 @@ pub fn preview_heads(pr: &PullRequest, snapshot: &Snapshot) -> (String, Option<S
 }
 
 /// The PreviewEnvironments this Repository owns (by ownerReference), by pull request number.
-/// Listed on every sync, also without `spec.preview`: that is how removing it is noticed.
+/// Listed on every sync of a Repository with `spec.preview`; without it, only while the preview
+/// controller's store shows one it owns (that is how removing `spec.preview` is acted on).
 pub async fn owned_previews(
     ctx: &Context,
     repo: &Repository,
