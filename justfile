@@ -20,6 +20,16 @@ test: lint k8s-binaries helm-binary
     cargo build --workspace --bins
     cargo test --workspace --all-targets
 
+# Unit tests only: no cluster, no external binaries (seconds once built).
+test-unit:
+    cargo test --workspace --lib --bins
+    cargo test -p pullwarden --test crds
+
+# The end-to-end scenarios matching FILTER (e.g. preview_recovery::healthy) on a local control plane.
+e2e FILTER: k8s-binaries helm-binary
+    cargo build --workspace --bins
+    cargo test -p pullwarden-e2e --test suite -- {{FILTER}}
+
 # Formatting and clippy with warnings as errors.
 lint:
     cargo fmt --all --check
