@@ -71,7 +71,7 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
     }
 
     let message = format!(
-        "{} rules valid for {} repositories; evaluating pull requests and writing statuses is not implemented in this version",
+        "{} rules valid for {} repositories; evaluating pull requests and writing statuses is not implemented in this version, so no rule field (e.g. modifiedLines, signedCommits, previewHealthy, approvals.teams) has an effect and status.passedCount stays 0 (docs/status.md)",
         gate.spec.rules.len(),
         repository_count
     );

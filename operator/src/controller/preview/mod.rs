@@ -190,9 +190,9 @@ pub fn controller(
             });
         controller = controller.reconcile_on(triggers);
     }
-    if let Some(mut rx) = ctx.triggers.take_head_receiver() {
+    if let Some(rx) = ctx.triggers.take_head_receiver() {
         let store = previews.clone();
-        let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        let events = super::repository::tokio_stream_from(rx)
             .flat_map(move |event| futures::stream::iter(previews_with_head(&store, &event)));
         controller = controller.reconcile_on(events);
     }
@@ -510,7 +510,10 @@ impl<'a> Run<'a> {
             }
         };
         plan::observe_head(&mut self.status, &head, now);
-        let within_cap = self.within_namespace_cap();
+        // Only a preview that never deployed can be held by the cap (a store scan): others skip it.
+        let never_deployed =
+            self.status.deployed_sha.is_none() && self.status.applied_sha.is_none();
+        let within_cap = !never_deployed || self.within_namespace_cap();
 
         for _ in 0..8 {
             let facts = Facts {
