@@ -16,7 +16,7 @@ build:
 
 # Every test: formatting, clippy, unit tests and the end-to-end suite against a real local
 # control plane (built once from the Kubernetes Go modules into $PULLWARDEN_CACHE).
-test: lint k8s-binaries helm-binary
+test: lint k8s-binaries helm-binary gitea-binary
     cargo build --workspace --bins
     cargo test --workspace --all-targets
 
@@ -26,7 +26,7 @@ test-unit:
     cargo test -p pullwarden --test crds
 
 # The end-to-end scenarios matching FILTER (e.g. preview_recovery::healthy) on a local control plane.
-e2e FILTER: k8s-binaries helm-binary
+e2e FILTER: k8s-binaries helm-binary gitea-binary
     cargo build --workspace --bins
     cargo test -p pullwarden-e2e --test suite -- {{FILTER}}
 
@@ -48,6 +48,10 @@ crds:
 # Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok once.
 k8s-binaries:
     e2e/scripts/build-k8s.sh
+
+# Build the pinned Gitea once from its Go module (the real-forge scenarios use it).
+gitea-binary:
+    e2e/scripts/build-gitea.sh
 
 # Build helm once from its Go module (chart tests use it).
 helm-binary:

@@ -9,14 +9,15 @@
 //! plane down when the test process dies (even by SIGKILL) stops the operators too.
 
 use crate::cluster::{Cluster, repo_root};
+use crate::process::Supervised;
 use anyhow::{Context as _, Result, anyhow, bail};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 use kube::api::PostParams;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -75,10 +76,7 @@ fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
 }
 
 /// A free loopback address.
-pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr")
-}
+pub use crate::process::free_addr;
 
 static RBAC: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
 
@@ -254,11 +252,10 @@ pub const ALLOW_LOOPBACK_FORGE: &str = "--outbound-allow-cidrs=127.0.0.0/8";
 /// A running operator process.
 #[derive(Debug)]
 pub struct Operator {
-    child: Option<Child>,
+    process: Supervised,
     pub admin_addr: SocketAddr,
     pub webhook_addr: SocketAddr,
     pub log_path: PathBuf,
-    pid_file: Option<PathBuf>,
 }
 
 impl Operator {
@@ -309,24 +306,12 @@ impl Operator {
             cmd.arg(ALLOW_LOOPBACK_FORGE);
         }
         cmd.args(&opts.args);
-        let child = cmd.spawn().context("starting the pullwarden binary")?;
-        let pid_file = cluster.state_dir().map(|dir| {
-            dir.join("pids")
-                .join(format!("extra-operator-{}.pid", child.id()))
-        });
-        if let Some(pid_file) = &pid_file {
-            // Same format as cluster-lib.sh: "<pid> <start time>", so cluster-down can tell a
-            // recycled pid from ours.
-            if let Some(start) = proc_start_time(child.id()) {
-                std::fs::write(pid_file, format!("{} {start}\n", child.id()))?;
-            }
-        }
+        let process = Supervised::spawn(cluster.state_dir(), "operator", &mut cmd)?;
         let op = Operator {
-            child: Some(child),
+            process,
             admin_addr,
             webhook_addr,
             log_path,
-            pid_file,
         };
         op.wait_http("/healthz", Duration::from_secs(30)).await?;
         Ok(op)
@@ -334,7 +319,7 @@ impl Operator {
 
     /// Pid of the process.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     async fn wait_http(&self, path: &str, timeout: Duration) -> Result<String> {
@@ -399,54 +384,11 @@ impl Operator {
 
     /// SIGKILL, as a crash or an OOM kill would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.forget_pid();
+        self.process.kill();
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn terminate(&mut self, timeout: Duration) -> Result<Option<i32>> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(None);
-        };
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.forget_pid();
-                return Ok(status.code());
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.forget_pid();
-                bail!("operator did not exit within {timeout:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.terminate(timeout)
     }
-
-    fn forget_pid(&mut self) {
-        if let Some(p) = self.pid_file.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Field 22 of /proc/<pid>/stat (start time in clock ticks), as cluster-lib.sh records it.
-fn proc_start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.rsplit_once(") ")?.1;
-    after.split_whitespace().nth(19).map(str::to_owned)
 }

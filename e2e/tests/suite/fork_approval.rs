@@ -30,10 +30,6 @@ fn record(r: &Repository, number: u64) -> Option<ForkApprovalStatus> {
         .cloned()
 }
 
-fn phase(p: &PreviewEnvironment) -> Option<PreviewPhase> {
-    p.status.as_ref().map(|s| s.phase)
-}
-
 fn deployed(p: &PreviewEnvironment) -> Option<&str> {
     p.status.as_ref().and_then(|s| s.deployed_sha.as_deref())
 }

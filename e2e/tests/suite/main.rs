@@ -7,6 +7,7 @@ mod crds_schema;
 mod emulator;
 mod forge_clients;
 mod fork_approval;
+mod gitea_real;
 mod leader_election;
 mod operator_basics;
 mod preview_forges;

@@ -12,7 +12,7 @@
 use crate::support::*;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use pullwarden::api::{PreviewEnvironment, PreviewPhase, Repository};
+use pullwarden::api::{PreviewEnvironment, Repository};
 use pullwarden_e2e::cluster::{self, TestNamespace, apply_crds, wait_for, wait_until_gone};
 use pullwarden_e2e::emulator::{
     EmulatorHandle, FaultAction, FaultSpec, Forge as EmuForge, HookSpec, PullSpec, PushSpec,
@@ -76,25 +76,6 @@ impl Face {
             Face::Gitea => "/hooks/gitea",
         }
     }
-}
-
-fn phase(p: &PreviewEnvironment) -> Option<PreviewPhase> {
-    p.status.as_ref().map(|s| s.phase)
-}
-
-async fn wait_ready(api: &Api<PreviewEnvironment>, name: &str, sha: &str) -> PreviewEnvironment {
-    wait_for(
-        api,
-        name,
-        TIMEOUT,
-        &format!("preview Ready at {sha}"),
-        |p: &PreviewEnvironment| {
-            phase(p) == Some(PreviewPhase::Ready)
-                && p.status.as_ref().and_then(|s| s.deployed_sha.as_deref()) == Some(sha)
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// Pullwarden's statuses on `sha`, oldest first.

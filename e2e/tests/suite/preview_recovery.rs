@@ -149,10 +149,6 @@ async fn setup(prefix: &str, preview_extra: Value) -> Setup {
     s
 }
 
-fn phase(p: &PreviewEnvironment) -> Option<PreviewPhase> {
-    p.status.as_ref().map(|s| s.phase)
-}
-
 fn condition<'a>(p: &'a PreviewEnvironment, type_: &str) -> Option<&'a Condition> {
     p.common()?.conditions.iter().find(|c| c.type_ == type_)
 }
@@ -167,20 +163,6 @@ fn deployed_sha(p: &PreviewEnvironment) -> Option<&str> {
 
 fn acknowledged(p: &PreviewEnvironment) -> Option<&str> {
     p.common()?.last_handled_reconcile_at.as_deref()
-}
-
-async fn wait_ready(api: &Api<PreviewEnvironment>, name: &str, sha: &str) -> PreviewEnvironment {
-    wait_for(
-        api,
-        name,
-        TIMEOUT,
-        &format!("preview Ready at {sha}"),
-        |p: &PreviewEnvironment| {
-            phase(p) == Some(PreviewPhase::Ready) && deployed_sha(p) == Some(sha)
-        },
-    )
-    .await
-    .unwrap()
 }
 
 /// The PR's head has not moved: whatever happened, it happened without a push.

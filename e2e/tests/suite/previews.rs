@@ -65,25 +65,6 @@ async fn setup(prefix: &str, preview_extra: serde_json::Value) -> Setup {
     }
 }
 
-fn phase(p: &PreviewEnvironment) -> Option<PreviewPhase> {
-    p.status.as_ref().map(|s| s.phase)
-}
-
-async fn wait_ready(api: &Api<PreviewEnvironment>, name: &str, sha: &str) -> PreviewEnvironment {
-    wait_for(
-        api,
-        name,
-        TIMEOUT,
-        &format!("preview Ready at {sha}"),
-        |p: &PreviewEnvironment| {
-            phase(p) == Some(PreviewPhase::Ready)
-                && p.status.as_ref().and_then(|s| s.deployed_sha.as_deref()) == Some(sha)
-        },
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn pull_request_lifecycle_open_push_and_close() {
     let s = setup("lifecycle", json!({})).await;

@@ -264,6 +264,19 @@ async fn polling_alone_follows_pull_requests_within_the_interval() {
         client_counts.total, client_counts.not_modified,
         "an unchanged poll must be all 304s: {client_counts:?}"
     );
+    // The Repository reports that cost itself.
+    let cost = repos
+        .get("poll")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .last_sync_cost
+        .unwrap();
+    assert!(
+        cost.requests >= 3 && cost.not_modified == cost.requests,
+        "status.lastSyncCost of an unchanged poll: {cost:?}"
+    );
 
     // A PR opened with no webhook appears within the polling interval.
     let t = Instant::now();

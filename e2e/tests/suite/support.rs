@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use pullwarden::api::HasCommonStatus;
+use pullwarden::api::{HasCommonStatus, PreviewEnvironment, PreviewPhase};
 use pullwarden_e2e::cluster::Cluster;
 use pullwarden_e2e::emulator::{EmulatorHandle, Forge as EmuForge, PushSpec, RepoInfo, RepoSpec};
 use pullwarden_e2e::operator::{Operator, OperatorOptions};
@@ -221,4 +221,29 @@ pub fn preview_spec(extra: Value) -> Value {
         }
     }
     spec
+}
+
+/// The preview's phase (None before its first status write).
+pub fn phase(p: &PreviewEnvironment) -> Option<PreviewPhase> {
+    p.status.as_ref().map(|s| s.phase)
+}
+
+/// Waits (up to two minutes) until the preview is Ready with `sha` deployed.
+pub async fn wait_ready(
+    api: &Api<PreviewEnvironment>,
+    name: &str,
+    sha: &str,
+) -> PreviewEnvironment {
+    pullwarden_e2e::cluster::wait_for(
+        api,
+        name,
+        std::time::Duration::from_secs(120),
+        &format!("preview Ready at {sha}"),
+        |p: &PreviewEnvironment| {
+            phase(p) == Some(PreviewPhase::Ready)
+                && p.status.as_ref().and_then(|s| s.deployed_sha.as_deref()) == Some(sha)
+        },
+    )
+    .await
+    .unwrap()
 }

@@ -88,10 +88,6 @@ async fn tenant(prefix: &str, args: &[&str], extra: Value) -> Tenant {
     }
 }
 
-fn phase(p: &PreviewEnvironment) -> Option<PreviewPhase> {
-    p.status.as_ref().map(|s| s.phase)
-}
-
 async fn open_labelled_pull(t: &Tenant) -> (u64, String) {
     let pr = t
         .emu

@@ -311,6 +311,9 @@ pub struct RepositoryStatus {
     /// The forge API quota of this Repository's credential, as last seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitStatus>,
+    /// What the last sync's reads cost on the forge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_cost: Option<SyncCost>,
     /// Path on the webhook server where this forge's deliveries are accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_path: Option<String>,
@@ -327,6 +330,16 @@ pub struct RepositoryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub previews_over_cap: Vec<OverCapPullRequest>,
+}
+
+/// Forge API responses one sync read, and how many were `304 Not Modified` (answered from the
+/// ETag cache; free on GitHub's quota). Gitea's JSON API sends no ETags, so there an idle poll
+/// pays every response in full: prefer webhooks and a long `interval`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncCost {
+    pub requests: u32,
+    pub not_modified: u32,
 }
 
 /// A selected pull request waiting for a preview slot under `maxPreviews`.

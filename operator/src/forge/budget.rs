@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::error::ForgeError;
-use super::metrics::ForgeMetrics;
+use super::metrics::{Conditional, ForgeMetrics};
 use super::types::{ForgeKind, RateLimit};
 
 /// Tunables of the request path. Defaults match the product documentation.
@@ -643,6 +643,39 @@ impl fmt::Debug for Budget {
     }
 }
 
+/// What the forge calls made inside one [`measure_cost`] scope cost: responses received, and how
+/// many of them were `304 Not Modified` (free on GitHub's quota). A Repository reports this per
+/// sync (`status.lastSyncCost`), which is how an idle poll's price on a forge without ETags
+/// (Gitea) shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallCost {
+    pub responses: u32,
+    pub not_modified: u32,
+}
+
+tokio::task_local! {
+    static COST: std::cell::Cell<CallCost>;
+}
+
+/// Runs `fut`, counting the forge responses it receives on this task (calls spawned onto other
+/// tasks are not counted).
+pub async fn measure_cost<F: std::future::Future>(fut: F) -> (F::Output, CallCost) {
+    COST.scope(std::cell::Cell::new(CallCost::default()), async {
+        let out = fut.await;
+        (out, COST.with(std::cell::Cell::get))
+    })
+    .await
+}
+
+fn record_cost(not_modified: bool) {
+    let _ = COST.try_with(|c| {
+        let mut cost = c.get();
+        cost.responses = cost.responses.saturating_add(1);
+        cost.not_modified = cost.not_modified.saturating_add(u32::from(not_modified));
+        c.set(cost);
+    });
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks leaves plain data behind; keep serving.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -766,6 +799,7 @@ impl Budget {
             let now = Timestamp::now();
             self.metrics
                 .request(forge, req.endpoint, raw.status.as_str());
+            record_cost(raw.status == StatusCode::NOT_MODIFIED);
             if let Some(obs) = parse_rate_headers(&raw.headers, now) {
                 lock(&self.state).observe(obs);
                 self.metrics
@@ -786,7 +820,7 @@ impl Budget {
                             req.endpoint
                         )));
                     };
-                    self.metrics.conditional(forge, true);
+                    self.metrics.conditional(forge, Conditional::Hit);
                     let mut headers = raw.headers;
                     for (k, v) in &c.headers {
                         headers.insert(k.clone(), v.clone());
@@ -800,7 +834,14 @@ impl Budget {
                 }
                 Verdict::Ok => {
                     if is_get {
-                        self.metrics.conditional(forge, false);
+                        self.metrics.conditional(
+                            forge,
+                            if raw.headers.contains_key(header::ETAG) {
+                                Conditional::Miss
+                            } else {
+                                Conditional::NoEtag
+                            },
+                        );
                         let mut cache = lock(&self.cache);
                         match raw.headers.get(header::ETAG) {
                             Some(etag) => cache.insert(
@@ -1386,6 +1427,75 @@ mod tests {
             .get();
         assert_eq!(hits, 2);
         assert_eq!(b.cached_entries(), 2);
+    }
+
+    /// A forge that sends no ETag (Gitea's JSON API): every poll is full responses, which the
+    /// per-sync cost and the `no_etag` series make visible; with ETags the cost shows the 304s.
+    #[tokio::test]
+    async fn sync_cost_counts_responses_and_304s_and_no_etag_is_its_own_series() {
+        let (b, metrics) = budget();
+        let t = Script::default();
+        t.push(200, &[], "[1]");
+        t.push(200, &[], "[1]");
+        let ((), cost) = measure_cost(async {
+            for _ in 0..2 {
+                let _: Vec<u32> = b
+                    .get_all_items(&t, BASE, "/repos/{owner}/{repo}/pulls")
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        assert_eq!(
+            cost,
+            CallCost {
+                responses: 2,
+                not_modified: 0
+            }
+        );
+        assert!(lock(&t.seen).iter().all(|(_, etag)| etag.is_none()));
+        let series = |result: &str| {
+            metrics
+                .conditional_requests
+                .get_or_create(&crate::forge::metrics::ConditionalLabels {
+                    forge: "github".into(),
+                    result: result.into(),
+                })
+                .get()
+        };
+        assert_eq!(
+            (series("no_etag"), series("miss"), series("hit")),
+            (2, 0, 0)
+        );
+
+        t.push(200, &[("etag", "\"e\"")], "[1]");
+        t.push(304, &[], "");
+        let ((), cost) = measure_cost(async {
+            for _ in 0..2 {
+                let _: Vec<u32> = b
+                    .get_all_items(&t, BASE, "/repos/{owner}/{repo}/pulls")
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+        assert_eq!(
+            cost,
+            CallCost {
+                responses: 2,
+                not_modified: 1
+            }
+        );
+        assert_eq!(
+            (series("no_etag"), series("miss"), series("hit")),
+            (2, 1, 1)
+        );
+        // Outside a scope nothing is counted (and nothing panics).
+        t.push(200, &[], "[1]");
+        let _: Vec<u32> = b
+            .get_all_items(&t, BASE, "/repos/{owner}/{repo}/pulls")
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

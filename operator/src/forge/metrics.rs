@@ -36,8 +36,18 @@ pub struct RateLimitLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionalLabels {
     pub forge: String,
-    /// `hit` (answered 304 from our ETag cache) or `miss`.
+    /// `hit` (answered 304 from our ETag cache), `miss` (a full answer with an ETag: the next
+    /// read can be conditional) or `no_etag` (a full answer without one: the forge does not
+    /// support conditional reads there, e.g. Gitea's JSON API, so every poll pays in full).
     pub result: String,
+}
+
+/// The outcome of a GET as far as conditional requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conditional {
+    Hit,
+    Miss,
+    NoEtag,
 }
 
 /// Cheaply cloneable handles; clones record into the same series.
@@ -68,7 +78,7 @@ impl ForgeMetrics {
         );
         registry.register(
             "pullwarden_forge_conditional_requests",
-            "Conditional GETs by result: hit = 304 answered from the ETag cache (free on GitHub)",
+            "GETs by conditional-request outcome: hit = 304 answered from the ETag cache (free on GitHub), miss = full answer with an ETag, no_etag = full answer the forge gave no ETag for (every repeat pays in full)",
             self.conditional_requests.clone(),
         );
     }
@@ -92,11 +102,16 @@ impl ForgeMetrics {
             .set(i64::try_from(remaining).unwrap_or(i64::MAX));
     }
 
-    pub(crate) fn conditional(&self, forge: &str, hit: bool) {
+    pub(crate) fn conditional(&self, forge: &str, outcome: Conditional) {
+        let result = match outcome {
+            Conditional::Hit => "hit",
+            Conditional::Miss => "miss",
+            Conditional::NoEtag => "no_etag",
+        };
         self.conditional_requests
             .get_or_create(&ConditionalLabels {
                 forge: forge.to_string(),
-                result: if hit { "hit" } else { "miss" }.to_string(),
+                result: result.to_string(),
             })
             .inc();
     }
@@ -113,8 +128,9 @@ mod tests {
         m.register(&mut reg);
         m.request("github", "/repos/{owner}/{repo}/pulls", "200");
         m.remaining("github", "abcdef012345", 4999);
-        m.conditional("github", true);
-        m.conditional("github", false);
+        m.conditional("github", Conditional::Hit);
+        m.conditional("github", Conditional::Miss);
+        m.conditional("gitea", Conditional::NoEtag);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         assert!(out.contains(
@@ -126,6 +142,12 @@ mod tests {
         assert!(
             out.contains(
                 "pullwarden_forge_conditional_requests_total{forge=\"github\",result=\"hit\"} 1"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "pullwarden_forge_conditional_requests_total{forge=\"gitea\",result=\"no_etag\"} 1"
             ),
             "{out}"
         );

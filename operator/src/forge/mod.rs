@@ -29,7 +29,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-pub use budget::BudgetConfig;
+pub use budget::{BudgetConfig, CallCost, measure_cost};
 pub use clients::ForgeClients;
 pub use coords::{RepoCoordinates, canonical_url_of};
 pub use credentials::Credentials;

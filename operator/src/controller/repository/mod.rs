@@ -31,7 +31,7 @@ use super::{
 };
 use crate::api::{
     self, BranchStatus, ForkApprovalStatus, Outcome, PullRequestStatus, RateLimitStatus,
-    Repository, RepositoryStatus,
+    Repository, RepositoryStatus, SyncCost,
 };
 use crate::error::Error;
 use crate::forge::{Actor, Forge, ForgeError, ForgeKind, PullRequest};
@@ -190,7 +190,14 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
             .unwrap_or_default(),
         deployed: &deployed,
     };
-    let snapshot = match sync(forge.as_ref(), &selector, known, jiff::Timestamp::now()).await {
+    let (synced, cost) = crate::forge::measure_cost(sync(
+        forge.as_ref(),
+        &selector,
+        known,
+        jiff::Timestamp::now(),
+    ))
+    .await;
+    let snapshot = match synced {
         Ok(s) => s,
         Err(source) => return Err(Error::ForgeStale { source, last_sync }),
     };
@@ -253,6 +260,10 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
         remaining: r.remaining,
         limit: r.limit,
         reset_time: Some(Time(r.reset)),
+    });
+    new_status.last_sync_cost = Some(SyncCost {
+        requests: cost.responses,
+        not_modified: cost.not_modified,
     });
     new_status.webhook_path = webhook_path;
     new_status.previews_over_cap = preview_outcome.over_cap;
