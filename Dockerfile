@@ -18,11 +18,17 @@ ENV LIBZ_SYS_STATIC=1 \
 #    rebuilt only when Cargo.toml/Cargo.lock change, not on every source edit.
 COPY Cargo.toml Cargo.lock ./
 COPY operator/Cargo.toml operator/Cargo.toml
-COPY e2e/Cargo.toml e2e/Cargo.toml
-RUN mkdir -p operator/src e2e/src/bin e2e/tests/suite \
+COPY e2e/emulator/Cargo.toml e2e/emulator/Cargo.toml
+COPY e2e/harness/Cargo.toml e2e/harness/Cargo.toml
+COPY e2e/bench/Cargo.toml e2e/bench/Cargo.toml
+COPY e2e/suite/Cargo.toml e2e/suite/Cargo.toml
+# Every workspace member needs its targets to exist for cargo to read the workspace.
+RUN mkdir -p operator/src e2e/emulator/src/bin e2e/harness/src e2e/bench/src/bin e2e/suite/tests/suite \
  && echo 'fn main() {}' > operator/src/main.rs \
- && touch operator/src/lib.rs e2e/src/lib.rs e2e/tests/suite/main.rs \
- && echo 'fn main() {}' > e2e/src/bin/forge-emulator.rs \
+ && touch operator/src/lib.rs e2e/emulator/src/lib.rs e2e/harness/src/lib.rs e2e/bench/src/lib.rs \
+          e2e/suite/tests/suite/main.rs \
+ && for b in e2e/emulator/src/bin/forge-emulator e2e/bench/src/bin/bench-poll e2e/bench/src/bin/bench-preview \
+             e2e/bench/src/bin/bench-webhook e2e/bench/src/bin/demo; do echo 'fn main() {}' > "$b.rs"; done \
  && cargo build --release --locked -p pullwarden \
  && rm -rf operator/src
 

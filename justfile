@@ -28,7 +28,7 @@ test-unit:
 # The end-to-end scenarios matching FILTER (e.g. preview_recovery::healthy) on a local control plane.
 e2e FILTER: k8s-binaries helm-binary gitea-binary
     cargo build --workspace --bins
-    cargo test -p pullwarden-e2e --test suite -- {{FILTER}}
+    cargo test -p pullwarden-suite --test suite -- {{FILTER}}
 
 # Formatting and clippy with warnings as errors.
 lint:
@@ -80,7 +80,7 @@ kubectl *ARGS:
 
 # Run the forge emulator (GitHub, GitLab and Gitea stand-in) on a local port.
 emulator *ARGS:
-    cargo run -q -p pullwarden-e2e --bin forge-emulator -- {{ARGS}}
+    cargo run -q -p pullwarden-emulator --bin forge-emulator -- {{ARGS}}
 
 # Benchmarks run the operator as a release build (what users deploy); the harness and the
 # emulator stay debug builds.
@@ -89,25 +89,25 @@ emulator *ARGS:
 # repositories behind one credential (JSON on stdout).
 bench-poll *ARGS: k8s-binaries
     cargo build -q --release -p pullwarden
-    cargo build -q -p pullwarden-e2e --bins
+    cargo build -q -p pullwarden-bench --bins
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-poll" {{ARGS}}
 
 # Benchmark: per preview lifetime (open → Ready → push → Ready → close), the timings and the
 # kube-apiserver (audit log), forge and operator-log counts of each phase; operator RSS (JSON).
 bench-preview *ARGS: k8s-binaries
     cargo build -q --release -p pullwarden
-    cargo build -q -p pullwarden-e2e --bin bench-preview
+    cargo build -q -p pullwarden-bench --bin bench-preview
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-preview" {{ARGS}}
 
 # Benchmark: the webhook server under slowloris, slow-body, pinning and connection-flood attacks
 # on loopback: operator peak RSS and the latency of valid signed deliveries meanwhile (JSON).
 bench-webhook *ARGS: k8s-binaries
     cargo build -q --release -p pullwarden
-    cargo build -q -p pullwarden-e2e --bins
+    cargo build -q -p pullwarden-bench --bins
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-webhook" {{ARGS}}
 
 # The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
 # a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.
 demo *ARGS: k8s-binaries
-    cargo build -q -p pullwarden -p pullwarden-e2e --bins
+    cargo build -q -p pullwarden -p pullwarden-bench --bins
     "$CARGO_TARGET_DIR/debug/demo" {{ARGS}}

@@ -5,7 +5,7 @@
 #   config/rbac/preview_workload_role.yaml    -> templates/preview-workload-clusterrole.yaml
 #   config/rbac/leader_election_role.yaml     -> templates/leader-election-rbac.yaml
 #   config/admission/policies.yaml            -> templates/admission-policies.yaml
-# The chart tests (e2e/tests/suite/chart.rs) fail until this has been run after such a change.
+# The chart tests (e2e/suite/tests/suite/chart.rs) fail until this has been run after such a change.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -1276,7 +1276,7 @@ mod tests {
         ($name:literal) => {
             include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../e2e/fixtures/github/rest/",
+                "/../test-data/github/rest/",
                 $name
             ))
         };
@@ -1329,7 +1329,7 @@ mod tests {
         // The webhook payload shape parses too (same PR object).
         let hook: serde_json::Value = serde_json::from_str(include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../e2e/fixtures/github/webhooks/pull_request.closed.json"
+            "/../test-data/github/webhooks/pull_request.closed.json"
         )))
         .unwrap();
         let pr = to_pull(serde_json::from_value(hook["pull_request"].clone()).unwrap());

@@ -1060,7 +1060,7 @@ mod tests {
         ($name:literal) => {
             include_str!(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../e2e/fixtures/gitlab/rest/",
+                "/../test-data/gitlab/rest/",
                 $name
             ))
         };

@@ -1,7 +1,7 @@
 //! End-to-end tests of the ingress through the axum router (in process with `oneshot`, and
 //! over a real TCP socket for the streaming cap), with a fixed [`RepositoryDirectory`] test
 //! double standing in for the Kubernetes side. Fixture payloads are the real forge examples
-//! in `e2e/fixtures/*/webhooks`.
+//! in `test-data/*/webhooks`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -218,7 +218,7 @@ fn with_peer(mut request: Request<Body>, ip: &str) -> Request<Body> {
 
 fn fixtures(forge_dir: &str) -> Vec<(String, Vec<u8>)> {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../e2e/fixtures")
+        .join("../test-data")
         .join(forge_dir)
         .join("webhooks");
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
@@ -560,7 +560,7 @@ fn every_fixture_parses_to_the_expected_event() {
 fn fixture_details_that_matter_downstream() {
     let body = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../e2e/fixtures/github/webhooks/pull_request.opened.json"),
+            .join("../test-data/github/webhooks/pull_request.opened.json"),
     )
     .unwrap();
     let req = delivery(Forge::Github, "pull_request", "d", body.clone(), None);
@@ -571,7 +571,7 @@ fn fixture_details_that_matter_downstream() {
 
     let body = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../e2e/fixtures/gitlab/webhooks/merge_request.open.json"),
+            .join("../test-data/gitlab/webhooks/merge_request.open.json"),
     )
     .unwrap();
     let req = delivery(Forge::Gitlab, "Merge Request Hook", "d", body.clone(), None);
@@ -586,7 +586,7 @@ fn fixture_details_that_matter_downstream() {
     );
 
     let body = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../e2e/fixtures/gitlab/webhooks/push.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../test-data/gitlab/webhooks/push.json"),
     )
     .unwrap();
     let req = delivery(Forge::Gitlab, "Push Hook", "d", body.clone(), None);
@@ -1948,7 +1948,7 @@ async fn healthz_and_unknown_routes() {
 
 fn fixture_json(path: &str) -> serde_json::Value {
     let file = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../e2e/fixtures")
+        .join("../test-data")
         .join(path);
     serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap()
 }

@@ -626,7 +626,7 @@ mod tests {
         use crate::forge::{github, gitlab};
         let gh: Vec<github::CommentJson> = serde_json::from_str(include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../e2e/fixtures/github/rest/issues-list-comments.json"
+            "/../test-data/github/rest/issues-list-comments.json"
         )))
         .unwrap();
         let mut c = github::to_comment(&gh[0]);
@@ -648,7 +648,7 @@ mod tests {
 
         let gl: gitlab::NoteJson = serde_json::from_str(include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../e2e/fixtures/gitlab/rest/create-merge-request-note.json"
+            "/../test-data/gitlab/rest/create-merge-request-note.json"
         )))
         .unwrap();
         let n = gitlab::to_comment(&gl);
