@@ -1,11 +1,42 @@
-//! The GitLab REST API (`/api/v4`), shapes from the GitLab docs examples in
-//! `test-data/gitlab/rest`.
+//! The GitLab REST API (`/api/v4`).
 //!
 //! Flow: [`ROUTES`] → [`dispatch`]. Projects are addressed by numeric id or URL-encoded full
 //! path (`group%2Fsub%2Fproject`), decoded by the router after matching one segment. Merge
 //! requests are the emulator's pull requests (iid = number); notes are its comments;
 //! approvals are the latest `APPROVED` review per user; environments are implied by deployments
 //! (a stop marks one `stopped` until its next deployment).
+//!
+//! Documented bodies. Every response GitLab's REST docs give an example for
+//! (`test-data/gitlab/rest`, listed in its `index.json`) is built from that example by
+//! `conform`: the body has exactly the example's keys, at the top level and in every nested
+//! object and list element (users, `pipeline`/`head_pipeline` with `detailed_status`,
+//! `diff_refs`, `references`, a branch's `commit`, approval `rules`, ...). A key the emulator
+//! models carries the live value. A key it does not model keeps the example's value only when
+//! that is a boolean or `null` (flags and absent metadata, e.g. `imported`, `discussion_locked`;
+//! the builders set every flag whose example value would mislead, such as
+//! `merge_when_pipeline_succeeds`), is `null` where GitLab sends `null` when it has nothing
+//! ([`nullable`]), and otherwise gets a neutral value of the example's type (`0`, `""`, `[]`):
+//! no example string, number or URL reaches a client. Live keys the example lacks are dropped.
+//! Documented: list and get merge requests, MR diffs, `approvals`, `approval_state`, notes (the
+//! documented note object, for list, get, create and edit), branches (list and single), a single
+//! commit, commit statuses (list and post).
+//!
+//! The unit tests (`gitlab/tests.rs`) call each of them on a live project and compare the body
+//! with the example file: keys, JSON types, live values, no example URL or SHA, and no key
+//! served neutral.
+//!
+//! Hand-built (the docs give no example, so their shapes are unchecked): `/user`,
+//! `/projects/:id`, MR `commits`, `versions`, `resource_label_events`, group members, a
+//! commit's `signature`, deployments and environments.
+//!
+//! Pipelines. GitLab files the external statuses of one commit and ref under one pipeline
+//! (created by the first of them, source `external`) whose status is the composite of the
+//! latest status per name. The emulator derives those pipelines from the statuses ([`Pipeline`]:
+//! id = its first status's id, iid = creation order in the project) and serves them as a merge
+//! request's `pipeline`/`head_pipeline` and a commit's `last_pipeline`/`status`.
+use std::collections::{BTreeMap, HashSet};
+use std::sync::LazyLock;
+
 use http::StatusCode;
 use serde_json::{Value, json};
 
@@ -16,7 +47,9 @@ use super::model::{Forge, StatusSpec};
 use super::ops;
 use super::reply::{ApiRequest, Reply, merge, paginate};
 use super::router::{Route, routes};
-use super::state::{Deployment, DeploymentStatus, Pull, Repo, Shared, State, User, iso_ms, now};
+use super::state::{
+    Deployment, DeploymentStatus, Pull, Repo, Shared, State, Status, User, ZERO_SHA, iso_ms, now,
+};
 
 /// Handler tags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +60,7 @@ pub enum H {
     Mr,
     MrDiffs,
     MrApprovals,
+    MrApprovalState,
     MrCommits,
     MrVersions,
     MrLabelEvents,
@@ -38,6 +72,7 @@ pub enum H {
     Branches,
     Branch,
     Commit,
+    CommitSignature,
     CommitStatuses,
     CreateStatus,
     CreateDeployment,
@@ -58,6 +93,7 @@ pub static ROUTES: &[Route<H>] = routes![
     "GET" "/projects/{id}/merge_requests/{iid}" => Mr,
     "GET" "/projects/{id}/merge_requests/{iid}/diffs" => MrDiffs,
     "GET" "/projects/{id}/merge_requests/{iid}/approvals" => MrApprovals,
+    "GET" "/projects/{id}/merge_requests/{iid}/approval_state" => MrApprovalState,
     "GET" "/projects/{id}/merge_requests/{iid}/commits" => MrCommits,
     "GET" "/projects/{id}/merge_requests/{iid}/versions" => MrVersions,
     "GET" "/projects/{id}/merge_requests/{iid}/resource_label_events" => MrLabelEvents,
@@ -69,6 +105,7 @@ pub static ROUTES: &[Route<H>] = routes![
     "GET" "/projects/{id}/repository/branches" => Branches,
     "GET" "/projects/{id}/repository/branches/{branch*}" => Branch,
     "GET" "/projects/{id}/repository/commits/{sha*}/statuses" => CommitStatuses,
+    "GET" "/projects/{id}/repository/commits/{sha*}/signature" => CommitSignature,
     "GET" "/projects/{id}/repository/commits/{sha*}" => Commit,
     "POST" "/projects/{id}/statuses/{sha}" => CreateStatus,
     "POST" "/projects/{id}/deployments" => CreateDeployment,
@@ -79,6 +116,341 @@ pub static ROUTES: &[Route<H>] = routes![
     "PUT" "/projects/{id}/environments/{environment_id}" => UpdateEnvironment,
     "POST" "/projects/{id}/environments/{environment_id}/stop" => StopEnvironment,
 ];
+
+/// The documented example responses (`test-data/gitlab/rest`), by file name.
+fn examples() -> &'static BTreeMap<&'static str, Value> {
+    static EXAMPLES: LazyLock<BTreeMap<&'static str, Value>> = LazyLock::new(|| {
+        let raw: [(&str, &str); 11] = [
+            (
+                "list-project-merge-requests.json",
+                include_str!("../../../test-data/gitlab/rest/list-project-merge-requests.json"),
+            ),
+            (
+                "get-single-merge-request.json",
+                include_str!("../../../test-data/gitlab/rest/get-single-merge-request.json"),
+            ),
+            (
+                "list-merge-request-diffs.json",
+                include_str!("../../../test-data/gitlab/rest/list-merge-request-diffs.json"),
+            ),
+            (
+                "get-merge-request-approvals.json",
+                include_str!("../../../test-data/gitlab/rest/get-merge-request-approvals.json"),
+            ),
+            (
+                "get-merge-request-approval-state.json",
+                include_str!(
+                    "../../../test-data/gitlab/rest/get-merge-request-approval-state.json"
+                ),
+            ),
+            (
+                "post-commit-status.json",
+                include_str!("../../../test-data/gitlab/rest/post-commit-status.json"),
+            ),
+            (
+                "list-commit-statuses.json",
+                include_str!("../../../test-data/gitlab/rest/list-commit-statuses.json"),
+            ),
+            (
+                "get-single-commit.json",
+                include_str!("../../../test-data/gitlab/rest/get-single-commit.json"),
+            ),
+            (
+                "create-merge-request-note.json",
+                include_str!("../../../test-data/gitlab/rest/create-merge-request-note.json"),
+            ),
+            (
+                "list-branches.json",
+                include_str!("../../../test-data/gitlab/rest/list-branches.json"),
+            ),
+            (
+                "get-single-branch.json",
+                include_str!("../../../test-data/gitlab/rest/get-single-branch.json"),
+            ),
+        ];
+        raw.iter()
+            .map(|(name, text)| {
+                let mut v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                for (example, key, like) in SAME_AS {
+                    if example == name {
+                        let item = if v.is_array() { &mut v[0] } else { &mut v };
+                        let model = item[*like].clone();
+                        item[*key] = model;
+                    }
+                }
+                (*name, v)
+            })
+            .collect()
+    });
+    &EXAMPLES
+}
+
+/// Keys an example shows as `null` although GitLab sends an object there when it has one, of
+/// the same entity as another key of the example (`UserBasic` for all of these): the emulator
+/// shapes that object like the other key. (example, key, shaped like).
+const SAME_AS: &[(&str, &str, &str)] = &[
+    ("list-project-merge-requests.json", "closed_by", "author"),
+    ("get-single-merge-request.json", "merged_by", "author"),
+    ("get-single-merge-request.json", "merge_user", "author"),
+    ("get-single-merge-request.json", "closed_by", "author"),
+];
+
+/// Merge-request keys that are `null` when the merge request has none although an example
+/// shows a value: merge facts while unmerged, an unset `merge_after`, no assignee or
+/// milestone, the unset project defaults, and no pipeline (its timings while it runs).
+const MR_NULLABLE: &[&str] = &[
+    "merged_by",
+    "merge_user",
+    "merged_at",
+    "merge_after",
+    "assignee",
+    "milestone",
+    "should_remove_source_branch",
+    "approvals_before_merge",
+    "latest_build_started_at",
+    "pipeline",
+    "head_pipeline",
+    "head_pipeline.started_at",
+    "head_pipeline.finished_at",
+    "head_pipeline.duration",
+    "head_pipeline.queued_duration",
+];
+
+/// Paths (dot-separated; list elements are transparent) of an example whose value is `null`
+/// when GitLab has nothing for it, although the example shows a value. Tests accept `null`
+/// there; `conform` uses `null` for such keys the emulator does not model.
+pub fn nullable(example: &str) -> &'static [&'static str] {
+    match example {
+        "list-project-merge-requests.json" | "get-single-merge-request.json" => MR_NULLABLE,
+        // A commit without pipelines.
+        "get-single-commit.json" => &["last_pipeline", "status"],
+        // A status posted without a description, URL, coverage or ref; a running one.
+        "post-commit-status.json" => &["coverage", "finished_at"],
+        "list-commit-statuses.json" => &["target_url", "ref"],
+        _ => &[],
+    }
+}
+
+/// The documented example `name`, with the [`SAME_AS`] substitutions (tests read the files).
+fn template(name: &str) -> &'static Value {
+    examples().get(name).unwrap_or(&Value::Null)
+}
+
+/// `live` shaped like the documented example `name` (the rule is in the module doc).
+fn conform(name: &str, live: Value) -> Value {
+    let mut neutral = Vec::new();
+    let v = shape(template(name), Some(live), "", nullable(name), &mut neutral);
+    record_neutral(name, neutral);
+    v
+}
+
+/// Items of a documented list, each shaped like the example's first element.
+fn conform_items(name: &str, items: Vec<Value>) -> Vec<Value> {
+    let first = &template(name)[0];
+    let mut neutral = Vec::new();
+    let out = items
+        .into_iter()
+        .map(|v| shape(first, Some(v), "", nullable(name), &mut neutral))
+        .collect();
+    record_neutral(name, neutral);
+    out
+}
+
+/// Documented keys that got a neutral value (unit tests require none: every key of the
+/// examples that is not a flag or null-able is modelled).
+#[cfg(test)]
+static NEUTRAL: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_neutral(name: &str, paths: Vec<String>) {
+    #[cfg(test)]
+    NEUTRAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .extend(paths.into_iter().map(|p| format!("{name}: {p}")));
+    #[cfg(not(test))]
+    let _ = (name, paths);
+}
+
+/// `example`'s keys with `live`'s values; `neutral` collects the paths that got a neutral value.
+fn shape(
+    example: &Value,
+    live: Option<Value>,
+    path: &str,
+    nullable: &[&str],
+    neutral: &mut Vec<String>,
+) -> Value {
+    match (example, live) {
+        (Value::Object(keys), Some(Value::Object(mut live))) => Value::Object(
+            keys.iter()
+                .map(|(k, ex)| {
+                    let v = live.remove(k);
+                    // Scalars need no path (it names only keys shaped or filled below).
+                    let p = match &v {
+                        Some(Value::Object(_) | Value::Array(_)) | None if !path.is_empty() => {
+                            format!("{path}.{k}")
+                        }
+                        Some(Value::Object(_) | Value::Array(_)) | None => k.clone(),
+                        Some(_) => String::new(),
+                    };
+                    (k.clone(), shape(ex, v, &p, nullable, neutral))
+                })
+                .collect(),
+        ),
+        (Value::Array(ex), Some(Value::Array(live))) => match ex.first() {
+            Some(first @ Value::Object(_)) => Value::Array(
+                live.into_iter()
+                    .map(|v| shape(first, Some(v), path, nullable, neutral))
+                    .collect(),
+            ),
+            _ => Value::Array(live),
+        },
+        (_, Some(v)) => v,
+        (_, None) if nullable.contains(&path) => Value::Null,
+        (Value::Null | Value::Bool(_), None) => example.clone(),
+        (Value::Object(_), None) => shape(example, Some(json!({})), path, nullable, neutral),
+        (ex, None) => {
+            neutral.push(path.to_string());
+            match ex {
+                Value::Number(_) => json!(0),
+                Value::String(_) => json!(""),
+                _ => json!([]),
+            }
+        }
+    }
+}
+
+/// A pipeline implied by external commit statuses (see the module doc).
+#[derive(Debug)]
+pub struct Pipeline<'a> {
+    pub id: u64,
+    pub iid: u64,
+    pub sha: &'a str,
+    pub git_ref: Option<&'a str>,
+    /// Its statuses, oldest first (never empty).
+    pub statuses: Vec<&'a Status>,
+}
+
+impl Pipeline<'_> {
+    /// GitLab's composite status over the latest status per name
+    /// (`Gitlab::Ci::Status::Composite`, without manual/scheduled jobs).
+    pub fn status(&self) -> &'static str {
+        let mut latest: Vec<&Status> = Vec::new();
+        for s in &self.statuses {
+            latest.retain(|x| x.context != s.context);
+            latest.push(s);
+        }
+        let states: Vec<&str> = latest
+            .iter()
+            .map(|s| match s.state.as_str() {
+                "failure" | "error" => "failed",
+                other => other,
+            })
+            .collect();
+        let only = |allowed: &[&str]| states.iter().all(|s| allowed.contains(s));
+        let any = |wanted: &[&str]| states.iter().any(|s| wanted.contains(s));
+        if only(&["skipped"]) {
+            "skipped"
+        } else if only(&["success", "skipped"]) {
+            "success"
+        } else if only(&["created"]) {
+            "created"
+        } else if only(&["canceled", "success", "skipped"]) {
+            "canceled"
+        } else if only(&["pending", "created", "skipped"]) {
+            "pending"
+        } else if any(&["running", "pending", "created"]) {
+            "running"
+        } else {
+            "failed"
+        }
+    }
+}
+
+/// The pipelines of one commit, oldest first.
+pub fn pipelines_for<'a>(repo: &'a Repo, sha: &str) -> Vec<Pipeline<'a>> {
+    let mut seen: HashSet<(&str, Option<&str>)> = HashSet::new();
+    let mut out: Vec<Pipeline<'a>> = Vec::new();
+    for s in &repo.statuses {
+        let first = seen.insert((s.sha.as_str(), s.git_ref.as_deref()));
+        if s.sha != sha {
+            continue;
+        }
+        if first {
+            out.push(Pipeline {
+                id: s.id,
+                iid: seen.len() as u64,
+                sha: &s.sha,
+                git_ref: s.git_ref.as_deref(),
+                statuses: vec![s],
+            });
+        } else if let Some(p) = out.iter_mut().find(|p| p.git_ref == s.git_ref.as_deref()) {
+            p.statuses.push(s);
+        }
+    }
+    out
+}
+
+/// The head pipeline of a merge request: the newest pipeline of its head commit on its source
+/// branch (or on any ref when none is).
+fn head_pipeline<'a>(repo: &'a Repo, pr: &Pull) -> Option<Pipeline<'a>> {
+    let mut all = pipelines_for(repo, &pr.head_sha);
+    let i = all
+        .iter()
+        .rposition(|p| p.git_ref == Some(pr.head_ref.as_str()))
+        .or_else(|| all.len().checked_sub(1))?;
+    Some(all.swap_remove(i))
+}
+
+/// A pipeline with every key GitLab's pipeline entities have (basic and detailed).
+fn pipeline_json(st: &State, base: &str, repo: &Repo, p: &Pipeline) -> Value {
+    let status = p.status();
+    let created = p.statuses[0].created_at;
+    let updated = p
+        .statuses
+        .iter()
+        .map(|s| s.updated_at)
+        .max()
+        .unwrap_or(created);
+    let started = p
+        .statuses
+        .iter()
+        .filter(|s| !matches!(s.state.as_str(), "pending" | "created"))
+        .map(|s| s.created_at)
+        .min();
+    let finished =
+        matches!(status, "success" | "failed" | "canceled" | "skipped").then_some(updated);
+    let label = if status == "success" {
+        "passed"
+    } else {
+        status
+    };
+    let details = format!("/{}/-/pipelines/{}", repo.path, p.id);
+    json!({
+        "id": p.id, "iid": p.iid, "project_id": repo.id, "sha": p.sha, "ref": p.git_ref,
+        "status": status, "source": "external",
+        "created_at": iso_ms(created), "updated_at": iso_ms(updated), "web_url": format!("{base}{details}"),
+        "before_sha": ZERO_SHA, "tag": false, "yaml_errors": null,
+        "user": user_live(base, &st.user_ro(&p.statuses[0].creator)),
+        "started_at": started.map(iso_ms), "finished_at": finished.map(iso_ms), "committed_at": null,
+        "duration": started.zip(finished).map(|(s, f)| f - s),
+        "queued_duration": started.map(|s| s - created), "coverage": null,
+        "detailed_status": {
+            "icon": format!("status_{status}"), "text": label, "label": label, "group": status,
+            "tooltip": label, "has_details": true, "details_path": details, "illustration": null,
+            "favicon": format!("/assets/ci_favicons/favicon_status_{status}.png"),
+        },
+        "archived": false,
+    })
+}
+
+/// A user with every key GitLab's user entities in the documented examples have (the
+/// emulator does not model a user's creation time: the epoch, as `/user` says).
+fn user_live(base: &str, u: &User) -> Value {
+    merge([
+        user_json(base, u),
+        json!({"email": u.email, "created_at": iso_ms(0)}),
+    ])
+}
 
 /// GitLab's "basic user".
 pub fn user_json(base: &str, u: &User) -> Value {
@@ -240,39 +612,41 @@ pub fn project_json(st: &State, base: &str, repo: &Repo) -> Value {
     ])
 }
 
-/// A merge request (list and single share one shape; `full` adds the single-MR extras).
-pub fn mr_json(
+/// A merge request with every key of the documented list and single examples; [`conform`]
+/// keeps the ones each example has. `head` is the head pipeline (single merge request only).
+fn mr_live(
     st: &State,
     base: &str,
     repo: &Repo,
     pr: &Pull,
     facts: &PrFacts,
-    full: bool,
+    head: Option<&Pipeline>,
 ) -> Value {
     let head_repo = st.repos.get(&pr.head_repo).unwrap_or(repo);
     let (state, _) = mr_state(pr);
+    let user = |login: &str| user_live(base, &st.user_ro(login));
     let notes = repo
         .comments
         .iter()
         .filter(|c| c.number == pr.number)
         .count();
-    let merged_by = pr
-        .merged_by
-        .as_ref()
-        .map_or(Value::Null, |u| user_json(base, &st.user_ro(u)));
-    let mut v = merge([
+    let merged_by = pr.merged_by.as_deref().map_or(Value::Null, user);
+    let pipeline = head.map_or(Value::Null, |p| pipeline_json(st, base, repo, p));
+    let started = pipeline.get("started_at").cloned().unwrap_or(Value::Null);
+    let finished = pipeline.get("finished_at").cloned().unwrap_or(Value::Null);
+    merge([
         json!({
             "id": pr.id, "iid": pr.number, "project_id": repo.id, "title": pr.title, "description": pr.body,
             "state": state, "imported": false, "imported_from": "none",
             "created_at": iso_ms(pr.created_at), "updated_at": iso_ms(pr.updated_at),
             "merged_by": merged_by, "merge_user": merged_by, "merged_at": pr.merged_at.map(iso_ms),
             "merge_after": null, "prepared_at": iso_ms(pr.created_at),
-            "closed_by": if !pr.open && !pr.merged { json!(user_json(base, &st.user_ro(&pr.author))) } else { Value::Null },
+            "closed_by": if !pr.open && !pr.merged { user(&pr.author) } else { Value::Null },
             "closed_at": if pr.merged { Value::Null } else { json!(pr.closed_at.map(iso_ms)) },
         }),
         json!({
             "target_branch": pr.base_ref, "source_branch": pr.head_ref, "user_notes_count": notes,
-            "upvotes": 0, "downvotes": 0, "author": user_json(base, &st.user_ro(&pr.author)),
+            "upvotes": 0, "downvotes": 0, "author": user(&pr.author),
             "assignees": [], "assignee": null, "reviewers": [],
             "source_project_id": head_repo.id, "target_project_id": repo.id,
             "labels": pr.labels, "draft": pr.draft, "work_in_progress": pr.draft, "milestone": null,
@@ -289,27 +663,19 @@ pub fn mr_json(
             "squash": false, "squash_on_merge": false, "task_completion_status": {"count": 0, "completed_count": 0},
             "has_conflicts": false, "blocking_discussions_resolved": true, "approvals_before_merge": null,
         }),
-    ]);
-    if full && let Some(m) = v.as_object_mut() {
-        m.insert("subscribed".into(), json!(false));
-        m.insert("changes_count".into(), json!(facts.files.len().to_string()));
-        m.insert("latest_build_started_at".into(), Value::Null);
-        m.insert("latest_build_finished_at".into(), Value::Null);
-        m.insert("first_deployed_to_production_at".into(), Value::Null);
-        m.insert("pipeline".into(), Value::Null);
-        m.insert("head_pipeline".into(), Value::Null);
-        m.insert(
-            "diff_refs".into(),
-            json!({"base_sha": facts.merge_base, "head_sha": pr.head_sha, "start_sha": facts.base_sha}),
-        );
-        m.insert("merge_error".into(), Value::Null);
-        m.insert("first_contribution".into(), json!(false));
-        m.insert("user".into(), json!({"can_merge": true}));
-    }
-    v
+        json!({
+            "subscribed": false, "changes_count": facts.files.len().to_string(),
+            "latest_build_started_at": started, "latest_build_finished_at": finished,
+            "first_deployed_to_production_at": null,
+            "pipeline": pipeline, "head_pipeline": pipeline,
+            "diff_refs": {"base_sha": facts.merge_base, "head_sha": pr.head_sha, "start_sha": facts.base_sha},
+            "merge_error": null, "first_contribution": false, "user": {"can_merge": true},
+        }),
+    ])
 }
 
-/// A commit (`stats` when asked).
+/// A commit (`stats` when asked). Hand-built for MR `commits`; branches and the single commit
+/// shape it like their examples.
 pub fn commit_json(base: &str, repo: &Repo, c: &CommitInfo, stats: Option<(u64, u64)>) -> Value {
     let mut v = json!({
         "id": c.sha, "short_id": &c.sha[..8.min(c.sha.len())], "created_at": iso_ms(c.committer_time),
@@ -324,13 +690,12 @@ pub fn commit_json(base: &str, repo: &Repo, c: &CommitInfo, stats: Option<(u64, 
             "stats".into(),
             json!({"additions": a, "deletions": d, "total": a + d}),
         );
-        m.insert("status".into(), Value::Null);
-        m.insert("last_pipeline".into(), Value::Null);
     }
     v
 }
 
-fn status_json(st: &State, base: &str, s: &super::state::Status) -> Value {
+/// A commit status with every key of the documented list and post examples.
+fn status_live(st: &State, base: &str, s: &Status) -> Value {
     let finished = matches!(
         s.state.as_str(),
         "success" | "failed" | "canceled" | "skipped"
@@ -340,19 +705,64 @@ fn status_json(st: &State, base: &str, s: &super::state::Status) -> Value {
         "target_url": s.target_url, "description": s.description,
         "created_at": iso_ms(s.created_at), "started_at": if s.state == "pending" { Value::Null } else { json!(iso_ms(s.created_at)) },
         "finished_at": if finished { json!(iso_ms(s.updated_at)) } else { Value::Null },
-        "allow_failure": false, "coverage": null, "pipeline_id": null,
-        "author": user_json(base, &st.user_ro(&s.creator)),
+        "allow_failure": false, "coverage": null,
+        "author": user_live(base, &st.user_ro(&s.creator)),
     })
 }
 
+/// The documented note object (every note endpoint returns it).
 fn note_json(st: &State, base: &str, repo: &Repo, pr: &Pull, c: &super::state::Comment) -> Value {
+    conform(
+        "create-merge-request-note.json",
+        json!({
+            "id": c.id, "body": c.body, "attachment": null,
+            "author": user_live(base, &st.user_ro(&c.user)),
+            "created_at": iso_ms(c.created_at), "updated_at": iso_ms(c.updated_at),
+            "system": false, "noteable_id": pr.id, "noteable_type": "MergeRequest", "project_id": repo.id,
+            "noteable_iid": pr.number, "resolvable": false, "confidential": false, "internal": false,
+        }),
+    )
+}
+
+/// The latest `APPROVED` review per user who still approves, oldest first.
+fn approvers(pr: &Pull) -> Vec<&super::state::Review> {
+    let mut latest: Vec<&super::state::Review> = Vec::new();
+    for r in &pr.reviews {
+        latest.retain(|x| x.user != r.user);
+        latest.push(r);
+    }
+    latest.retain(|r| r.state == "APPROVED");
+    latest
+}
+
+/// `approval_state` (Premium): the emulator has no approval rules, so the project's implicit
+/// "All Members" `any_approver` rule with no required approvals (id = the merge request's);
+/// eligible are the approvers and the collaborators who can push.
+fn approval_state_live(st: &State, base: &str, repo: &Repo, pr: &Pull) -> Value {
+    let approved: Vec<&str> = approvers(pr).iter().map(|r| r.user.as_str()).collect();
+    let mut eligible: Vec<&str> = repo
+        .collaborators
+        .iter()
+        .filter(|(_, perm)| !matches!(perm.as_str(), "read" | "pull" | "triage"))
+        .map(|(login, _)| login.as_str())
+        .collect();
+    eligible.extend(approved.iter().copied());
+    eligible.sort_unstable();
+    eligible.dedup();
+    let users = |logins: &[&str]| -> Vec<Value> {
+        logins
+            .iter()
+            .map(|l| user_live(base, &st.user_ro(l)))
+            .collect()
+    };
     json!({
-        "id": c.id, "type": null, "body": c.body, "attachment": null,
-        "author": user_json(base, &st.user_ro(&c.user)),
-        "created_at": iso_ms(c.created_at), "updated_at": iso_ms(c.updated_at),
-        "system": false, "noteable_id": pr.id, "noteable_type": "MergeRequest", "project_id": repo.id,
-        "noteable_iid": pr.number, "resolvable": false, "confidential": false, "internal": false,
-        "commands_changes": {},
+        "approval_rules_overwritten": false,
+        "rules": [{
+            "id": pr.id, "name": "All Members", "rule_type": "any_approver",
+            "eligible_approvers": users(&eligible), "approvals_required": 0, "users": [], "groups": [],
+            "contains_hidden_groups": false, "approved_by": users(&approved), "source_rule": null,
+            "approved": true, "overridden": false,
+        }],
     })
 }
 
@@ -484,11 +894,14 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
             let st = shared.state.lock().await;
             let items = prs
                 .iter()
-                .map(|p| mr_json(&st, &base, &repo, p, &data::light_facts(&repo, p), false))
+                .map(|p| mr_live(&st, &base, &repo, p, &data::light_facts(&repo, p), None))
                 .collect();
-            Ok(paginate(req, items))
+            Ok(paginate(
+                req,
+                conform_items("list-project-merge-requests.json", items),
+            ))
         }
-        H::Mr | H::MrDiffs | H::MrCommits | H::MrApprovals => {
+        H::Mr | H::MrDiffs | H::MrCommits | H::MrApprovals | H::MrApprovalState => {
             let (repo, pr) = {
                 let st = shared.state.lock().await;
                 let repo = visible(&st, req)?.clone();
@@ -498,10 +911,13 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
             let facts = data::facts_for(shared, &repo, &pr).await;
             let st = shared.state.lock().await;
             Ok(match h {
-                H::Mr => Reply::ok(mr_json(&st, &base, &repo, &pr, &facts, true)),
-                H::MrDiffs => paginate(
-                    req,
-                    facts
+                H::Mr => {
+                    let head = head_pipeline(&repo, &pr);
+                    let live = mr_live(&st, &base, &repo, &pr, &facts, head.as_ref());
+                    Reply::ok(conform("get-single-merge-request.json", live))
+                }
+                H::MrDiffs => {
+                    let items = facts
                         .files
                         .iter()
                         .map(|f| {
@@ -516,27 +932,37 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                                 "deleted_file": f.status == "removed", "generated_file": false,
                             })
                         })
+                        .collect();
+                    paginate(req, conform_items("list-merge-request-diffs.json", items))
+                }
+                H::MrCommits => paginate(
+                    req,
+                    facts
+                        .commits
+                        .iter()
+                        .rev()
+                        .map(|c| commit_json(&base, &repo, c, None))
                         .collect(),
                 ),
-                H::MrCommits => paginate(req, facts.commits.iter().rev().map(|c| commit_json(&base, &repo, c, None)).collect()),
+                H::MrApprovalState => Reply::ok(conform(
+                    "get-merge-request-approval-state.json",
+                    approval_state_live(&st, &base, &repo, &pr),
+                )),
                 _ => {
-                    let mut latest: Vec<(String, &super::state::Review)> = Vec::new();
-                    for r in &pr.reviews {
-                        latest.retain(|(u, _)| *u != r.user);
-                        latest.push((r.user.clone(), r));
-                    }
-                    let approved: Vec<Value> = latest
+                    let approved: Vec<Value> = approvers(&pr)
                         .iter()
-                        .filter(|(_, r)| r.state == "APPROVED")
-                        .map(|(u, r)| json!({"user": user_json(&base, &st.user_ro(u)), "approved_at": iso_ms(r.submitted_at)}))
+                        .map(|r| json!({"user": user_live(&base, &st.user_ro(&r.user)), "approved_at": iso_ms(r.submitted_at)}))
                         .collect();
                     let (state, _) = mr_state(&pr);
-                    Reply::ok(json!({
-                        "id": pr.id, "iid": pr.number, "project_id": repo.id, "title": pr.title, "description": pr.body,
-                        "state": state, "created_at": iso_ms(pr.created_at), "updated_at": iso_ms(pr.updated_at),
-                        "merge_status": "can_be_merged", "approved": !approved.is_empty(),
-                        "approvals_required": 0, "approvals_left": 0, "approved_by": approved,
-                    }))
+                    Reply::ok(conform(
+                        "get-merge-request-approvals.json",
+                        json!({
+                            "id": pr.id, "iid": pr.number, "project_id": repo.id, "title": pr.title, "description": pr.body,
+                            "state": state, "created_at": iso_ms(pr.created_at), "updated_at": iso_ms(pr.updated_at),
+                            "merge_status": "can_be_merged",
+                            "approvals_required": 0, "approvals_left": 0, "approved_by": approved,
+                        }),
+                    ))
                 }
             })
         }
@@ -708,9 +1134,10 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                 }));
             }
             if h == H::Branch {
-                Ok(Reply::ok(items.pop().unwrap_or(Value::Null)))
+                let one = items.pop().unwrap_or(Value::Null);
+                Ok(Reply::ok(conform("get-single-branch.json", one)))
             } else {
-                Ok(paginate(req, items))
+                Ok(paginate(req, conform_items("list-branches.json", items)))
             }
         }
         H::Commit => {
@@ -726,7 +1153,35 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
             let files = data::commit_files(shared, &repo.git_dir, &ci).await;
             let a = files.iter().map(|f| f.additions).sum();
             let d = files.iter().map(|f| f.deletions).sum();
-            Ok(Reply::ok(commit_json(&base, &repo, &ci, Some((a, d)))))
+            let mut live = commit_json(&base, &repo, &ci, Some((a, d)));
+            let st = shared.state.lock().await;
+            let last = pipelines_for(&repo, &ci.sha).pop();
+            live["status"] = json!(last.as_ref().map(Pipeline::status));
+            live["last_pipeline"] =
+                last.map_or(Value::Null, |p| pipeline_json(&st, &base, &repo, &p));
+            Ok(Reply::ok(conform("get-single-commit.json", live)))
+        }
+        H::CommitSignature => {
+            // GitLab answers 404 for an unsigned commit; a verified one gets its GPG facts
+            // (the emulator's stand-in key is the committer's).
+            let repo = {
+                let st = shared.state.lock().await;
+                visible(&st, req)?.clone()
+            };
+            let ci = match data::resolve(&repo, req.param("sha")).await {
+                Some(sha) => data::commit(shared, &repo.git_dir, &sha).await,
+                None => None,
+            };
+            let ci = ci.ok_or_else(|| Reply::not_found(Forge::Gitlab, "Commit"))?;
+            if !repo.commit_meta.get(&ci.sha).is_some_and(|m| m.verified) {
+                return Err(Reply::not_found(Forge::Gitlab, "Signature"));
+            }
+            Ok(Reply::ok(json!({
+                "signature_type": "PGP", "verification_status": "verified",
+                "gpg_key_id": repo.id, "gpg_key_primary_keyid": ci.sha[..16.min(ci.sha.len())].to_ascii_uppercase(),
+                "gpg_key_user_name": ci.committer_name, "gpg_key_user_email": ci.committer_email,
+                "gpg_key_subkey_id": null, "commit_source": "gitaly",
+            })))
         }
         H::CommitStatuses => {
             let repo = {
@@ -744,11 +1199,13 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
             }
             list.retain(|s| req.q("name").is_none_or(|n| n == s.context));
             list.retain(|s| req.q("ref").is_none_or(|r| s.git_ref.as_deref() == Some(r)));
+            let items = list
+                .into_iter()
+                .map(|s| status_live(&st, &base, s))
+                .collect();
             Ok(paginate(
                 req,
-                list.into_iter()
-                    .map(|s| status_json(&st, &base, s))
-                    .collect(),
+                conform_items("list-commit-statuses.json", items),
             ))
         }
         H::CreateStatus => {
@@ -794,7 +1251,10 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                 status.git_ref = Some(r);
             }
             let st = shared.state.lock().await;
-            Ok(Reply::created(status_json(&st, &base, &status)))
+            Ok(Reply::created(conform(
+                "post-commit-status.json",
+                status_live(&st, &base, &status),
+            )))
         }
         H::CreateDeployment => {
             let login = require_auth(req)?;
@@ -1014,3 +1474,6 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
