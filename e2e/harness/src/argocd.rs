@@ -16,7 +16,7 @@
 //! plane's watchdog when the test process dies). Logs go to the plane's `logs/argocd-<n>/`
 //! (`application-controller.log`, `repo-server.log`, `redis.log`; kept by `cluster-down` in
 //! `~/.cache/pullwarden/cluster-logs/last`), clones and redis state to the plane's `argocd-<n>/`.
-//! Start-up takes a few seconds, so each test that needs Argo CD starts its own (isolation:
+//! Start-up takes under 2 s, so each test that needs Argo CD starts its own (isolation:
 //! one control-plane namespace, one redis, no state shared between tests).
 
 use crate::cluster::{Cluster, repo_root};
@@ -133,7 +133,8 @@ pub struct ArgoCd {
     // Dropped in this order: the controller before the servers it calls.
     controller: Process,
     repo_server: Process,
-    redis: Process,
+    /// Held to be stopped on drop.
+    _redis: Process,
     log_dir: PathBuf,
     /// The work directory of an Argo CD on an external cluster (removed on drop); on a plane this
     /// process started, the work directory goes with the plane.
@@ -257,7 +258,7 @@ impl ArgoCd {
             namespace: namespace.to_owned(),
             controller,
             repo_server,
-            redis,
+            _redis: redis,
             log_dir,
             _tmp: tmp_dir,
             config,
@@ -307,13 +308,6 @@ impl ArgoCd {
     /// Where the logs of this Argo CD are written.
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
-    }
-
-    /// Fails (with the log tail) if a component has exited.
-    pub fn check_alive(&mut self) -> Result<()> {
-        self.redis.check_alive()?;
-        self.repo_server.check_alive()?;
-        self.controller.check_alive()
     }
 }
 
