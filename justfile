@@ -15,8 +15,9 @@ build:
     cargo build --workspace --bins
 
 # Every test: formatting, clippy, unit tests and the end-to-end suite against a real local
-# control plane (built once from the Kubernetes Go modules into $PULLWARDEN_CACHE).
-test: lint k8s-binaries helm-binary gitea-binary
+# control plane, a real Gitea and a real Argo CD (built once from their Go modules into
+# $PULLWARDEN_CACHE).
+test: lint k8s-binaries helm-binary gitea-binary argocd-binary
     cargo build --workspace --bins
     cargo test --workspace --all-targets
 
@@ -26,7 +27,7 @@ test-unit:
     cargo test -p pullwarden --test crds
 
 # The end-to-end scenarios matching FILTER (e.g. preview_recovery::healthy) on a local control plane.
-e2e FILTER: k8s-binaries helm-binary gitea-binary
+e2e FILTER: k8s-binaries helm-binary gitea-binary argocd-binary
     cargo build --workspace --bins
     cargo test -p pullwarden-suite --test suite -- {{FILTER}}
 
@@ -56,6 +57,11 @@ gitea-binary:
 # Build helm once from its Go module (chart tests use it).
 helm-binary:
     e2e/scripts/build-helm.sh
+
+# Build the Argo CD application controller and repo-server once from their Go module (the
+# `delivery: argocd` scenarios run them; first time ≈ 7 min) and install redis-server if missing.
+argocd-binary:
+    e2e/scripts/build-argocd.sh
 
 # helm, built from its Go module.
 helm *ARGS:

@@ -464,30 +464,36 @@ pub enum AppState {
     Ready,
     /// Still syncing or progressing (with what Argo CD says).
     Progressing(String),
-    /// Degraded or failed to sync.
-    Failed(String),
+    /// Health `Degraded`: a workload may still recover by itself.
+    Degraded(String),
+    /// Argo CD's last attempt to sync `sha` failed — e.g. the AppProject does not permit a
+    /// resource. Argo CD may still be retrying (an automated sync retries 5 times over ≈5
+    /// minutes by default), so this can still turn into [`AppState::Ready`].
+    SyncFailed(String),
 }
 
+/// How many per-resource reasons a sync failure message names.
+const MAX_SYNC_REASONS: usize = 3;
+
 /// Reads readiness from an Application's status (pure).
+///
+/// A failed sync is read from `status.operationState` of the operation that synced `sha`:
+/// `phase: Failed`/`Error` (Argo CD gave up), or `Running` with a `retryCount` (waiting to retry
+/// after a failed attempt). Argo CD's operation message is generic ("one or more synchronization
+/// tasks are not valid"); the reasons are in `syncResult.resources[].message`.
 pub fn app_state(app: &Value, sha: &str) -> AppState {
     let status = &app["status"];
     let health = status["health"]["status"].as_str().unwrap_or("Unknown");
     let sync = status["sync"]["status"].as_str().unwrap_or("Unknown");
     let revision = status["sync"]["revision"].as_str().unwrap_or_default();
-    let phase = status["operationState"]["phase"]
-        .as_str()
-        .unwrap_or_default();
+    if let Some(failure) = sync_failure(&status["operationState"], sha) {
+        return AppState::SyncFailed(failure);
+    }
     if health == "Degraded" {
         let msg = status["health"]["message"]
             .as_str()
             .unwrap_or("Application is Degraded");
-        return AppState::Failed(format!("Argo CD: {msg}"));
-    }
-    if matches!(phase, "Failed" | "Error") && revision == sha {
-        let msg = status["operationState"]["message"]
-            .as_str()
-            .unwrap_or("sync failed");
-        return AppState::Failed(format!("Argo CD sync {phase}: {msg}"));
+        return AppState::Degraded(format!("Argo CD: {msg}"));
     }
     if revision == sha && sync == "Synced" && health == "Healthy" {
         return AppState::Ready;
@@ -496,6 +502,62 @@ pub fn app_state(app: &Value, sha: &str) -> AppState {
         "Argo CD: sync {sync} at {}, health {health}",
         if revision.is_empty() { "?" } else { revision }
     ))
+}
+
+/// The message of a failed sync of `sha`, if the last operation is one (pure).
+fn sync_failure(op: &Value, sha: &str) -> Option<String> {
+    let op_revision = op["syncResult"]["revision"]
+        .as_str()
+        .or_else(|| op["operation"]["sync"]["revision"].as_str())
+        .unwrap_or_default();
+    if sha.is_empty() || op_revision != sha {
+        return None;
+    }
+    let phase = op["phase"].as_str().unwrap_or_default();
+    let retries = op["retryCount"].as_u64().unwrap_or(0);
+    let retrying = phase == "Running" && retries > 0;
+    if !matches!(phase, "Failed" | "Error") && !retrying {
+        return None;
+    }
+    let failed: Vec<String> = op["syncResult"]["resources"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| matches!(r["status"].as_str(), Some("SyncFailed")))
+        .map(|r| {
+            let message = r["message"].as_str().unwrap_or("sync failed");
+            let kind = r["kind"].as_str().unwrap_or_default();
+            let name = r["name"].as_str().unwrap_or_default();
+            format!("{message} ({kind} {name})")
+        })
+        .collect();
+    let reasons = if failed.is_empty() {
+        // No per-resource reason (e.g. the manifests could not be generated): Argo CD's own
+        // message, without the retry note it appends.
+        let message = op["message"].as_str().unwrap_or("sync failed");
+        message
+            .split(". Retrying attempt #")
+            .next()
+            .unwrap_or(message)
+            .to_owned()
+    } else if failed.len() > MAX_SYNC_REASONS {
+        format!(
+            "{}; and {} more",
+            failed[..MAX_SYNC_REASONS].join("; "),
+            failed.len() - MAX_SYNC_REASONS
+        )
+    } else {
+        failed.join("; ")
+    };
+    let short = &sha[..sha.len().min(7)];
+    let limit = op["operation"]["retry"]["limit"].as_i64().unwrap_or(0);
+    // No attempt count: the pull request keeps the first report of a (SHA, state).
+    let retry = match (retrying, limit) {
+        (true, 1..) => format!("; Argo CD retries up to {limit} times"),
+        (true, _) => "; Argo CD retries".to_owned(),
+        (false, _) => String::new(),
+    };
+    Some(format!("Argo CD could not sync {short}: {reasons}{retry}"))
 }
 
 /// Deletes the Application, then the preview's managed AppProject — each only if it is ours
@@ -584,12 +646,94 @@ mod tests {
         ));
         assert!(matches!(
             app_state(&app("Synced", "Degraded", &sha), &sha),
-            AppState::Failed(_)
+            AppState::Degraded(_)
         ));
         assert!(matches!(
             app_state(&json!({}), &sha),
             AppState::Progressing(_)
         ));
+    }
+
+    /// `status.operationState` as Argo CD v3.2 writes it for an automated sync that the
+    /// AppProject refused (copied from a real run of the suite, names shortened).
+    fn refused_operation(phase: &str, retry_count: u64, sha: &str) -> Value {
+        json!({
+            "finishedAt": "2026-12-02T14:37:30Z",
+            "message": format!("one or more synchronization tasks are not valid. Retrying attempt #{retry_count} at 2:37PM."),
+            "operation": {
+                "initiatedBy": {"automated": true},
+                "retry": {"limit": 5},
+                "sync": {"prune": true, "revision": sha},
+            },
+            "phase": phase,
+            "retryCount": retry_count,
+            "syncResult": {
+                "resources": [{
+                    "group": "rbac.authorization.k8s.io", "kind": "ClusterRoleBinding",
+                    "message": "resource rbac.authorization.k8s.io:ClusterRoleBinding is not permitted in project pullwarden-previews-web-pr-1",
+                    "name": "escalate", "namespace": "web-pr-1", "status": "SyncFailed",
+                    "syncPhase": "Sync", "version": "v1",
+                }, {
+                    "kind": "ConfigMap", "name": "web-config", "namespace": "web-pr-1",
+                    "status": "Synced", "message": "configmap/web-config created", "version": "v1",
+                }],
+                "revision": sha,
+            },
+        })
+    }
+
+    #[test]
+    fn a_refused_sync_is_a_failure_naming_argo_cd_s_reason_while_it_retries_and_after() {
+        let sha = "28df7dd1fbc4fdd062701b7a69a3ec76877cfec2";
+        let app = |op: Value| json!({"status": {"sync": {"status": "OutOfSync", "revision": sha}, "health": {"status": "Missing"}, "operationState": op}});
+        let AppState::SyncFailed(retrying) =
+            app_state(&app(refused_operation("Running", 3, sha)), sha)
+        else {
+            panic!("a retried sync is a failure");
+        };
+        assert_eq!(
+            retrying,
+            "Argo CD could not sync 28df7dd: resource rbac.authorization.k8s.io:ClusterRoleBinding is not permitted in project pullwarden-previews-web-pr-1 (ClusterRoleBinding escalate); Argo CD retries up to 5 times"
+        );
+        let AppState::SyncFailed(final_) =
+            app_state(&app(refused_operation("Failed", 5, sha)), sha)
+        else {
+            panic!("a failed sync is a failure");
+        };
+        assert!(
+            final_.ends_with("(ClusterRoleBinding escalate)"),
+            "{final_}"
+        );
+        // Without per-resource reasons, Argo CD's message (minus its retry note).
+        let mut op = refused_operation("Error", 0, sha);
+        op["syncResult"]["resources"] = json!([]);
+        op["message"] = json!("ComparisonError: failed to generate manifests");
+        assert_eq!(
+            app_state(&app(op), sha),
+            AppState::SyncFailed(
+                "Argo CD could not sync 28df7dd: ComparisonError: failed to generate manifests"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_running_first_attempt_or_another_revision_s_failure_is_not_a_failure() {
+        let sha = "a".repeat(40);
+        let app = |op: Value| json!({"status": {"sync": {"status": "OutOfSync", "revision": sha}, "health": {"status": "Progressing"}, "operationState": op}});
+        assert!(matches!(
+            app_state(&app(refused_operation("Running", 0, &sha)), &sha),
+            AppState::Progressing(_)
+        ));
+        assert!(matches!(
+            app_state(&app(refused_operation("Failed", 5, "old")), &sha),
+            AppState::Progressing(_)
+        ));
+        // A succeeded retry is no failure.
+        let mut ok = refused_operation("Succeeded", 2, &sha);
+        ok["syncResult"]["resources"][0]["status"] = json!("Synced");
+        let ready = json!({"status": {"sync": {"status": "Synced", "revision": sha}, "health": {"status": "Healthy"}, "operationState": ok}});
+        assert_eq!(app_state(&ready, &sha), AppState::Ready);
     }
 
     #[test]

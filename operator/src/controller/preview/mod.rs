@@ -369,6 +369,8 @@ struct Run<'a> {
     target: Option<Target>,
     checks: Option<Vec<CheckResult>>,
     not_ready: Option<Vec<String>>,
+    /// Argo CD could not sync the applied revision (read with `not_ready`).
+    sync_failed: Option<String>,
     /// Why the render or the apply refused the manifests (the comment lists every problem).
     refused: Option<RenderError>,
     /// Set when the write-back failed: retry soon.
@@ -388,6 +390,7 @@ impl<'a> Run<'a> {
             target: None,
             checks: None,
             not_ready: None,
+            sync_failed: None,
             refused: None,
             writeback_failed: false,
         }
@@ -522,6 +525,7 @@ impl<'a> Run<'a> {
                 target: self.target.as_ref().map(Target::facts),
                 checks: self.checks.as_deref(),
                 not_ready: self.not_ready.as_deref(),
+                sync_failed: self.sync_failed.as_deref(),
                 within_cap,
                 wake_requested,
             };
@@ -560,7 +564,11 @@ impl<'a> Run<'a> {
                         let head = self.status.applied_sha.clone().unwrap_or_default();
                         match argocd::observe(self.ctx, &ns, &head).await? {
                             argocd::AppState::Ready => Vec::new(),
-                            argocd::AppState::Progressing(m) | argocd::AppState::Failed(m) => {
+                            argocd::AppState::Progressing(m) | argocd::AppState::Degraded(m) => {
+                                vec![m]
+                            }
+                            argocd::AppState::SyncFailed(m) => {
+                                self.sync_failed = Some(m.clone());
                                 vec![m]
                             }
                         }
@@ -699,6 +707,7 @@ impl<'a> Run<'a> {
             self.status.phase = PreviewPhase::Deploying;
         }
         self.not_ready = None;
+        self.sync_failed = None;
         Ok(None)
     }
 

@@ -117,6 +117,9 @@ pub struct Facts<'a> {
     pub checks: Option<&'a [CheckResult]>,
     /// Workloads of the applied revision that are not available (empty: all are).
     pub not_ready: Option<&'a [String]>,
+    /// Read with `not_ready` (`delivery: argocd`): Argo CD's attempt to sync the applied
+    /// revision failed, and why. Argo CD may still retry, so the failure is transient.
+    pub sync_failed: Option<&'a str>,
     /// Whether the preview is within `--max-previews-per-namespace` (oldest first).
     pub within_cap: bool,
     /// A new `pullwarden.dev/wake` annotation value.
@@ -255,6 +258,13 @@ pub fn plan(pe: &PreviewEnvironment, status: &PreviewEnvironmentStatus, facts: &
         };
         let was_ready = status.phase == PreviewPhase::Ready
             && status.deployed_sha.as_deref() == Some(facts.head);
+        // A refused sync is said at once rather than after the deploy timeout; it turns Ready
+        // if a retry succeeds. A Ready preview whose self-heal sync fails is Unhealthy below.
+        if let Some(failed) = facts.sync_failed
+            && !was_ready
+        {
+            return Step::Fail(Failure::transient("SyncFailed", failed.to_owned()));
+        }
         return match (was_ready, not_ready.is_empty()) {
             (true, true) => Step::StayReady,
             (true, false) => Step::Unhealthy(not_ready.to_vec()),
@@ -380,6 +390,7 @@ mod tests {
             target: None,
             checks: None,
             not_ready: None,
+            sync_failed: None,
             within_cap: true,
             wake_requested: false,
         }
@@ -511,6 +522,46 @@ mod tests {
             ..facts(late)
         };
         assert_eq!(plan(&pe, &failed, &f), Step::BecameReady);
+    }
+
+    #[test]
+    fn a_failed_argo_cd_sync_fails_at_once_and_still_turns_ready_if_a_retry_succeeds() {
+        let pe = preview(json!({"delivery": "argocd"}));
+        let status = applied_at(fresh(), PreviewPhase::Deploying);
+        let why = "Argo CD could not sync abc: resource rbac.authorization.k8s.io:ClusterRoleBinding is not permitted in project p (ClusterRoleBinding x)".to_string();
+        let waiting = vec![why.clone()];
+        let f = Facts {
+            not_ready: Some(&waiting),
+            sync_failed: Some(&why),
+            ..facts(t(10))
+        };
+        let Step::Fail(failure) = plan(&pe, &status, &f) else {
+            panic!("expected a failure long before the deploy timeout")
+        };
+        assert_eq!(
+            (failure.reason, failure.retry, failure.message.as_str()),
+            ("SyncFailed", Retry::Transient, why.as_str())
+        );
+        let mut failed = status.clone();
+        failed.phase = PreviewPhase::Failed;
+        failed.failure_reason = Some("SyncFailed".into());
+        let f = Facts {
+            not_ready: Some(&[]),
+            ..facts(t(20))
+        };
+        assert_eq!(
+            plan(&pe, &failed, &f),
+            Step::BecameReady,
+            "a retry synced it"
+        );
+        // Ready at this revision, then a self-heal sync fails: unhealthy, not failed.
+        let ready = applied_at(fresh(), PreviewPhase::Ready);
+        let f = Facts {
+            not_ready: Some(&waiting),
+            sync_failed: Some(&why),
+            ..facts(t(30))
+        };
+        assert_eq!(plan(&pe, &ready, &f), Step::Unhealthy(waiting.clone()));
     }
 
     #[test]
