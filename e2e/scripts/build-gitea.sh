@@ -24,7 +24,8 @@ if [ -x "$out/gitea" ] && [ -d "$out/static/templates" ]; then echo "$out"; exit
 export GOTOOLCHAIN=local GOFLAGS="-trimpath -buildvcs=false"
 tmp="$out.partial.$$"
 rm -rf "$tmp"; mkdir -p "$tmp/src"
-trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
+# (A failing command in an EXIT trap would become the exit status under set -e.)
+trap 'if [ -d "$tmp" ]; then chmod -R u+w "$tmp"; rm -rf "$tmp"; fi' EXIT
 
 start=$(date +%s)
 echo "build-gitea: building Gitea $version into $out (first time only)" >&2
