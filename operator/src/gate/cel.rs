@@ -1,16 +1,22 @@
 //! CEL for PolicyGate `cel` rules and `if` scopes, on the [`cel`] crate (cel-rust, MIT).
 //!
 //! **Compile** ([`CelProgram::compile`]) when the PolicyGate is applied, never when a PR arrives:
-//! - the source is at most [`MAX_SOURCE_LEN`] bytes and nests at most [`MAX_PARSE_DEPTH`] deep
-//!   (the crate's parser recursion limit);
+//! - the source is at most [`MAX_SOURCE_LEN`] bytes, its brackets nest at most [`MAX_NESTING`]
+//!   deep, the parser's recursion limit is [`MAX_PARSE_DEPTH`] and the tree at most
+//!   [`MAX_TREE_DEPTH`] deep;
 //! - the only free variable is `pr`, and `pr.<field>` must be one of [`PR_FIELDS`] (a typo is a
 //!   compile error, not a rule that silently never matches);
 //! - every global function must exist in the standard environment;
 //! - errors name the line and column.
 //!
-//! **Evaluate** ([`CelProgram::eval_bool`]) against a [`CelInput`] built once per evaluation:
-//! a non-boolean result, a type error, a missing map key, an unknown function are all errors,
-//! never `true`.
+//! **Evaluate** ([`eval_all`]: every expression of one gate evaluation against one [`CelPr`],
+//! converted once): a non-boolean result, a type error, a missing map key are all errors, never
+//! `true`.
+//!
+//! **Stack.** The crate's parser and interpreter recurse with large frames, so parsing and
+//! evaluation run on one short-lived thread with a 32 MiB stack (committed only as touched),
+//! bracket nesting is limited to [`MAX_NESTING`] before parsing and the tree to
+//! [`MAX_TREE_DEPTH`] levels; a panic inside the crate becomes an error.
 //!
 //! **Cost.** The crate has no cost model or deadline of its own, and CEL has no loops besides the
 //! comprehension macros (`all`, `exists`, `exists_one`, `map`, `filter`). So at compile time every
@@ -34,6 +40,15 @@ use serde::Serialize;
 pub const MAX_SOURCE_LEN: usize = 4096;
 /// Parser recursion limit (the crate's default is 96).
 pub const MAX_PARSE_DEPTH: u16 = 48;
+/// Deepest bracket nesting accepted, checked before parsing.
+pub const MAX_NESTING: usize = 32;
+/// Deepest expression tree accepted (evaluation recurses once per level).
+pub const MAX_TREE_DEPTH: usize = 64;
+/// Stack of the thread that parses and evaluates. The crate's parser and interpreter recurse
+/// with large frames (in a debug build a bracket level costs about 200 KiB to parse and a tree
+/// level about 60 KiB to evaluate), more than a 2 MiB async worker can spare; the pages are only
+/// committed as they are touched.
+const THREAD_STACK: usize = 32 << 20;
 /// Comprehension iterations per evaluation of one expression.
 pub const COST_LIMIT: i64 = 100_000;
 /// Longest error text kept (a runtime error may quote values).
@@ -63,6 +78,20 @@ pub const PR_FIELDS: [&str; 22] = [
     "teams",
     "filesTruncated",
     "commitsTruncated",
+];
+
+/// CEL's type identifiers (`type(x) == string`).
+const TYPE_NAMES: [&str; 10] = [
+    "bool",
+    "bytes",
+    "double",
+    "dyn",
+    "int",
+    "list",
+    "map",
+    "null_type",
+    "string",
+    "uint",
 ];
 
 /// The range-charging function inserted around every comprehension range.
@@ -192,6 +221,32 @@ impl fmt::Debug for CelInput {
     }
 }
 
+/// Runs `f` on a thread with [`THREAD_STACK`]; a panic inside the crate becomes an error.
+fn on_big_stack<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("pullwarden-cel".into())
+            .stack_size(THREAD_STACK)
+            .spawn_scoped(scope, f)
+            .map_err(|e| format!("cannot start the CEL thread: {e}"))?
+            .join()
+            .map_err(|_| "the CEL interpreter panicked".to_string())
+    })
+}
+
+/// Evaluates `programs` against `pr`, in order, on one thread with a large stack: one result
+/// per program (a boolean, or why not).
+pub fn eval_all(pr: &CelPr, programs: &[&CelProgram]) -> Vec<Result<bool, String>> {
+    if programs.is_empty() {
+        return Vec::new();
+    }
+    let run = on_big_stack(|| match CelInput::new(pr) {
+        Ok(input) => programs.iter().map(|p| p.eval_bool(&input)).collect(),
+        Err(e) => vec![Err(e); programs.len()],
+    });
+    run.unwrap_or_else(|e| vec![Err(e); programs.len()])
+}
+
 impl CelInput {
     pub fn new(pr: &CelPr) -> Result<Self, String> {
         let value =
@@ -238,6 +293,22 @@ impl CelProgram {
                 column: None,
             });
         }
+        if let Some(offset) = too_deep(source, MAX_NESTING) {
+            let (line, column) = line_column(source, offset).unzip();
+            return Err(CelError {
+                message: format!("brackets nest deeper than {MAX_NESTING} levels"),
+                line,
+                column,
+            });
+        }
+        on_big_stack(|| Self::compile_here(source)).map_err(|message| CelError {
+            message,
+            line: None,
+            column: None,
+        })?
+    }
+
+    fn compile_here(source: &str) -> Result<Self, CelError> {
         let (mut expr, info) = ENV
             .parser()
             .max_recursion_depth(MAX_PARSE_DEPTH)
@@ -248,7 +319,9 @@ impl CelProgram {
                     message: first
                         .map(|e| e.msg.clone())
                         .unwrap_or_else(|| errors.to_string()),
-                    line: first.and_then(|e| u32::try_from(e.pos.0).ok()).filter(|l| *l > 0),
+                    line: first
+                        .and_then(|e| u32::try_from(e.pos.0).ok())
+                        .filter(|l| *l > 0),
                     column: first
                         .and_then(|e| u32::try_from(e.pos.1).ok())
                         .filter(|_| first.is_some_and(|e| e.pos.0 > 0)),
@@ -259,7 +332,7 @@ impl CelProgram {
             source,
             bound: Vec::new(),
         };
-        checker.check(&mut expr)?;
+        checker.check(&mut expr, 1)?;
         Ok(CelProgram {
             expr,
             source: source.to_string(),
@@ -271,6 +344,7 @@ impl CelProgram {
     }
 
     /// Evaluates to a boolean; anything else (another type, an error, the cost limit) is `Err`.
+    /// Runs on the caller's stack: use [`eval_all`] unless that is known to be large.
     pub fn eval_bool(&self, input: &CelInput) -> Result<bool, String> {
         input.fuel.store(COST_LIMIT, Ordering::Relaxed);
         match Value::resolve(&self.expr, &input.ctx) {
@@ -305,11 +379,21 @@ impl Checker<'_> {
         }
     }
 
-    fn check(&mut self, e: &mut IdedExpr) -> Result<(), CelError> {
+    fn check(&mut self, e: &mut IdedExpr, depth: usize) -> Result<(), CelError> {
         let id = e.id;
+        if depth > MAX_TREE_DEPTH {
+            return Err(self.error(
+                id,
+                format!("the expression nests deeper than {MAX_TREE_DEPTH} levels"),
+            ));
+        }
+        let d = depth + 1;
         match &mut e.expr {
             Expr::Ident(name) => {
-                if name != "pr" && !self.bound.iter().any(|b| b == name) {
+                if name != "pr"
+                    && !TYPE_NAMES.contains(&name.as_str())
+                    && !self.bound.iter().any(|b| b == name)
+                {
                     return Err(self.error(
                         id,
                         format!("unknown variable `{name}`: the only variable is `pr`"),
@@ -331,32 +415,32 @@ impl Checker<'_> {
                         ),
                     ));
                 }
-                self.check(&mut select.operand)?;
+                self.check(&mut select.operand, d)?;
             }
             Expr::Call(call) => {
                 if call.target.is_none() && !known_function(&call.func_name) {
                     return Err(self.error(id, format!("unknown function `{}`", call.func_name)));
                 }
                 if let Some(t) = call.target.as_deref_mut() {
-                    self.check(t)?;
+                    self.check(t, d)?;
                 }
                 for a in &mut call.args {
-                    self.check(a)?;
+                    self.check(a, d)?;
                 }
             }
             Expr::List(list) => {
                 for el in &mut list.elements {
-                    self.check(el)?;
+                    self.check(el, d)?;
                 }
             }
             Expr::Map(map) => {
                 for entry in &mut map.entries {
                     match &mut entry.expr {
                         EntryExpr::MapEntry(m) => {
-                            self.check(&mut m.key)?;
-                            self.check(&mut m.value)?;
+                            self.check(&mut m.key, d)?;
+                            self.check(&mut m.value, d)?;
                         }
-                        EntryExpr::StructField(f) => self.check(&mut f.value)?,
+                        EntryExpr::StructField(f) => self.check(&mut f.value, d)?,
                     }
                 }
             }
@@ -364,16 +448,16 @@ impl Checker<'_> {
                 for entry in &mut s.entries {
                     match &mut entry.expr {
                         EntryExpr::MapEntry(m) => {
-                            self.check(&mut m.key)?;
-                            self.check(&mut m.value)?;
+                            self.check(&mut m.key, d)?;
+                            self.check(&mut m.value, d)?;
                         }
-                        EntryExpr::StructField(f) => self.check(&mut f.value)?,
+                        EntryExpr::StructField(f) => self.check(&mut f.value, d)?,
                     }
                 }
             }
             Expr::Comprehension(c) => {
-                self.check(&mut c.iter_range)?;
-                self.check(&mut c.accu_init)?;
+                self.check(&mut c.iter_range, d)?;
+                self.check(&mut c.accu_init, d)?;
                 let range = std::mem::take(&mut c.iter_range);
                 c.iter_range = IdedExpr {
                     id: range.id,
@@ -383,17 +467,17 @@ impl Checker<'_> {
                         args: vec![range],
                     }),
                 };
-                let depth = self.bound.len();
+                let scope = self.bound.len();
                 self.bound.push(c.iter_var.clone());
                 if let Some(v) = &c.iter_var2 {
                     self.bound.push(v.clone());
                 }
                 self.bound.push(c.accu_var.clone());
                 let r = self
-                    .check(&mut c.loop_cond)
-                    .and_then(|()| self.check(&mut c.loop_step))
-                    .and_then(|()| self.check(&mut c.result));
-                self.bound.truncate(depth);
+                    .check(&mut c.loop_cond, d)
+                    .and_then(|()| self.check(&mut c.loop_step, d))
+                    .and_then(|()| self.check(&mut c.result, d));
+                self.bound.truncate(scope);
                 r?;
             }
             Expr::Literal(_) | Expr::Unspecified => {}
@@ -424,6 +508,25 @@ fn known_function(name: &str) -> bool {
     declared
 }
 
+/// Where the brackets of `source` first nest deeper than `limit` (brackets inside string
+/// literals count too: conservative, and cheap before parsing).
+fn too_deep(source: &str, limit: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in source.bytes().enumerate() {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(i);
+                }
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// 1-based line and column (in characters) of byte `offset`.
 fn line_column(source: &str, offset: usize) -> Option<(u32, u32)> {
     let before = source.get(..offset)?;
@@ -433,9 +536,7 @@ fn line_column(source: &str, offset: usize) -> Option<(u32, u32)> {
 }
 
 /// Every team name in a map, sorted (for `pr.teams`).
-pub fn teams_view(
-    teams: &BTreeMap<String, BTreeSet<String>>,
-) -> BTreeMap<String, Vec<String>> {
+pub fn teams_view(teams: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, Vec<String>> {
     teams
         .iter()
         .map(|(k, v)| (k.clone(), v.iter().cloned().collect()))
@@ -446,8 +547,8 @@ pub fn teams_view(
 mod tests {
     use super::*;
 
-    fn input() -> CelInput {
-        let pr = CelPr {
+    fn pr() -> CelPr {
+        CelPr {
             number: 42,
             title: "feat: add thing".into(),
             author: "alice".into(),
@@ -464,14 +565,12 @@ mod tests {
             approvals: vec!["bob".into()],
             checks: BTreeMap::from([("ci".to_string(), "success".to_string())]),
             ..CelPr::default()
-        };
-        CelInput::new(&pr).unwrap()
+        }
     }
 
     fn eval(src: &str) -> Result<bool, String> {
-        CelProgram::compile(src)
-            .map_err(|e| e.to_string())?
-            .eval_bool(&input())
+        let p = CelProgram::compile(src).map_err(|e| e.to_string())?;
+        eval_all(&pr(), &[&p]).remove(0)
     }
 
     #[test]
@@ -480,7 +579,10 @@ mod tests {
         assert_eq!(eval("'ready' in pr.labels && pr.number == 42"), Ok(true));
         assert_eq!(eval("pr.files.all(f, f.path.startsWith('src/'))"), Ok(true));
         assert_eq!(eval("pr.files.exists(f, f.additions > 48)"), Ok(true));
-        assert_eq!(eval("pr.files.filter(f, f.additions > 10).size() == 39"), Ok(true));
+        assert_eq!(
+            eval("pr.files.filter(f, f.additions > 10).size() == 39"),
+            Ok(true)
+        );
         assert_eq!(eval("size(pr.approvals) >= 2"), Ok(false));
         assert_eq!(eval("pr.checks['ci'] == 'success'"), Ok(true));
         assert_eq!(eval("pr.title.matches('^(feat|fix):')"), Ok(true));
@@ -490,15 +592,15 @@ mod tests {
     #[test]
     fn runtime_errors_are_errors_never_true() {
         // Missing map key.
-        assert!(eval("pr.checks['lint'] == 'success'").unwrap_err().contains("lint"));
+        assert!(
+            eval("pr.checks['lint'] == 'success'")
+                .unwrap_err()
+                .contains("lint")
+        );
         // Type error.
         assert!(eval("pr.title > 3").is_err());
         // Not a bool.
-        assert!(
-            eval("pr.number")
-                .unwrap_err()
-                .contains("not a bool")
-        );
+        assert!(eval("pr.number").unwrap_err().contains("not a bool"));
         // An error on the left of || with a true right is true (CEL's commutative logic), but
         // an error with nothing to absorb it stays an error.
         assert_eq!(eval("pr.checks['x'] == 'y' || true"), Ok(true));
@@ -526,16 +628,39 @@ mod tests {
             "size(pr.title) > 0",
             "int(pr.additions) >= 0",
             "string(pr.number) == '42'",
-            "type(pr.title) == string",
+            "type(pr.title) == string && type(pr.number) == int",
             "has(pr.preview.ready)",
             "pr.title.contains('x') || pr.title.endsWith('y')",
         ] {
             CelProgram::compile(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         let long = format!("pr.title == '{}'", "x".repeat(MAX_SOURCE_LEN));
-        assert!(CelProgram::compile(&long).unwrap_err().message.contains("bytes long"));
+        assert!(
+            CelProgram::compile(&long)
+                .unwrap_err()
+                .message
+                .contains("bytes long")
+        );
         let deep = format!("{}true{}", "(".repeat(200), ")".repeat(200));
-        assert!(CelProgram::compile(&deep).is_err());
+        let e = CelProgram::compile(&deep).unwrap_err();
+        assert!(e.message.contains("nest deeper than 32"), "{e}");
+        assert_eq!((e.line, e.column), (Some(1), Some(33)));
+        let chain = format!("pr.number{} > 0", " + 1".repeat(100));
+        assert!(
+            CelProgram::compile(&chain)
+                .unwrap_err()
+                .message
+                .contains("nests deeper than 64")
+        );
+    }
+
+    #[test]
+    fn deep_expressions_within_the_limits_run_on_the_cel_thread() {
+        // Nested 30 deep: too deep for a 2 MiB stack in a debug build, fine on the CEL thread.
+        let src = format!("{}pr.number{} > 0", "(1 + ".repeat(30), ")".repeat(30));
+        assert_eq!(eval(&src), Ok(true));
+        let src = format!("{}pr.draft", "!".repeat(40));
+        assert_eq!(eval(&src), Ok(false));
     }
 
     #[test]
@@ -546,12 +671,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("iterations"), "{e}");
-        // 50 × 50 is fine, and the budget is per evaluation, not per input.
-        let input = input();
-        let p = CelProgram::compile("pr.files.all(a, pr.files.exists(b, b.path == a.path))").unwrap();
-        for _ in 0..3 {
-            assert_eq!(p.eval_bool(&input), Ok(true));
-        }
+        // 50 × 50 is fine, and the budget is per expression, not per input.
+        let p =
+            CelProgram::compile("pr.files.all(a, pr.files.exists(b, b.path == a.path))").unwrap();
+        assert_eq!(eval_all(&pr(), &[&p, &p, &p]), vec![Ok(true); 3]);
         // Literal ranges are charged too.
         let big: Vec<String> = (0..400).map(|i| i.to_string()).collect();
         let list = format!("[{}]", big.join(","));

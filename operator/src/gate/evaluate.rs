@@ -43,7 +43,9 @@
 use std::collections::BTreeMap;
 
 use super::Expr;
-use super::cel::{CelCommit, CelFile, CelInput, CelPr, CelPreview, CelReview, teams_view};
+use super::cel::{
+    CelCommit, CelFile, CelPr, CelPreview, CelProgram, CelReview, eval_all, teams_view,
+};
 use super::secrets::MAX_FINDINGS;
 use super::snapshot::PrSnapshot;
 use super::validate::{CompiledGate, CompiledRule, RuleKind, compile_expression};
@@ -123,11 +125,13 @@ pub fn evaluate(spec: &PolicyGateSpec, pr: &PrSnapshot) -> GateVerdict {
         .as_deref()
         .map(|e| compile_expression(e, &names))
         .transpose();
-    let cel = CelView::new(pr, compiled.iter().filter_map(|r| r.as_ref().ok()));
+    let ok: Vec<Option<&CompiledRule>> = compiled.iter().map(|r| r.as_ref().ok()).collect();
+    let cel = cel_results(pr, &ok);
     let rules: Vec<RuleVerdict> = compiled
         .iter()
-        .map(|r| match r {
-            Ok(rule) => evaluate_rule(rule, pr, &cel),
+        .zip(&cel)
+        .map(|(r, c)| match r {
+            Ok(rule) => evaluate_rule(rule, pr, c),
             Err((name, message)) => verdict(name, Outcome::Error, message.clone()),
         })
         .collect();
@@ -144,42 +148,59 @@ pub fn evaluate(spec: &PolicyGateSpec, pr: &PrSnapshot) -> GateVerdict {
 impl CompiledGate {
     /// Evaluates the compiled gate.
     pub fn evaluate(&self, pr: &PrSnapshot) -> GateVerdict {
-        let cel = CelView::new(pr, self.rules.iter());
+        let all: Vec<Option<&CompiledRule>> = self.rules.iter().map(Some).collect();
+        let cel = cel_results(pr, &all);
         let rules = self
             .rules
             .iter()
-            .map(|r| evaluate_rule(r, pr, &cel))
+            .zip(&cel)
+            .map(|(r, c)| evaluate_rule(r, pr, c))
             .collect();
         combine(self.expression.as_ref(), rules)
     }
 }
 
-/// The CEL input, built only when a rule needs it.
-enum CelView {
-    Unused,
-    Ready(Box<CelInput>),
-    Failed(String),
+/// The results of a rule's CEL expressions (its `if`, its `cel`), evaluated together up front.
+#[derive(Clone, Debug, Default)]
+struct RuleCel {
+    scope: Option<Result<bool, String>>,
+    body: Option<Result<bool, String>>,
 }
 
-impl CelView {
-    fn new<'a>(pr: &PrSnapshot, mut rules: impl Iterator<Item = &'a CompiledRule>) -> Self {
-        let needed = rules.any(|r| r.scope.is_some() || matches!(r.kind, RuleKind::Cel { .. }));
-        if !needed {
-            return CelView::Unused;
-        }
-        match CelInput::new(&cel_pr(pr)) {
-            Ok(input) => CelView::Ready(Box::new(input)),
-            Err(e) => CelView::Failed(e),
-        }
+fn cel_program(rule: &CompiledRule) -> Option<&CelProgram> {
+    match &rule.kind {
+        RuleKind::Cel { program, .. } => Some(program),
+        _ => None,
     }
+}
 
-    fn eval(&self, program: &super::cel::CelProgram) -> Result<bool, String> {
-        match self {
-            CelView::Ready(input) => program.eval_bool(input),
-            CelView::Failed(e) => Err(e.clone()),
-            CelView::Unused => Err("internal: CEL input not built".into()),
-        }
+/// Evaluates every CEL expression of `rules` in one go (one conversion of `pr`, one CEL
+/// thread), aligned with `rules`.
+fn cel_results(pr: &PrSnapshot, rules: &[Option<&CompiledRule>]) -> Vec<RuleCel> {
+    let programs: Vec<&CelProgram> = rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.scope.iter().chain(cel_program(r)))
+        .collect();
+    if programs.is_empty() {
+        return vec![RuleCel::default(); rules.len()];
     }
+    let mut results = eval_all(&cel_pr(pr), &programs).into_iter();
+    let mut next = || {
+        results
+            .next()
+            .unwrap_or_else(|| Err("internal: missing CEL result".into()))
+    };
+    rules
+        .iter()
+        .map(|r| match r {
+            Some(r) => RuleCel {
+                scope: r.scope.as_ref().map(|_| next()),
+                body: cel_program(r).map(|_| next()),
+            },
+            None => RuleCel::default(),
+        })
+        .collect()
 }
 
 fn verdict(name: &str, outcome: Outcome, reason: impl Into<String>) -> RuleVerdict {
@@ -191,9 +212,9 @@ fn verdict(name: &str, outcome: Outcome, reason: impl Into<String>) -> RuleVerdi
     }
 }
 
-fn evaluate_rule(rule: &CompiledRule, pr: &PrSnapshot, cel: &CelView) -> RuleVerdict {
-    if let Some(scope) = &rule.scope {
-        match cel.eval(scope) {
+fn evaluate_rule(rule: &CompiledRule, pr: &PrSnapshot, cel: &RuleCel) -> RuleVerdict {
+    if let Some(scope) = &cel.scope {
+        match scope.clone() {
             Ok(true) => {}
             Ok(false) => return verdict(&rule.name, Outcome::Skipped, "skipped (if is false)"),
             Err(e) => return verdict(&rule.name, Outcome::Error, format!("if: {e}")),
@@ -206,7 +227,13 @@ fn evaluate_rule(rule: &CompiledRule, pr: &PrSnapshot, cel: &CelView) -> RuleVer
         RuleKind::ModifiedLines(max) => {
             let total = pr.modified_lines();
             let text = format!("{total} lines modified (max {max})");
-            bound(total, u64::from(*max), pr.files_truncated, text, pr.files.len())
+            bound(
+                total,
+                u64::from(*max),
+                pr.files_truncated,
+                text,
+                pr.files.len(),
+            )
         }
         RuleKind::MaxFiles(max) => {
             let n = pr.files.len() as u64;
@@ -280,7 +307,11 @@ fn evaluate_rule(rule: &CompiledRule, pr: &PrSnapshot, cel: &CelView) -> RuleVer
         RuleKind::Checks(required) => checks(required, &pr.checks),
         RuleKind::SecretScan(scanner) => secret_scan(scanner, pr),
         RuleKind::PreviewHealthy => preview_healthy(pr),
-        RuleKind::Cel { program, message } => match cel.eval(program) {
+        RuleKind::Cel { message, .. } => match cel
+            .body
+            .clone()
+            .unwrap_or_else(|| Err("internal: no CEL result".into()))
+        {
             Ok(true) => (Outcome::Pass, "expression is true".into(), false),
             Ok(false) => (
                 Outcome::Fail,
@@ -334,7 +365,12 @@ fn clip(s: &str, max: usize) -> String {
 
 /// Up to `max` items joined with ", ", then "+N more".
 fn list(items: &[String], max: usize) -> String {
-    let mut out = items.iter().take(max).cloned().collect::<Vec<_>>().join(", ");
+    let mut out = items
+        .iter()
+        .take(max)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > max {
         out.push_str(&format!(", +{} more", items.len() - max));
     }
@@ -395,7 +431,12 @@ fn same_login(a: &str, b: &str) -> bool {
 
 /// Whether `login` is listed in `users` or a member of one of `teams`; `Err` names a team whose
 /// membership the snapshot does not have.
-fn listed(login: &str, users: &[String], teams: &[String], pr: &PrSnapshot) -> Result<bool, String> {
+fn listed(
+    login: &str,
+    users: &[String],
+    teams: &[String],
+    pr: &PrSnapshot,
+) -> Result<bool, String> {
     if users.iter().any(|u| same_login(u, login)) {
         return Ok(true);
     }
@@ -631,13 +672,13 @@ fn signed_commits(pr: &PrSnapshot) -> (Outcome, String, bool) {
 /// The latest result for `name`: the one with the newest time (entries without a time lose to
 /// timed ones; among equals the last listed wins).
 fn latest_check<'a>(checks: &'a [CheckResult], name: &str) -> Option<&'a CheckResult> {
-    checks
-        .iter()
-        .filter(|c| c.name == name)
-        .fold(None, |best: Option<&CheckResult>, c| match best {
+    checks.iter().filter(|c| c.name == name).fold(
+        None,
+        |best: Option<&CheckResult>, c| match best {
             Some(b) if b.updated_at > c.updated_at => Some(b),
             _ => Some(c),
-        })
+        },
+    )
 }
 
 fn checks(required: &[String], all: &[CheckResult]) -> (Outcome, String, bool) {
@@ -679,8 +720,20 @@ fn secret_scan(
             Some(added) => {
                 lines += added.len();
                 findings.extend(scanner.scan_file(&f.path, added));
+                // Fewer added lines than the forge counted: the diff was cut (or is a
+                // placeholder), so the rest of the file is unseen.
+                if (added.len() as u64) < f.additions {
+                    unscanned.push(format!(
+                        "{} ({} of {} added lines in the diff)",
+                        f.path,
+                        added.len(),
+                        f.additions
+                    ));
+                }
             }
-            None if f.additions > 0 => unscanned.push(f.path.clone()),
+            None if f.additions > 0 => {
+                unscanned.push(format!("{} (the forge sent no diff)", f.path))
+            }
             None => {}
         }
     }
@@ -701,10 +754,7 @@ fn secret_scan(
     if !unscanned.is_empty() {
         return (
             Outcome::Error,
-            format!(
-                "cannot scan {} (the forge sent no diff)",
-                list(&unscanned, 3)
-            ),
+            format!("cannot scan every added line: {}", list(&unscanned, 3)),
             false,
         );
     }
@@ -837,8 +887,16 @@ pub fn cel_pr(pr: &PrSnapshot) -> CelPr {
                 deletions: int(f.deletions),
             })
             .collect(),
-        additions: int(pr.files.iter().map(|f| f.additions).fold(0, u64::saturating_add)),
-        deletions: int(pr.files.iter().map(|f| f.deletions).fold(0, u64::saturating_add)),
+        additions: int(pr
+            .files
+            .iter()
+            .map(|f| f.additions)
+            .fold(0, u64::saturating_add)),
+        deletions: int(pr
+            .files
+            .iter()
+            .map(|f| f.deletions)
+            .fold(0, u64::saturating_add)),
         approvals,
         reviews: pr
             .reviews
@@ -939,10 +997,7 @@ fn combine(expression: Option<&Expr>, rules: Vec<RuleVerdict>) -> GateVerdict {
         .collect();
     let value = match expression {
         Some(e) => eval_expr(e, &values),
-        None => rules
-            .iter()
-            .map(|r| tri(r.outcome))
-            .fold(Tri::Skipped, and),
+        None => rules.iter().map(|r| tri(r.outcome)).fold(Tri::Skipped, and),
     };
     let result = match value {
         Tri::True | Tri::Skipped => GateResult::Passed,
@@ -1055,12 +1110,9 @@ impl GateVerdict {
             } else {
                 if shown == 0 {
                     // Not even one fits whole: cut the first.
-                    let more = format!("; +{rest} more");
                     let room = max.saturating_sub(out.chars().count() + more.chars().count());
                     out.push_str(&truncate_chars(p, room.max(1)));
-                    if rest > 0 {
-                        out.push_str(&more);
-                    }
+                    out.push_str(&more);
                 } else {
                     out.push_str(&format!("; +{} more", problems.len() - shown));
                 }

@@ -182,8 +182,12 @@ impl SecretScanner {
             })
             .collect();
         for p in extra {
-            let regex = Regex::new(&p.regex)
-                .map_err(|e| format!("extra pattern {:?}: invalid regular expression: {e}", p.name))?;
+            let regex = Regex::new(&p.regex).map_err(|e| {
+                format!(
+                    "extra pattern {:?}: invalid regular expression: {e}",
+                    p.name
+                )
+            })?;
             patterns.push(Pattern {
                 name: p.name.clone(),
                 regex,
@@ -311,8 +315,26 @@ pub fn plausible_secret(value: &str) -> bool {
     }
     let lower = value.to_ascii_lowercase();
     const PLACEHOLDERS: [&str; 20] = [
-        "${", "{{", "<", "%s", "%(", "xxx", "***", "...", "example", "sample", "changeme",
-        "dummy", "placeholder", "redacted", "your", "replace", "fixme", "todo", "insert", "secret",
+        "${",
+        "{{",
+        "<",
+        "%s",
+        "%(",
+        "xxx",
+        "***",
+        "...",
+        "example",
+        "sample",
+        "changeme",
+        "dummy",
+        "placeholder",
+        "redacted",
+        "your",
+        "replace",
+        "fixme",
+        "todo",
+        "insert",
+        "secret",
     ];
     if PLACEHOLDERS.iter().any(|p| lower.contains(p)) {
         return false;
@@ -375,7 +397,10 @@ pub(crate) mod tests {
         let b64 = "Zm9vYmFyK2Jhei9xdXV4K3NlY3JldCtrZXkvbWF0ZXJpYWwrMTIzNDU2Nzg5MGFi";
         let pem = ["-----BEGIN ", "RSA PRIVATE KEY-----"].concat();
         vec![
-            ("aws-access-key-id", format!("key = {}{}", "AKIA", &b32[..16])),
+            (
+                "aws-access-key-id",
+                format!("key = {}{}", "AKIA", &b32[..16]),
+            ),
             (
                 "aws-secret-access-key",
                 format!("aws_secret_access_key = {}", &b64[..40]),
@@ -488,7 +513,9 @@ pub(crate) mod tests {
         let hit = |l: &str| !s.scan_file("f", &lines(&[l])).is_empty();
         assert!(hit("client_secret: \"q8Zr3vN1xK7pW2mT9sLd\""));
         assert!(hit("export API_KEY=q8Zr3vN1xK7pW2mT9sLd"));
-        assert!(hit("\"secret\": \"3gEsCfjlV2ugRwgpU#w1*WaW*wa4NXgGmpCfkbG3\","));
+        assert!(hit(
+            "\"secret\": \"3gEsCfjlV2ugRwgpU#w1*WaW*wa4NXgGmpCfkbG3\","
+        ));
         // Same value, but inside code and unquoted: not a config line.
         assert!(!hit("call(api_key=q8Zr3vN1xK7pW2mT9sLd)"));
         // Low entropy.
@@ -514,11 +541,20 @@ pub(crate) mod tests {
             }]
         );
         // The header followed by prose, or alone, is documentation.
-        assert!(s.scan_file("a.md", &lines(&[&header, "is how a key starts"])).is_empty());
+        assert!(
+            s.scan_file("a.md", &lines(&[&header, "is how a key starts"]))
+                .is_empty()
+        );
         // A gap in line numbers means the next line is not the body.
         let gap = vec![
-            AddedLine { line: 1, text: header.clone() },
-            AddedLine { line: 5, text: body.into() },
+            AddedLine {
+                line: 1,
+                text: header.clone(),
+            },
+            AddedLine {
+                line: 5,
+                text: body.into(),
+            },
         ];
         assert!(s.scan_file("a", &gap).is_empty());
     }

@@ -235,8 +235,7 @@ mod tests {
             vec![(2, "new two"), (3, "new three"), (12, "added at 12")]
         );
         // File headers before the first hunk are not added lines; `+++` inside a hunk is.
-        let with_headers =
-            "--- a/x\n+++ b/x\n@@ -0,0 +1,2 @@\n+++counter;\n+b\r\n";
+        let with_headers = "--- a/x\n+++ b/x\n@@ -0,0 +1,2 @@\n+++counter;\n+b\r\n";
         let got: Vec<(u32, String)> = added_lines_from_patch(with_headers)
             .into_iter()
             .map(|l| (l.line, l.text))

@@ -74,10 +74,16 @@ impl Globs {
 pub enum RuleKind {
     Approvals(ApprovalsRule),
     Disapproval(DisapprovalRule),
-    ChangedFiles { paths: Globs, ignore: Globs },
+    ChangedFiles {
+        paths: Globs,
+        ignore: Globs,
+    },
     ModifiedLines(u32),
     MaxFiles(u32),
-    Branches { source: Globs, target: Globs },
+    Branches {
+        source: Globs,
+        target: Globs,
+    },
     Labels(LabelsRule),
     Title {
         matches: Option<Regex>,
@@ -127,7 +133,9 @@ fn globs(rule: &str, field: &str, globs: &[String]) -> Result<Globs, SpecError> 
             GlobBuilder::new(g)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| SpecError::spec(format!("rule {rule}: {field}: invalid glob {g:?}: {e}")))?,
+                .map_err(|e| {
+                    SpecError::spec(format!("rule {rule}: {field}: invalid glob {g:?}: {e}"))
+                })?,
         );
     }
     Ok(Globs {
@@ -253,7 +261,8 @@ impl CompiledRule {
 
 /// Parses the gate expression and checks it names only `names`.
 pub fn compile_expression(expr: &str, names: &BTreeSet<&str>) -> Result<Expr, SpecError> {
-    let parsed = Expr::parse(expr).map_err(|e| SpecError::expression(format!("expression: {e}")))?;
+    let parsed =
+        Expr::parse(expr).map_err(|e| SpecError::expression(format!("expression: {e}")))?;
     if let Some(unknown) = parsed.rule_names().into_iter().find(|n| !names.contains(n)) {
         return Err(SpecError::expression(format!(
             "expression references rule {unknown:?}, which is not defined"
@@ -356,17 +365,23 @@ mod tests {
 
     #[test]
     fn cel_and_if_are_compiled_when_the_gate_is_applied() {
-        let bad_cel = gate(
-            "repositoryRef: {name: w}\nrules:\n- name: c\n  cel: {expression: 'pr.title =='}",
-        );
+        let bad_cel =
+            gate("repositoryRef: {name: w}\nrules:\n- name: c\n  cel: {expression: 'pr.title =='}");
         let e = CompiledGate::compile(&bad_cel).unwrap_err();
         assert_eq!(e.reason, REASON_INVALID_EXPRESSION);
-        assert!(e.message.starts_with("rule c: cel.expression: line 1, column"), "{e}");
+        assert!(
+            e.message
+                .starts_with("rule c: cel.expression: line 1, column"),
+            "{e}"
+        );
         let bad_if = gate(
             "repositoryRef: {name: w}\nrules:\n- name: a\n  if: pr.lables.size() > 0\n  approvals: {count: 1}",
         );
         let e = CompiledGate::compile(&bad_if).unwrap_err();
-        assert!(e.message.contains("rule a: if:") && e.message.contains("lables"), "{e}");
+        assert!(
+            e.message.contains("rule a: if:") && e.message.contains("lables"),
+            "{e}"
+        );
         assert_eq!(e.reason, REASON_INVALID_EXPRESSION);
         let ok = gate(
             "repositoryRef: {name: w}\nrules:\n- name: a\n  if: \"pr.target == 'main'\"\n  cel: {expression: 'pr.files.all(f, f.additions < 500)'}",
