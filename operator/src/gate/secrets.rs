@@ -33,8 +33,10 @@
 //! - it is assigned (`=`, `:`, `:=`, `=>`; never compared with `==`), and the value is a string
 //!   literal, or the whole line is a bare `NAME=value` / `name: value` config entry;
 //! - the value is 16–256 characters, has a letter and a digit, no whitespace, is not a URL or a
-//!   path, has no template/placeholder markers (`${`, `{{`, `<`, `%s`, `xxx`, `***`, `example`,
-//!   `changeme`, `dummy`, `placeholder`, `redacted`, `your`…), and its Shannon entropy is at
+//!   path, does not start with `$` (a `$VAR` reference, a crypt hash like `$argon2id$…`) and is
+//!   not a bare JWT header, has no template/placeholder markers (`${`, `{{`, `<`, `%s`, `xxx`,
+//!   `***`, `example`, `changeme`, `dummy`, `placeholder`, `redacted`, `your`…), its name does
+//!   not start with `hashed`, and its Shannon entropy is at
 //!   least [`GENERIC_MIN_ENTROPY`] bits per character (3.0 for a hex-only value, which must then
 //!   be 32+ characters).
 //!
@@ -295,6 +297,9 @@ fn metadata_name(name: &str) -> bool {
         "prefix", "len", "length", "field", "key_id", "keyid",
     ];
     let lower = name.to_ascii_lowercase();
+    if lower.starts_with("hashed") || lower.contains("hash_") {
+        return true;
+    }
     let lower = lower.trim_end_matches(['_', '-', '.']);
     SUFFIXES.iter().any(|s| {
         lower
@@ -340,6 +345,11 @@ pub fn plausible_secret(value: &str) -> bool {
         return false;
     }
     if lower.contains("://") || value.starts_with('/') || value.starts_with("./") {
+        return false;
+    }
+    // `$VAR` references and crypt-style hashes (`$argon2id$…`, `$2b$…`); a bare JWT header
+    // (`eyJ…` without its payload and signature) is no secret, a whole JWT is the `jwt` rule's.
+    if value.starts_with('$') || (value.starts_with("eyJ") && !value.contains('.')) {
         return false;
     }
     // Dotted or path-like identifiers: `auth.token.header`, `config/keys/prod`.
@@ -500,6 +510,9 @@ pub(crate) mod tests {
             "TOKEN_URL=https://oauth2.example.com/token/v2/abc123",
             "fn token(&self) -> &str { &self.token_0123456789abcdef }",
             "    // the api key is AKIA followed by sixteen characters",
+            "hashed_password: \"$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2g\"",
+            "password: \"$DB_PASSWORD_FROM_ENV_2\"",
+            "let token = \"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9\";",
         ];
         for line in clean {
             let found = s.scan_file("f", &lines(&[line]));
