@@ -20,8 +20,9 @@
 //! Why: a skipped rule is left out of `&&` and `||`, as policy-bot does (its `and`/`or` ignore
 //! skipped children and are skipped when all children are), and `!skipped` stays skipped so a
 //! rule that does not apply never turns into a requirement. A gate whose rules are all skipped
-//! passes, as the `if` field promises ("when false the rule is skipped and counts as passed");
-//! policy-bot would report such a policy as skipped instead. Errors follow strong
+//! passes, as the `if` field's documentation says (its combinators would call that result
+//! "skipped"; a gate has to post a verdict, and a gate with nothing to check passes). Errors
+//! follow strong
 //! three-valued (Kleene) logic: an error is reported exactly when it could change the result,
 //! so `approvals || plugin_rule` passes on approvals alone while `!plugin_rule` is an error — an
 //! error or an unsupported rule is never a pass, also under negation. This differs from
@@ -39,6 +40,19 @@
 //! **Checks**: the latest result per name (status context or check-run name) on the head;
 //! `success`, `neutral` and `skipped` satisfy a requirement (as GitHub's required checks do);
 //! `pending` or not reported yet is a fail whose reason says "pending"; `failure`/`error` fail.
+//!
+//! **Other rules.** `changedFiles`: every touched path (for a rename, the old path too) not
+//! matched by `ignore` must match `paths` (globs with `literal_separator`: `*` stays within a
+//! directory). `labels`: case-insensitive. `linkedIssue`: the title, then the body.
+//! `signedCommits`: the forge's verification verdict of every listed commit. `secretScan`:
+//! added lines of every file not removed; a file whose diff is missing or shorter than its
+//! addition count cannot be vouched for (error unless something was found). A listing the forge
+//! cut short (`filesTruncated`, `commitsTruncated`) can prove a fail, never a pass.
+//! `previewHealthy`: no preview fails; a preview not yet ready is a pending fail.
+//!
+//! **Reasons** are short: a head (`approvals 1/2`) and optional details in parentheses;
+//! [`GateVerdict::summary`] joins the heads of the rules that did not pass into one commit
+//! status description within 140 characters.
 
 use std::collections::BTreeMap;
 
