@@ -873,12 +873,20 @@ pub fn cel_pr(pr: &PrSnapshot) -> CelPr {
         .filter(|r| r.state == ReviewState::ChangesRequested)
         .map(|r| r.user.clone())
         .collect();
-    let mut checks = BTreeMap::new();
+    let mut latest: BTreeMap<&str, &CheckResult> = BTreeMap::new();
     for c in &pr.checks {
-        if let Some(l) = latest_check(&pr.checks, &c.name) {
-            checks.insert(c.name.clone(), check_name(l.state).to_string());
+        // Same choice as `latest_check`: newer wins, the later listed among equals.
+        match latest.get(c.name.as_str()) {
+            Some(b) if b.updated_at > c.updated_at => {}
+            _ => {
+                latest.insert(&c.name, c);
+            }
         }
     }
+    let checks = latest
+        .into_iter()
+        .map(|(name, c)| (name.to_string(), check_name(c.state).to_string()))
+        .collect();
     CelPr {
         number: int(pr.number),
         title: pr.title.clone(),

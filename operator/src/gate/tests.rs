@@ -686,6 +686,23 @@ fn checks_table() {
     assert!(verdict_of("checks: {require: [ci]}", &p).pending);
     p.checks = vec![check("ci", CheckState::Failure, 1)];
     assert!(!verdict_of("checks: {require: [ci, e2e]}", &p).pending);
+    // CEL's `pr.checks` picks the same latest result per name.
+    p.checks = vec![
+        check("ci", CheckState::Success, 50),
+        check("ci", CheckState::Failure, 20),
+        check("lint", CheckState::Pending, 1),
+        check("lint", CheckState::Error, 1),
+    ];
+    let view = cel_pr(&p);
+    assert_eq!(view.checks["ci"], "success");
+    assert_eq!(
+        view.checks["lint"], "error",
+        "the later listed among equals"
+    );
+    assert_eq!(
+        verdict_of("checks: {require: [lint]}", &p).reason,
+        "lint errored"
+    );
 }
 
 #[test]
