@@ -90,7 +90,9 @@ pub struct GateRule {
     /// Rule name, used in `expression` and in the reported summary.
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z][a-z0-9_]*$"))]
     pub name: String,
-    /// CEL condition over `pr`; when false the rule is skipped and counts as passed.
+    /// CEL condition over `pr` (the variables of `cel`); when false the rule is skipped: it is
+    /// left out of `&&` and `||`, and a gate whose rules are all skipped passes. An `if` that
+    /// fails to evaluate makes the rule an error, never skipped.
     #[serde(default, rename = "if", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub if_: Option<String>,
@@ -287,12 +289,29 @@ pub struct NamedPattern {
     pub regex: String,
 }
 
-/// A CEL rule.
+/// A CEL rule: a Common Expression Language expression over `pr` that must be true.
+///
+/// `pr` has: `number` (int); `title`, `body`, `author`, `source` (head branch), `target` (base
+/// branch), `headSha` (string); `labels` (list of string); `draft`, `fork` (bool); `files` (list
+/// of `{path, previousPath, status, additions, deletions}`, status `added`, `modified`,
+/// `removed`, `renamed` or `other`); `additions`, `deletions` (int, over all files);
+/// `approvals` (logins whose approval counts for the head commit, the author's excluded);
+/// `reviews` (list of `{user, state, onHead}`, state `approved`, `changes_requested`,
+/// `commented`, `dismissed` or `pending`); `changesRequested` (logins); `commits` (list of
+/// `{sha, author, message, verified}`); `checks` (map of status context or check-run name to
+/// `success`, `failure`, `error`, `pending`, `neutral` or `skipped`); `preview`
+/// (`{exists, ready, healthy}`); `teams` (map of each team the gate's rules name to its member
+/// logins); `filesTruncated`, `commitsTruncated` (bool: the forge's listing was cut short).
+/// Numbers are `int`. Only the CEL standard library is available (`size`, `contains`,
+/// `startsWith`, `endsWith`, `matches`, `in`, `has`, `all`, `exists`, `exists_one`, `map`,
+/// `filter`, conversions). An unknown variable, field of `pr` or function is refused when the
+/// PolicyGate is applied; a runtime error (a missing map key, a type mismatch) makes the rule an
+/// error, never a pass. Comprehensions may run at most 100000 iterations per expression.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CelRule {
     /// CEL expression over `pr` (`pr.title`, `pr.author`, `pr.labels`, `pr.files`, `pr.approvals`,
-    /// `pr.commits`, ...) that must evaluate to true.
+    /// `pr.commits`, `pr.checks`, ...; see the rule's description) that must evaluate to true.
     #[schemars(length(min = 1, max = 4096))]
     pub expression: String,
     /// Shown when the expression is false.

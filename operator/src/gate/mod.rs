@@ -1,8 +1,23 @@
-//! PolicyGate rule logic (pure): today the rule-combining expression and the compile-time checks
-//! of each rule; evaluation against pull requests builds on these.
+//! PolicyGate rule logic, pure (no I/O, no kube, no forge calls):
+//! - [`snapshot`]: [`PrSnapshot`], everything a gate needs about one PR at one head SHA;
+//! - [`validate`]: compiling a gate (regexes, globs, CEL, secret patterns, the expression) —
+//!   validation when the PolicyGate is applied and the input of evaluation;
+//! - [`evaluate`]: per-rule verdicts, their combination and the commit-status summary;
+//! - [`expression`]: the rule-combining expression (`a && (b || !c)`);
+//! - [`cel`]: `cel` rules and `if` scopes (typed `pr` variable, compile checks, cost limit);
+//! - [`secrets`]: the credential patterns of `secretScan`.
 
+pub mod cel;
+pub mod evaluate;
 pub mod expression;
+pub mod secrets;
+pub mod snapshot;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
+pub use evaluate::{GateResult, GateVerdict, Outcome, RuleVerdict, evaluate};
 pub use expression::Expr;
-pub use validate::validate_gate;
+pub use snapshot::{AddedLine, PrSnapshot, PreviewState, SnapshotFile};
+pub use validate::{CompiledGate, SpecError, validate_gate};
