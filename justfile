@@ -112,6 +112,11 @@ bench-webhook *ARGS: k8s-binaries
     cargo build -q -p pullwarden-bench --bins
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-webhook" {{ARGS}}
 
+# Benchmark: the secretScan patterns' false positives on the local cargo registry's source (every
+# line treated as added) and their detection rate on generated fake credentials (JSON).
+bench-secrets *ARGS:
+    cargo run -q --release -p pullwarden --example bench-secrets -- {{ARGS}}
+
 # The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
 # a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.
 demo *ARGS: k8s-binaries

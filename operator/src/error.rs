@@ -18,6 +18,11 @@ pub enum Error {
     #[error("{0}")]
     InvalidSpec(String),
 
+    /// An expression in the spec (a PolicyGate's CEL `cel`/`if` or its rule `expression`) does
+    /// not compile; the message names the rule and the position.
+    #[error("{0}")]
+    InvalidExpression(String),
+
     /// A referenced Secret does not exist.
     #[error("Secret {namespace}/{name} not found")]
     SecretNotFound { namespace: String, name: String },
@@ -104,6 +109,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::InvalidExpression(_) => "InvalidExpression",
             Error::SecretNotFound { .. } => "SecretNotFound",
             Error::SecretInvalid { .. } => "SecretInvalid",
             Error::SecretRefused { reason, .. } => reason,
@@ -120,7 +126,9 @@ impl Error {
     /// The retry policy for this error.
     pub fn retry(&self) -> Retry {
         match self {
-            Error::InvalidSpec(_) | Error::ManifestsRefused(_) => Retry::OnChange,
+            Error::InvalidSpec(_) | Error::InvalidExpression(_) | Error::ManifestsRefused(_) => {
+                Retry::OnChange
+            }
             // Secrets are not watched (that would need list/watch on every Secret in the
             // cluster), so a created or fixed Secret is noticed on this retry or at once when the
             // object is touched (e.g. the reconcile-requested-at annotation).

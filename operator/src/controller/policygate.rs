@@ -1,8 +1,9 @@
 //! The PolicyGate controller.
 //!
 //! Today it does what it can do truthfully: dereferences the selected Repositories and the
-//! Plugins its rules use, validates every rule ([`crate::gate::validate_gate`]) and reports
-//! counts. Evaluation of pull requests and the status write-back are not implemented yet; the
+//! Plugins its rules use, validates every rule ([`crate::gate::validate_gate`]: globs, regexes,
+//! the rule expression and the CEL of `cel`/`if`, a compile error being `Stalled` with reason
+//! `InvalidExpression`) and reports counts. Evaluation of pull requests and the status write-back are not implemented yet; the
 //! `Ready` condition says so (reason `EvaluationNotImplemented`) instead of pretending.
 
 use super::{
@@ -27,8 +28,12 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
     let ctx = &cctx.ctx;
     let namespace = gate.namespace().unwrap_or_default();
 
-    // validate
-    let plugins = crate::gate::validate_gate(&gate.spec).map_err(Error::InvalidSpec)?;
+    // validate: a CEL or expression that does not compile is `InvalidExpression`, reported now
+    // rather than when a pull request arrives.
+    let plugins = crate::gate::validate_gate(&gate.spec).map_err(|e| match e.reason {
+        crate::gate::validate::REASON_INVALID_EXPRESSION => Error::InvalidExpression(e.message),
+        _ => Error::InvalidSpec(e.message),
+    })?;
 
     // dereference
     let repository_count = match (&gate.spec.repository_ref, &gate.spec.repository_selector) {

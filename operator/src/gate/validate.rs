@@ -310,10 +310,8 @@ impl CompiledGate {
 
 /// Validates a gate spec; returns the plugin names its rules reference (to be dereferenced).
 /// [`CompiledGate::compile`] gives the same verdict with the condition reason.
-pub fn validate_gate(spec: &PolicyGateSpec) -> Result<Vec<String>, String> {
-    CompiledGate::compile(spec)
-        .map(|g| g.plugins())
-        .map_err(|e| e.message)
+pub fn validate_gate(spec: &PolicyGateSpec) -> Result<Vec<String>, SpecError> {
+    CompiledGate::compile(spec).map(|g| g.plugins())
 }
 
 #[cfg(test)]
@@ -342,6 +340,7 @@ mod tests {
         assert!(
             validate_gate(&bad_regex)
                 .unwrap_err()
+                .message
                 .contains("title.matches")
         );
         let bad_glob =
@@ -349,6 +348,7 @@ mod tests {
         assert!(
             validate_gate(&bad_glob)
                 .unwrap_err()
+                .message
                 .contains("changedFiles.paths")
         );
         let unknown = gate(
@@ -360,7 +360,12 @@ mod tests {
         let bad_extra = gate(
             "repositoryRef: {name: w}\nrules:\n- name: s\n  secretScan: {extraPatterns: [{name: k, regex: '['}]}",
         );
-        assert!(validate_gate(&bad_extra).unwrap_err().contains("\"k\""));
+        assert!(
+            validate_gate(&bad_extra)
+                .unwrap_err()
+                .message
+                .contains("\"k\"")
+        );
     }
 
     #[test]
@@ -392,18 +397,29 @@ mod tests {
     #[test]
     fn refuses_rules_without_exactly_one_kind() {
         let none = gate("repositoryRef: {name: w}\nrules:\n- name: a");
-        assert!(validate_gate(&none).unwrap_err().contains("has none"));
+        assert!(
+            validate_gate(&none)
+                .unwrap_err()
+                .message
+                .contains("has none")
+        );
         let two = gate(
             "repositoryRef: {name: w}\nrules:\n- name: a\n  maxFiles: {max: 1}\n  signedCommits: {}",
         );
         assert!(
             validate_gate(&two)
                 .unwrap_err()
+                .message
                 .contains("maxFiles, signedCommits")
         );
         let dup = gate(
             "repositoryRef: {name: w}\nrules:\n- name: a\n  maxFiles: {max: 1}\n- name: a\n  signedCommits: {}",
         );
-        assert!(validate_gate(&dup).unwrap_err().contains("used twice"));
+        assert!(
+            validate_gate(&dup)
+                .unwrap_err()
+                .message
+                .contains("used twice")
+        );
     }
 }

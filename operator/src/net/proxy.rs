@@ -404,10 +404,12 @@ async fn serve(
                     "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                client_write.write_all(resp.as_bytes()).await?;
+                // Recorded before libgit2 can see the 403 (as in `refuse`): otherwise the caller
+                // may read the operation's error first and report it as AuthFailed.
                 seen.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(reason);
+                client_write.write_all(resp.as_bytes()).await?;
             }
         }
         client_write.shutdown().await?;

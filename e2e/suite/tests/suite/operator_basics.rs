@@ -2,7 +2,7 @@
 //! ServiceAccount: every kind gets real conditions, references are resolved, invalid specs stall
 //! without a hot loop, and the admin endpoints work.
 
-use crate::support::operator_for;
+use crate::support::{operator_for, ready_message};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
@@ -214,6 +214,28 @@ async fn every_kind_gets_real_conditions() {
     assert!(
         before >= 1.0 && after - before <= 1.0,
         "invalid object retried hot: {before} -> {after}"
+    );
+
+    // A CEL rule that does not compile is refused when applied, with the rule and position, not
+    // when a pull request arrives.
+    let bad_cel = json!({
+        "apiVersion": "pullwarden.dev/v1alpha1", "kind": "PolicyGate", "metadata": {"name": "bad-cel"},
+        "spec": {"repositoryRef": {"name": "web"}, "rules": [{"name": "small", "cel": {"expression": "pr.files.size() < "}}]}
+    });
+    gates.patch("bad-cel", &pp, &apply(&bad_cel)).await.unwrap();
+    let c = wait_for(
+        &gates,
+        "bad-cel",
+        TIMEOUT,
+        "PolicyGate Stalled InvalidExpression",
+        |g: &PolicyGate| has_reason(g, "False", "InvalidExpression"),
+    )
+    .await
+    .unwrap();
+    let msg = ready_message(&c);
+    assert!(
+        msg.contains("rule small: cel.expression: line 1, column"),
+        "names the rule and the position: {msg}"
     );
 
     // HealthCheck: the SSRF rules refuse a metadata address; a missing preview is reported.
