@@ -167,6 +167,7 @@ pub struct HttpProbe {
     #[schemars(length(min = 1, max = 1024))]
     pub body_contains: Option<String>,
     /// Slower answers count as failures.
+    /// Validated only: no effect until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub max_latency: Option<Duration>,
@@ -236,9 +237,11 @@ pub struct HealthCheckStatus {
     pub consecutive_failures: u32,
     #[serde(default)]
     pub consecutive_successes: u32,
+    /// Never set until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<ProbeResult>,
     /// When `state` last changed.
+    /// Never set until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_time: Option<Time>,
     /// Number of state changes.
@@ -249,9 +252,11 @@ pub struct HealthCheckStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub availability: Option<String>,
     /// Median probe latency over the window, e.g. `12ms`.
+    /// Never set until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p50: Option<String>,
     /// 95th percentile probe latency over the window.
+    /// Never set until HealthCheck probing lands (Ready reason `ProbingNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p95: Option<String>,
 }

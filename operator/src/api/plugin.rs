@@ -121,6 +121,7 @@ pub struct WebhookPlugin {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: Duration,
     /// Attempts after the first before a delivery is given up.
+    /// Validated only: no effect until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default = "default_max_retries")]
     #[schemars(range(min = 0, max = 20))]
     pub max_retries: u32,
@@ -196,6 +197,7 @@ pub struct WasmLimits {
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: Duration,
     /// Linear memory limit in MiB.
+    /// Validated only: no effect until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default = "default_wasm_memory")]
     #[schemars(range(min = 1, max = 1024))]
     pub memory_mib: u32,
@@ -239,6 +241,7 @@ pub struct PluginStatus {
     pub deliveries_pending: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery_time: Option<Time>,
+    /// Never set until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }

@@ -104,7 +104,7 @@ async fn reconcile(hc: Arc<HealthCheck>, cctx: Arc<ControllerContext>) -> Result
             hc.as_ref(),
             &Outcome::stalled(
                 "ProbingNotImplemented",
-                "target and probe are valid; probing is not implemented in this version, so successThreshold, noData, probe.tcp and alert.pluginRefs have no effect and status.transitions stays 0 (docs/status.md)",
+                "target and probe are valid; probing is not implemented in this version, so successThreshold, noData, maxLatency, probe.tcp and alert.pluginRefs have no effect and status.transitions, lastProbe, lastTransitionTime and latencyP50/P95 stay unset (docs/status.md)",
             ),
         ),
         ..hc.status.clone().unwrap_or_default()

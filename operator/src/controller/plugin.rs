@@ -93,7 +93,7 @@ async fn reconcile(plugin: Arc<Plugin>, cctx: Arc<ControllerContext>) -> Result<
             &Outcome::stalled(
                 "DeliveryNotImplemented",
                 format!(
-                    "{type_} plugin configuration is valid; delivering events is not implemented in this version (wasm.source.sha256 is not checked either; docs/status.md)"
+                    "{type_} plugin configuration is valid; delivering events is not implemented in this version (maxRetries and wasm.memoryMib have no effect, wasm.source.sha256 is not checked and status.lastError stays unset; docs/status.md)"
                 ),
             ),
         ),
