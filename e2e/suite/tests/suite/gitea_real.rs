@@ -313,7 +313,13 @@ async fn gitea_repository_syncs_by_polling_and_shows_its_cost() {
     let t0 = syncs(&repos.get(&n).await.unwrap());
     let mut polls = 0;
     let mut last = t0;
+    // Four polls at a 10 s interval (adaptive up to 20 s): never more than two minutes.
+    let deadline = Instant::now() + TIMEOUT;
     while polls < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "only {polls} idle polls in {TIMEOUT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now = syncs(&repos.get(&n).await.unwrap());
         if now != last {
