@@ -94,6 +94,7 @@ impl FakeForge {
     /// An open pull request `number` with head `sha` on branch `feature-<number>`.
     pub fn open_pull_request(&self, number: u64, sha: &str) -> PullRequest {
         let pr = PullRequest {
+            body: String::new(),
             number,
             title: format!("Change {number}"),
             author: "alice".into(),
@@ -238,24 +239,24 @@ impl Forge for FakeForge {
             .map(|(id, _)| DeploymentId(*id)))
     }
 
-    async fn upsert_sticky_comment(
+    async fn upsert_sticky_section(
         &self,
         number: u64,
         marker: &str,
-        body: &str,
-    ) -> Result<CommentId, ForgeError> {
-        let mut state = self.call("upsert_sticky_comment")?;
-        let body = if body.contains(marker) {
-            body.to_owned()
-        } else {
-            format!("{marker}\n{body}")
-        };
+        section: &str,
+        text: &str,
+    ) -> Result<Option<CommentId>, ForgeError> {
+        let mut state = self.call("upsert_sticky_section")?;
         let id = CommentId(state.id());
         let comments = state.comments.entry(number).or_default();
         if let Some(existing) = comments.iter_mut().find(|c| c.body.contains(marker)) {
-            existing.body = body;
-            return Ok(existing.id);
+            existing.body = splice_section(marker, Some(&existing.body), section, text);
+            return Ok(Some(existing.id));
         }
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let body = splice_section(marker, None, section, text);
         comments.push(Comment {
             id,
             author: "pullwarden[bot]".into(),
@@ -263,7 +264,7 @@ impl Forge for FakeForge {
             body,
             created_at: jiff::Timestamp::UNIX_EPOCH,
         });
-        Ok(id)
+        Ok(Some(id))
     }
 
     async fn is_trusted(
@@ -309,16 +310,16 @@ mod tests {
         let forge = FakeForge::github();
         forge.open_pull_request(7, "abc");
         let first = forge
-            .upsert_sticky_comment(7, "<!-- m -->", "one")
+            .upsert_sticky_section(7, "<!-- m -->", "preview", "one")
             .await
             .unwrap();
         let second = forge
-            .upsert_sticky_comment(7, "<!-- m -->", "two")
+            .upsert_sticky_section(7, "<!-- m -->", "preview", "two")
             .await
             .unwrap();
         assert_eq!(first, second);
         assert_eq!(forge.state().comments[&7].len(), 1);
-        assert!(forge.state().comments[&7][0].body.ends_with("two"));
+        assert!(forge.state().comments[&7][0].body.contains("\ntwo\n"));
         forge.fail("get_pull_request", || ForgeError::Transient {
             message: "down".into(),
         });
@@ -326,6 +327,6 @@ mod tests {
         forge.heal("get_pull_request");
         assert_eq!(forge.get_pull_request(7).await.unwrap().head_sha, "abc");
         assert_eq!(forge.state().count("get_pull_request"), 2);
-        assert_eq!(forge.state().count("upsert_sticky_comment"), 2);
+        assert_eq!(forge.state().count("upsert_sticky_section"), 2);
     }
 }

@@ -146,13 +146,14 @@ impl Forge for GitForge {
         Self::unsupported("find_deployment")
     }
 
-    async fn upsert_sticky_comment(
+    async fn upsert_sticky_section(
         &self,
         _number: u64,
         _marker: &str,
-        _body: &str,
-    ) -> Result<CommentId, ForgeError> {
-        Self::unsupported("upsert_sticky_comment")
+        _section: &str,
+        _text: &str,
+    ) -> Result<Option<CommentId>, ForgeError> {
+        Self::unsupported("upsert_sticky_section")
     }
 
     async fn is_trusted(

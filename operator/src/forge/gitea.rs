@@ -191,6 +191,8 @@ pub(crate) struct StatusJson {
     #[serde(alias = "state")]
     pub status: String,
     #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
     pub target_url: Option<String>,
     #[serde(default)]
     pub updated_at: Option<Timestamp>,
@@ -209,6 +211,7 @@ pub(crate) fn to_check(s: StatusJson) -> CheckResult {
         source: CheckSource::Status,
         url: s.target_url,
         updated_at: s.updated_at,
+        description: s.description,
     }
 }
 
@@ -546,14 +549,15 @@ impl Forge for GiteaForge {
         Err(ForgeError::unsupported("find_deployment", "gitea"))
     }
 
-    async fn upsert_sticky_comment(
+    async fn upsert_sticky_section(
         &self,
         number: u64,
         marker: &str,
-        body: &str,
-    ) -> Result<CommentId, ForgeError> {
+        section: &str,
+        text: &str,
+    ) -> Result<Option<CommentId>, ForgeError> {
         validate_marker(marker)?;
-        let wanted = body_with_marker(marker, body);
+        validate_section(section)?;
         let _guard = self
             .state
             .sticky_lock(format!("{}#{number}#{marker}", self.coords.canonical_url()))
@@ -565,8 +569,11 @@ impl Forge for GiteaForge {
             .map(github::to_comment)
             .collect();
         let me = self.identity().await?;
-        match find_sticky(&comments, marker, |c| c.author.eq_ignore_ascii_case(&me)) {
-            Some(c) if c.body == wanted => Ok(c.id),
+        let found = find_sticky(&comments, marker, |c| c.author.eq_ignore_ascii_case(&me));
+        let wanted = splice_section(marker, found.map(|c| c.body.as_str()), section, text);
+        match found {
+            Some(c) if c.body == wanted => Ok(Some(c.id)),
+            None if text.trim().is_empty() => Ok(None),
             Some(c) => {
                 let updated: github::IdJson = self
                     .state
@@ -578,7 +585,7 @@ impl Forge for GiteaForge {
                         true,
                     )
                     .await?;
-                Ok(CommentId(updated.id))
+                Ok(Some(CommentId(updated.id)))
             }
             None => {
                 let created: github::IdJson = self
@@ -591,7 +598,7 @@ impl Forge for GiteaForge {
                         false,
                     )
                     .await?;
-                Ok(CommentId(created.id))
+                Ok(Some(CommentId(created.id)))
             }
         }
     }

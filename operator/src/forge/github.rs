@@ -256,6 +256,8 @@ pub(crate) struct Label {
 pub(crate) struct Pull {
     pub number: u64,
     pub title: String,
+    #[serde(default)]
+    pub body: Option<String>,
     pub user: Option<User>,
     pub head: GitRef,
     pub base: GitRef,
@@ -301,6 +303,7 @@ pub(crate) fn to_pull(p: Pull) -> PullRequest {
     PullRequest {
         number: p.number,
         title: p.title,
+        body: p.body.unwrap_or_default(),
         author: p.user.map(|u| u.login).unwrap_or_default(),
         fork: is_fork(p.head.repo.as_ref(), p.base.repo.as_ref()),
         head_sha: p.head.sha,
@@ -335,6 +338,9 @@ pub(crate) struct FileJson {
     pub deletions: u64,
     #[serde(default)]
     pub previous_filename: Option<String>,
+    /// Absent for binary files and diffs GitHub considers too large.
+    #[serde(default)]
+    pub patch: Option<String>,
 }
 
 pub(crate) fn file_status(s: &str) -> FileStatus {
@@ -354,6 +360,7 @@ pub(crate) fn to_file(f: FileJson) -> ChangedFile {
         previous_path: f.previous_filename,
         additions: f.additions,
         deletions: f.deletions,
+        patch: f.patch,
     }
 }
 
@@ -499,6 +506,8 @@ pub(crate) struct StatusJson {
     pub context: String,
     pub state: String,
     #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
     pub target_url: Option<String>,
     #[serde(default)]
     pub updated_at: Option<Timestamp>,
@@ -527,6 +536,7 @@ pub(crate) fn to_status_check(s: StatusJson) -> CheckResult {
         source: CheckSource::Status,
         url: s.target_url,
         updated_at: s.updated_at,
+        description: s.description,
     }
 }
 
@@ -545,6 +555,14 @@ pub(crate) struct CheckRunJson {
     pub started_at: Option<Timestamp>,
     #[serde(default)]
     pub completed_at: Option<Timestamp>,
+    #[serde(default)]
+    pub output: Option<CheckRunOutputJson>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CheckRunOutputJson {
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -576,6 +594,7 @@ pub(crate) fn to_check_run(c: CheckRunJson) -> CheckResult {
         source: CheckSource::CheckRun,
         url: c.details_url.or(c.html_url),
         updated_at: c.completed_at.or(c.started_at),
+        description: c.output.and_then(|o| o.title),
     }
 }
 
@@ -1128,14 +1147,15 @@ impl Forge for GithubForge {
             .max())
     }
 
-    async fn upsert_sticky_comment(
+    async fn upsert_sticky_section(
         &self,
         number: u64,
         marker: &str,
-        body: &str,
-    ) -> Result<CommentId, ForgeError> {
+        section: &str,
+        text: &str,
+    ) -> Result<Option<CommentId>, ForgeError> {
         validate_marker(marker)?;
-        let wanted = body_with_marker(marker, body);
+        validate_section(section)?;
         let _guard = self
             .state
             .sticky_lock(format!("{}#{number}#{marker}", self.coords.canonical_url()))
@@ -1157,8 +1177,10 @@ impl Forge for GithubForge {
                 .as_deref()
                 .is_some_and(|m| m.eq_ignore_ascii_case(&c.author)),
         });
+        let wanted = splice_section(marker, found.map(|c| c.body.as_str()), section, text);
         match found {
-            Some(c) if c.body == wanted => Ok(c.id),
+            Some(c) if c.body == wanted => Ok(Some(c.id)),
+            None if text.trim().is_empty() => Ok(None),
             Some(c) => {
                 let updated: IdJson = self
                     .state
@@ -1170,7 +1192,7 @@ impl Forge for GithubForge {
                         true,
                     )
                     .await?;
-                Ok(CommentId(updated.id))
+                Ok(Some(CommentId(updated.id)))
             }
             None => {
                 let created: IdJson = self
@@ -1183,7 +1205,7 @@ impl Forge for GithubForge {
                         false,
                     )
                     .await?;
-                Ok(CommentId(created.id))
+                Ok(Some(CommentId(created.id)))
             }
         }
     }
@@ -1343,6 +1365,9 @@ mod tests {
         assert_eq!(
             files,
             vec![ChangedFile {
+                patch: Some(
+                    "@@ -132,7 +132,7 @@ module Test @@ -1000,7 +1000,7 @@ module Test".into()
+                ),
                 path: "file1.txt".into(),
                 previous_path: None,
                 additions: 103,
@@ -1419,6 +1444,7 @@ mod tests {
         let t = |s: i64| Some(Timestamp::from_second(s).unwrap());
         let merged = merge_checks(vec![
             CheckResult {
+                description: None,
                 name: "ci".into(),
                 state: CheckState::Failure,
                 source: CheckSource::Status,
@@ -1426,6 +1452,7 @@ mod tests {
                 updated_at: t(10),
             },
             CheckResult {
+                description: None,
                 name: "ci".into(),
                 state: CheckState::Success,
                 source: CheckSource::CheckRun,
@@ -1433,6 +1460,7 @@ mod tests {
                 updated_at: t(20),
             },
             CheckResult {
+                description: None,
                 name: "a".into(),
                 state: CheckState::Pending,
                 source: CheckSource::Status,

@@ -209,6 +209,8 @@ impl UserJson {
 pub(crate) struct MergeRequestJson {
     pub iid: u64,
     pub title: String,
+    #[serde(default)]
+    pub description: Option<String>,
     pub author: Option<UserJson>,
     #[serde(default)]
     pub sha: Option<String>,
@@ -239,6 +241,7 @@ pub(crate) fn to_pull(m: MergeRequestJson) -> PullRequest {
     PullRequest {
         number: m.iid,
         title: m.title,
+        body: m.description.unwrap_or_default(),
         author: m.author.map(|a| a.username).unwrap_or_default(),
         head_sha: m.sha.unwrap_or_default(),
         head_ref: m.source_branch,
@@ -297,6 +300,7 @@ pub(crate) fn to_file(d: DiffJson) -> ChangedFile {
         additions,
         deletions,
         status,
+        patch: (!d.diff.is_empty()).then_some(d.diff),
     }
 }
 
@@ -442,6 +446,8 @@ pub(crate) struct StatusJson {
     pub name: String,
     pub status: String,
     #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
     pub target_url: Option<String>,
     #[serde(default)]
     pub created_at: Option<Timestamp>,
@@ -469,6 +475,7 @@ pub(crate) fn to_check(s: StatusJson) -> CheckResult {
         source: CheckSource::Status,
         url: s.target_url,
         updated_at: s.finished_at.or(s.started_at).or(s.created_at),
+        description: s.description,
     }
 }
 
@@ -897,14 +904,15 @@ impl Forge for GitlabForge {
             .max())
     }
 
-    async fn upsert_sticky_comment(
+    async fn upsert_sticky_section(
         &self,
         number: u64,
         marker: &str,
-        body: &str,
-    ) -> Result<CommentId, ForgeError> {
+        section: &str,
+        text: &str,
+    ) -> Result<Option<CommentId>, ForgeError> {
         validate_marker(marker)?;
-        let wanted = body_with_marker(marker, body);
+        validate_section(section)?;
         let _guard = self
             .state
             .sticky_lock(format!("{}!{number}#{marker}", self.coords.canonical_url()))
@@ -917,8 +925,11 @@ impl Forge for GitlabForge {
             .map(to_comment)
             .collect();
         let me = self.identity().await?;
-        match find_sticky(&notes, marker, |c| c.author.eq_ignore_ascii_case(&me)) {
-            Some(c) if c.body == wanted => Ok(c.id),
+        let found = find_sticky(&notes, marker, |c| c.author.eq_ignore_ascii_case(&me));
+        let wanted = splice_section(marker, found.map(|c| c.body.as_str()), section, text);
+        match found {
+            Some(c) if c.body == wanted => Ok(Some(c.id)),
+            None if text.trim().is_empty() => Ok(None),
             Some(c) => {
                 let n: IdJson = self
                     .state
@@ -930,7 +941,7 @@ impl Forge for GitlabForge {
                         true,
                     )
                     .await?;
-                Ok(CommentId(n.id))
+                Ok(Some(CommentId(n.id)))
             }
             None => {
                 let n: IdJson = self
@@ -943,7 +954,7 @@ impl Forge for GitlabForge {
                         false,
                     )
                     .await?;
-                Ok(CommentId(n.id))
+                Ok(Some(CommentId(n.id)))
             }
         }
     }

@@ -92,15 +92,18 @@ pub trait Forge: Send + Sync + Debug {
         sha: &str,
     ) -> Result<Option<DeploymentId>, ForgeError>;
 
-    /// Create or update in place the one comment of ours carrying `marker` (an HTML comment such
-    /// as `<!-- pullwarden:preview -->`, prepended to `body` when missing). Unchanged bodies are
-    /// not rewritten.
-    async fn upsert_sticky_comment(
+    /// Set one section (`preview`, `gate/<name>`) of the one comment of ours carrying `marker`
+    /// (an HTML comment such as `<!-- pullwarden:preview -->`, its first line), creating the
+    /// comment when missing and keeping every other section as it is ([`splice_section`]). An
+    /// empty `text` removes the section (and creates nothing: `None`). Unchanged bodies are not
+    /// rewritten. Writers of one comment are serialised inside the process.
+    async fn upsert_sticky_section(
         &self,
         number: u64,
         marker: &str,
-        body: &str,
-    ) -> Result<CommentId, ForgeError>;
+        section: &str,
+        text: &str,
+    ) -> Result<Option<CommentId>, ForgeError>;
 
     /// Whether `user` is named in `trusted_users` (see [`listed_user`]: `id:<n>` by stable id,
     /// otherwise by login, case-insensitive) or an active member of one of `trusted_teams`

@@ -69,6 +69,10 @@ pub enum PullRequestState {
 pub struct PullRequest {
     pub number: u64,
     pub title: String,
+    /// The description as written (Markdown; empty when there is none). Not kept in Repository
+    /// status; gates read it (`linkedIssue`, CEL `pr.body`).
+    #[serde(default)]
+    pub body: String,
     pub author: String,
     pub head_sha: String,
     pub head_ref: String,
@@ -107,6 +111,10 @@ pub struct ChangedFile {
     pub additions: u64,
     pub deletions: u64,
     pub status: FileStatus,
+    /// The file's unified diff hunks as the forge sent them (GitHub `patch`, GitLab `diff`);
+    /// `None` when it sent none (binary, too large, or a forge without per-file diffs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -249,6 +257,11 @@ pub struct CheckResult {
     pub source: CheckSource,
     pub url: Option<String>,
     pub updated_at: Option<Timestamp>,
+    /// The status description or the check run's output title, as written. Lets a writer see
+    /// that its own latest status already says what it would write (no duplicate after a
+    /// restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -406,14 +419,74 @@ pub fn validate_marker(marker: &str) -> Result<(), ForgeError> {
     }
 }
 
-/// The body actually written: the marker first (so it survives truncation by forges), then the
-/// caller's text. Idempotent.
-pub fn body_with_marker(marker: &str, body: &str) -> String {
-    if body.contains(marker) {
-        body.to_string()
+/// The sticky comment is shared: each writer (the preview, each gate) owns one section of it,
+/// delimited by these hidden lines, and replaces only its own.
+fn section_open(id: &str) -> String {
+    format!("<!-- pullwarden:section {id} -->")
+}
+
+fn section_close(id: &str) -> String {
+    format!("<!-- pullwarden:end {id} -->")
+}
+
+/// Whether `id` can name a sticky-comment section (`preview`, `gate/<name>`).
+pub fn validate_section(id: &str) -> Result<(), ForgeError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.contains("--")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/_.-".contains(&b));
+    if ok {
+        Ok(())
     } else {
-        format!("{marker}\n{body}")
+        Err(ForgeError::invalid_config(format!(
+            "sticky comment section {id:?} must be lower-case letters, digits and /_.-"
+        )))
     }
+}
+
+/// The sections of a sticky comment body, in order. Text outside any section (a comment
+/// written before sections existed) is not kept: its writer rewrites its section at its next
+/// state change.
+fn sections(body: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("<!-- pullwarden:section ") {
+        let after = &rest[start + "<!-- pullwarden:section ".len()..];
+        let Some(end) = after.find(" -->") else { break };
+        let id = after[..end].to_string();
+        let content_start = &after[end + " -->".len()..];
+        let close = section_close(&id);
+        let Some(close_at) = content_start.find(&close) else {
+            break;
+        };
+        let text = content_start[..close_at].trim_matches('\n').to_string();
+        out.push((id, text));
+        rest = &content_start[close_at + close.len()..];
+    }
+    out
+}
+
+/// The sticky comment body with section `id` set to `text` (removed when `text` is empty),
+/// every other section as it was in `existing`, in their order; a new section goes last.
+pub fn splice_section(marker: &str, existing: Option<&str>, id: &str, text: &str) -> String {
+    let mut parts = existing.map(sections).unwrap_or_default();
+    let text = text.trim_matches('\n');
+    match parts.iter_mut().find(|(s, _)| s == id) {
+        Some(part) => part.1 = text.to_string(),
+        None => parts.push((id.to_string(), text.to_string())),
+    }
+    let mut out = marker.to_string();
+    for (sid, stext) in parts.iter().filter(|(_, t)| !t.is_empty()) {
+        out.push_str(&format!(
+            "\n{}\n{stext}\n{}",
+            section_open(sid),
+            section_close(sid)
+        ));
+    }
+    out.push('\n');
+    out
 }
 
 /// Find the sticky comment among a PR's comments: ours (by `is_ours`) and containing the marker.
@@ -499,10 +572,45 @@ mod tests {
         assert!(find_sticky(&comments, "<!-- pullwarden:none -->", |_| true).is_none());
         // Somebody else's comment carrying our marker is never taken over.
         assert!(find_sticky(&comments[..2], m, |c| c.author == "bot").is_none());
+    }
 
-        assert_eq!(body_with_marker(m, "hi"), format!("{m}\nhi"));
-        let already = format!("{m}\nhi");
-        assert_eq!(body_with_marker(m, &already), already);
+    #[test]
+    fn sticky_sections_are_replaced_in_place_and_others_kept() {
+        let m = "<!-- pullwarden:preview -->";
+        let one = splice_section(m, None, "preview", "Preview ready");
+        assert!(one.starts_with(m));
+        let two = splice_section(m, Some(&one), "gate/policy", "| rule | ok |\n| a | b |");
+        let three = splice_section(m, Some(&two), "preview", "Preview deploying");
+        assert_eq!(
+            sections(&three),
+            vec![
+                ("preview".to_string(), "Preview deploying".to_string()),
+                (
+                    "gate/policy".to_string(),
+                    "| rule | ok |\n| a | b |".to_string()
+                ),
+            ]
+        );
+        // Idempotent: the same write gives the same body (no edit on the forge).
+        assert_eq!(
+            splice_section(m, Some(&three), "preview", "Preview deploying"),
+            three
+        );
+        // An empty text removes the section.
+        let gone = splice_section(m, Some(&three), "gate/policy", "");
+        assert_eq!(sections(&gone).len(), 1);
+        // Text from before sections, or forged lookalikes inside a section, never break parsing.
+        let legacy = format!("{m}\nPreview ready (old format)");
+        assert_eq!(
+            splice_section(m, Some(&legacy), "gate/g", "x"),
+            format!("{m}\n<!-- pullwarden:section gate/g -->\nx\n<!-- pullwarden:end gate/g -->\n")
+        );
+        let unterminated = format!("{m}\n<!-- pullwarden:section preview -->\nhalf");
+        assert_eq!(sections(&unterminated), vec![]);
+        for bad in ["", "Gate", "a--b", "a b", "x>"] {
+            assert!(validate_section(bad).is_err(), "{bad}");
+        }
+        validate_section("gate/no_secrets-2").unwrap();
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn file(path: &str, status: FileStatus, additions: u64, deletions: u64) -> Snaps
 
 fn check(name: &str, state: CheckState, t: i64) -> CheckResult {
     CheckResult {
+        description: None,
         name: name.into(),
         state,
         source: CheckSource::Status,

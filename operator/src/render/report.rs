@@ -5,11 +5,12 @@
 //!   is 140 characters, and counting bytes keeps us inside it whatever the forge counts — single
 //!   line, cut on a character boundary with `…`.
 //! - The sticky comment starts with [`COMMENT_MARKER`] so the controller finds and edits its own
-//!   comment instead of adding one per push. Everything in it that came from the pull request
+//!   comment instead of adding one per push; the preview owns its `preview` section of it
+//!   (gates own theirs, [`crate::forge::splice_section`]). Everything in it that came from the pull request
 //!   (file and object names, messages quoting them) is either in a code span or escaped, so a
 //!   crafted name cannot inject HTML, links, images or @-mentions, or close the table. Lists
-//!   are bounded and the whole body stays under [`COMMENT_MAX`] bytes (GitHub allows 65,536
-//!   characters).
+//!   are bounded and the preview's section stays under [`COMMENT_MAX`] bytes (GitHub allows
+//!   65,536 characters for the whole comment; gate sections take the rest).
 
 use std::fmt::Write as _;
 
@@ -20,8 +21,8 @@ use crate::api::InventoryEntry;
 pub const STATUS_DESCRIPTION_MAX: usize = 140;
 /// First line of the sticky comment; how the controller recognises its own comment.
 pub const COMMENT_MARKER: &str = "<!-- pullwarden:preview -->";
-/// Upper bound of a sticky comment body, in bytes.
-pub const COMMENT_MAX: usize = 60_000;
+/// Upper bound of the preview's section of the sticky comment, in bytes.
+pub const COMMENT_MAX: usize = 40_000;
 /// Rows of the object table and entries of problem lists shown before "… and N more".
 pub const LIST_MAX: usize = 50;
 /// Longest name or message shown in a comment, in characters.
@@ -303,10 +304,10 @@ pub struct CommentInput<'a> {
     pub error: Option<&'a RenderError>,
 }
 
-/// The sticky comment body (Markdown, starting with [`COMMENT_MARKER`]).
+/// The preview's section of the sticky comment (Markdown; the comment's [`COMMENT_MARKER`] and
+/// section lines are added by the forge layer).
 pub fn comment_body(input: &CommentInput<'_>) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{COMMENT_MARKER}");
     let _ = writeln!(
         out,
         "### {} Preview {}\n",
@@ -622,10 +623,7 @@ mod tests {
             objects: &objects,
             error: None,
         });
-        assert!(
-            body.starts_with("<!-- pullwarden:preview -->\n### ✅ Preview ready\n"),
-            "{body}"
-        );
+        assert!(body.starts_with("### ✅ Preview ready\n"), "{body}");
         assert!(body.contains("| **URL** | https://pr-42.preview.example.com |"));
         assert!(body.contains("`0123456` (`0123456789abcdef0123456789abcdef01234567`)"));
         assert!(body.contains("| **Namespace** | `shop-pr-42` |"));
@@ -713,10 +711,7 @@ mod tests {
                 objects: &[],
                 error: None,
             });
-            assert!(
-                body.starts_with(&format!("{COMMENT_MARKER}\n{heading}\n")),
-                "{body}"
-            );
+            assert!(body.starts_with(&format!("{heading}\n")), "{body}");
             let expect_detail = if state == ReportState::Failed {
                 "**Error:** waiting for ci/build"
             } else {

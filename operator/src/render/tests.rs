@@ -867,7 +867,7 @@ fn refused_render_makes_a_comment_and_status() {
     assert!(status.len() <= 140);
     assert!(status.starts_with("Preview refused: refused 1 object: ClusterRoleBinding/admin"));
     let body = refusal_comment("shop-pr-42", SHA, "shop-pr-42", &err);
-    assert!(body.starts_with(report::COMMENT_MARKER));
+    assert!(body.starts_with("### "), "{body}");
     assert!(body.contains("`rbac.yaml` (document 1)"));
 }
 

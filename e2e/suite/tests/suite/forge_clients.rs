@@ -457,7 +457,7 @@ async fn github_writes_sticky_comment_statuses_deployments_and_trust() {
     ] {
         ids.push(
             forge
-                .upsert_sticky_comment(1, MARKER, body)
+                .upsert_sticky_section(1, MARKER, "preview", body)
                 .await
                 .expect("upsert"),
         );
@@ -470,7 +470,12 @@ async fn github_writes_sticky_comment_statuses_deployments_and_trust() {
     let ours: Vec<_> = comments.iter().filter(|c| c.user == "alice").collect();
     assert_eq!(ours.len(), 1, "one sticky comment: {comments:?}");
     assert_eq!(ours[0].edit_count, 2, "created once, edited twice");
-    assert_eq!(ours[0].body, format!("{MARKER}\nPreview ready at http://x"));
+    assert_eq!(
+        ours[0].body,
+        format!(
+            "{MARKER}\n<!-- pullwarden:section preview -->\nPreview ready at http://x\n<!-- pullwarden:end preview -->\n"
+        )
+    );
     assert_eq!(
         comments
             .iter()
@@ -481,7 +486,7 @@ async fn github_writes_sticky_comment_statuses_deployments_and_trust() {
     );
     // Unchanged body: no write at all.
     forge
-        .upsert_sticky_comment(1, MARKER, "Preview ready at http://x")
+        .upsert_sticky_section(1, MARKER, "preview", "Preview ready at http://x")
         .await
         .expect("noop");
     let comments = emu.comments("acme/app", 1).await.expect("comments");
@@ -853,7 +858,7 @@ async fn gitlab_merge_requests_notes_statuses_and_deployments() {
     // Notes: the sticky comment is one note, edited in place.
     for body in ["one", "two", "three"] {
         forge
-            .upsert_sticky_comment(1, MARKER, body)
+            .upsert_sticky_section(1, MARKER, "preview", body)
             .await
             .expect("note");
     }
@@ -861,7 +866,10 @@ async fn gitlab_merge_requests_notes_statuses_and_deployments() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(
         (notes[0].edit_count, notes[0].body.as_str()),
-        (2, format!("{MARKER}\nthree").as_str())
+        (
+            2,
+            format!("{MARKER}\n<!-- pullwarden:section preview -->\nthree\n<!-- pullwarden:end preview -->\n").as_str()
+        )
     );
 
     // Statuses: repeated same-state writes are fine; GitLab vocabulary is mapped.
@@ -1056,7 +1064,7 @@ async fn gitea_pulls_comments_statuses_and_unsupported_deployments() {
 
     for body in ["a", "b", "c"] {
         forge
-            .upsert_sticky_comment(1, MARKER, body)
+            .upsert_sticky_section(1, MARKER, "preview", body)
             .await
             .expect("comment");
     }

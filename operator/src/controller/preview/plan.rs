@@ -418,6 +418,7 @@ mod tests {
 
     fn check(name: &str, state: CheckState) -> CheckResult {
         CheckResult {
+            description: None,
             name: name.into(),
             state,
             source: CheckSource::CheckRun,

@@ -26,6 +26,8 @@ use tracing::debug;
 pub const STATUS_CONTEXT: &str = "pullwarden/preview";
 /// Hidden marker of the sticky comment.
 pub use crate::render::report::COMMENT_MARKER;
+/// The preview's section of the sticky comment (gates own `gate/<name>`).
+pub const COMMENT_SECTION: &str = "preview";
 
 /// How a state is recorded in `status.reported.state` (and compared).
 pub fn recorded_as(state: ReportState) -> &'static str {
@@ -187,10 +189,10 @@ impl Reporter<'_> {
             };
             match self
                 .forge
-                .upsert_sticky_comment(number, COMMENT_MARKER, &body)
+                .upsert_sticky_section(number, COMMENT_MARKER, COMMENT_SECTION, &body)
                 .await
             {
-                Ok(id) => out.comment_id = Some(id.0.to_string()),
+                Ok(id) => out.comment_id = id.map(|id| id.0.to_string()).or(out.comment_id),
                 Err(e) if unsupported(&e) => debug!("comments unsupported by this provider"),
                 Err(source) => {
                     return Err(WriteError {
@@ -385,7 +387,7 @@ mod tests {
         let url = last.1.iter().find_map(|(_, u)| u.environment_url.clone());
         assert_eq!(url.as_deref(), Some("https://pr-7.preview.example.com"));
         assert_eq!(state.comments[&7].len(), 1, "one sticky comment");
-        assert_eq!(state.count("upsert_sticky_comment"), 5);
+        assert_eq!(state.count("upsert_sticky_section"), 5);
     }
 
     #[tokio::test]

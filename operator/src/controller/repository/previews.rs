@@ -473,6 +473,7 @@ mod tests {
 
     fn pr(number: u64, updated: i64, labels: &[&str]) -> PullRequest {
         PullRequest {
+            body: String::new(),
             number,
             title: String::new(),
             author: "a".into(),

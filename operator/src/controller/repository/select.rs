@@ -170,6 +170,7 @@ mod tests {
 
     fn pr(number: u64) -> PullRequest {
         PullRequest {
+            body: String::new(),
             number,
             title: "t".into(),
             author: "octocat".into(),
