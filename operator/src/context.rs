@@ -116,12 +116,24 @@ pub struct HeadEvent {
     pub sha: String,
 }
 
+/// Something a PolicyGate decides on may have changed for a Repository's pull requests (a
+/// pull request, review, label or comment event; a finished check; a new head seen by polling;
+/// a preview becoming ready or not): the gates selecting it re-evaluate. Conditional requests
+/// make a re-evaluation of unchanged pull requests free on the forge's quota.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateHint {
+    pub namespace: String,
+    pub repository: String,
+}
+
 #[derive(Debug)]
 pub struct Triggers {
     repository_tx: mpsc::UnboundedSender<ObjectKey>,
     repository_rx: Mutex<Option<mpsc::UnboundedReceiver<ObjectKey>>>,
     head_tx: mpsc::UnboundedSender<HeadEvent>,
     head_rx: Mutex<Option<mpsc::UnboundedReceiver<HeadEvent>>>,
+    gate_tx: mpsc::UnboundedSender<GateHint>,
+    gate_rx: Mutex<Option<mpsc::UnboundedReceiver<GateHint>>>,
     last_events: Mutex<HashMap<ObjectKey, jiff::Timestamp>>,
 }
 
@@ -129,7 +141,10 @@ impl Default for Triggers {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let (head_tx, head_rx) = mpsc::unbounded_channel();
+        let (gate_tx, gate_rx) = mpsc::unbounded_channel();
         Triggers {
+            gate_tx,
+            gate_rx: Mutex::new(Some(gate_rx)),
             repository_tx: tx,
             repository_rx: Mutex::new(Some(rx)),
             head_tx,
@@ -156,6 +171,16 @@ impl Triggers {
     /// reconciled (dropped when the preview controller is not running, as above).
     pub fn head_checks_finished(&self, event: HeadEvent) {
         let _ = self.head_tx.send(event);
+    }
+
+    /// The gates selecting `hint.repository` re-evaluate (dropped when the gate controller is
+    /// not running).
+    pub fn gates(&self, hint: GateHint) {
+        let _ = self.gate_tx.send(hint);
+    }
+
+    pub fn take_gate_receiver(&self) -> Option<mpsc::UnboundedReceiver<GateHint>> {
+        self.gate_rx.lock().expect("triggers lock").take()
     }
 
     pub fn take_head_receiver(&self) -> Option<mpsc::UnboundedReceiver<HeadEvent>> {

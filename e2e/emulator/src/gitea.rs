@@ -382,7 +382,7 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                                 s => s,
                             };
                             json!({
-                                "id": r.id, "reviewer": user_json(&base, &st.user_ro(&r.user)), "team": null,
+                                "id": r.id, "user": user_json(&base, &st.user_ro(&r.user)), "team": null,
                                 "state": state, "body": r.body, "commit_id": r.commit_id,
                                 "stale": r.commit_id != pr.head_sha, "official": true, "dismissed": false,
                                 "comments_count": 0, "submitted_at": iso(r.submitted_at), "updated_at": iso(r.submitted_at),

@@ -22,7 +22,7 @@
 
 use super::refs;
 use crate::api::{Provider, Repository};
-use crate::context::{Context, HeadEvent, WEBHOOK_RECEIVED_AT};
+use crate::context::{Context, GateHint, HeadEvent, WEBHOOK_RECEIVED_AT};
 use crate::webhook::limits::BoundedLru;
 use crate::webhook::{
     self, CandidateLimits, ForgeEvent, ObjectKey, RepositoryDirectory, WebhookCandidate,
@@ -318,6 +318,12 @@ impl RepositoryDirectory for KubeDirectory {
                 self.ctx
                     .triggers
                     .repository_event((t.namespace.clone(), t.name.clone()), now);
+                if event.pull_request.is_some() {
+                    self.ctx.triggers.gates(GateHint {
+                        namespace: t.namespace.clone(),
+                        repository: t.name.clone(),
+                    });
+                }
             } else {
                 // A standby has no controllers: hand the hint to the leader through the object.
                 let api: Api<Repository> = Api::namespaced(self.ctx.client.clone(), &t.namespace);
@@ -345,6 +351,10 @@ impl RepositoryDirectory for KubeDirectory {
                 namespace: t.namespace.clone(),
                 repository: t.name.clone(),
                 sha: sha.to_owned(),
+            });
+            self.ctx.triggers.gates(GateHint {
+                namespace: t.namespace.clone(),
+                repository: t.name.clone(),
             });
         }
     }

@@ -100,6 +100,8 @@ pub struct ControllerContext {
     backoff: BackoffTracker,
     /// The preview controller's caches and stores.
     previews: preview::Shared,
+    /// The gate controller's stores and team-membership cache.
+    gates: policygate::Shared,
 }
 
 impl ControllerContext {
@@ -108,6 +110,7 @@ impl ControllerContext {
             ctx,
             backoff: BackoffTracker::default(),
             previews: preview::Shared::default(),
+            gates: policygate::Shared::default(),
         })
     }
 }
@@ -265,7 +268,7 @@ pub async fn run_all(
     let cctx = ControllerContext::new(ctx.clone());
     let repository = repository::controller(cctx.clone());
     let preview = preview::controller(cctx.clone(), repository.store());
-    let gate = policygate::controller(cctx.clone());
+    let gate = policygate::controller(cctx.clone(), repository.store(), preview.store());
     let health = healthcheck::controller(cctx.clone());
     let plugin = plugin::controller(cctx.clone());
 

@@ -54,6 +54,37 @@ pub enum ForgeError {
 }
 
 impl ForgeError {
+    /// The same error (same category) with `call` in front of its message, so the condition
+    /// says which write failed.
+    pub fn context(self, call: &str) -> ForgeError {
+        let with = |message: String| format!("{call}: {message}");
+        match self {
+            ForgeError::AuthFailed { message } => ForgeError::AuthFailed {
+                message: with(message),
+            },
+            ForgeError::NotFound { message } => ForgeError::NotFound {
+                message: with(message),
+            },
+            ForgeError::RateLimited { reset, message } => ForgeError::RateLimited {
+                reset,
+                message: with(message),
+            },
+            ForgeError::Transient { message } => ForgeError::Transient {
+                message: with(message),
+            },
+            ForgeError::InvalidResponse { message } => ForgeError::InvalidResponse {
+                message: with(message),
+            },
+            ForgeError::InvalidConfig { message } => ForgeError::InvalidConfig {
+                message: with(message),
+            },
+            ForgeError::OutboundRefused { message } => ForgeError::OutboundRefused {
+                message: with(message),
+            },
+            unsupported @ ForgeError::Unsupported { .. } => unsupported,
+        }
+    }
+
     /// Stable, CamelCase name used as event reason and metric label. Never change these strings:
     /// alerts and dashboards match on them.
     pub fn category(&self) -> &'static str {

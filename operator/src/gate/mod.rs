@@ -10,6 +10,7 @@
 pub mod cel;
 pub mod evaluate;
 pub mod expression;
+pub mod report;
 pub mod secrets;
 pub mod snapshot;
 pub mod validate;

@@ -29,6 +29,8 @@ pub struct PhaseLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GateLabels {
+    /// `namespace/name` of the PolicyGate (bounded by the number of gates).
+    pub gate: String,
     pub result: String,
     pub mode: String,
 }
@@ -130,7 +132,7 @@ impl Metrics {
         );
         registry.register(
             "pullwarden_gate_decisions",
-            "PolicyGate evaluations, by result and mode",
+            "PolicyGate verdicts written to pull requests (a changed decision per head SHA), by gate, result and mode",
             gate_decisions.clone(),
         );
         registry.register(
@@ -205,6 +207,17 @@ impl Metrics {
             labels,
             metric: self.reconcile_duration.clone(),
         }
+    }
+
+    /// One gate verdict written to a pull request (a changed decision, not a re-evaluation).
+    pub fn gate_decision(&self, gate: &str, result: &str, mode: &str) {
+        self.gate_decisions
+            .get_or_create(&GateLabels {
+                gate: gate.to_owned(),
+                result: result.to_owned(),
+                mode: mode.to_owned(),
+            })
+            .inc();
     }
 
     /// Records the phase of one preview (`None` once deleted) and updates

@@ -10,6 +10,7 @@ mod fork_approval;
 mod gitea_real;
 mod leader_election;
 mod operator_basics;
+mod policy_gates;
 mod preview_forges;
 mod preview_recovery;
 mod previews;

@@ -424,7 +424,22 @@ impl<'a> Run<'a> {
         // Compared with what we wrote last (the store may not have caught up with it).
         let mut current = self.pe.clone();
         current.status = Some(self.cctx.previews.status_of(self.pe));
+        let gate_facts = |st: &PreviewEnvironmentStatus| {
+            (
+                api::is_condition_true(&st.common.conditions, api::READY),
+                api::find_condition(&st.common.conditions, api::HEALTHY).map(|c| c.status.clone()),
+                st.deployed_sha.clone(),
+            )
+        };
+        let gates_care = current.status.as_ref().map(gate_facts) != Some(gate_facts(&self.status));
         status::apply_status(self.ctx, &current, "preview", &self.status).await?;
+        if gates_care {
+            // `previewHealthy` rules of this Repository's gates decide on it.
+            self.ctx.triggers.gates(crate::context::GateHint {
+                namespace: self.pe.namespace().unwrap_or_default(),
+                repository: self.pe.spec.repository_ref.name.clone(),
+            });
+        }
         if let Some(uid) = self.pe.uid() {
             self.cctx
                 .previews

@@ -272,7 +272,16 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     } else {
         debug!(repository = %key.1, namespace = %key.0, "repository unchanged");
     }
+    let pull_requests_changed = previous.pull_requests != new_status.pull_requests;
     status::apply_status(ctx, repo.as_ref(), "repository", &new_status).await?;
+    if pull_requests_changed {
+        // A new head, label or title seen by polling: the gates of this Repository re-evaluate
+        // (webhook deliveries tell them directly).
+        ctx.triggers.gates(crate::context::GateHint {
+            namespace: key.0.clone(),
+            repository: key.1.clone(),
+        });
+    }
     Ok(Action::requeue(next))
 }
 
