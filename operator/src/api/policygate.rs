@@ -6,9 +6,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Compliance rules evaluated on the pull requests of the selected Repositories. The result is
-/// one commit status per gate per head SHA (and a check run with a per-rule table when the
-/// credential is a GitHub App).
+/// Compliance rules evaluated on the open pull requests (at most 100 per Repository, the most
+/// recently updated) of the selected Repositories. The result is one commit status per gate per
+/// head SHA, written only when the verdict changes, and the per-rule table: a check run when
+/// the credential is a GitHub App, otherwise the gate's section of the pull request's sticky
+/// comment.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "pullwarden.dev",
@@ -60,7 +62,9 @@ pub struct PolicyGateSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub expression: Option<String>,
-    /// Periodic re-evaluation even without events.
+    /// Periodic re-evaluation even without events (the safety net: pull request, review,
+    /// label and comment webhooks, finished checks, polled pull request changes and preview
+    /// readiness re-evaluate at once).
     #[serde(default = "default_gate_interval")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: Duration,
@@ -106,7 +110,6 @@ pub struct GateRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_files: Option<ChangedFilesRule>,
     /// Passes when additions + deletions stay within `max`.
-    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub modified_lines: Option<MaxCount>,
     /// Passes when at most `max` files changed.
@@ -125,7 +128,6 @@ pub struct GateRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linked_issue: Option<LinkedIssueRule>,
     /// Every commit is verified (signed) according to the forge.
-    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_commits: Option<Empty>,
     /// Other checks of the head SHA succeeded.
@@ -135,13 +137,13 @@ pub struct GateRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_scan: Option<SecretScanRule>,
     /// The pull request's PreviewEnvironment is Ready and its HealthChecks are OK.
-    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_healthy: Option<Empty>,
     /// A CEL expression over `pr` that must be true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cel: Option<CelRule>,
-    /// A WASM Plugin decides.
+    /// A WASM Plugin decides. Plugins cannot run yet: the rule reports `unsupported`, which
+    /// never passes (a gate using it fails until plugins land, or use it under `mode: evaluate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<PluginRule>,
 }
@@ -162,7 +164,6 @@ pub struct ApprovalsRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
     /// Only approvals from members of these teams count.
-    /// Validated only: no effect until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub teams: Vec<String>,
     /// Count the author's own approval.
@@ -300,8 +301,9 @@ pub struct NamedPattern {
 /// `commented`, `dismissed` or `pending`); `changesRequested` (logins); `commits` (list of
 /// `{sha, author, message, verified}`); `checks` (map of status context or check-run name to
 /// `success`, `failure`, `error`, `pending`, `neutral` or `skipped`); `preview`
-/// (`{exists, ready, healthy}`); `teams` (map of each team the gate's rules name to its member
-/// logins); `filesTruncated`, `commitsTruncated` (bool: the forge's listing was cut short).
+/// (`{exists, ready, healthy}`); `teams` (map of each team the gate's rules name to those of
+/// the pull request's reviewers and its author who are members: membership is asked per login,
+/// never listed); `filesTruncated`, `commitsTruncated` (bool: the forge's listing was cut short).
 /// Numbers are `int`. Only the CEL standard library is available (`size`, `contains`,
 /// `startsWith`, `endsWith`, `matches`, `in`, `has`, `all`, `exists`, `exists_one`, `map`,
 /// `filter`, conversions). An unknown variable, field of `pr` or function is refused when the
@@ -346,10 +348,9 @@ pub struct PolicyGateStatus {
     #[schemars(length(max = 100))]
     pub evaluations: Vec<GateEvaluation>,
     /// Pull requests whose latest evaluation passed.
-    /// Always 0 until PolicyGate evaluation lands (Ready reason `EvaluationNotImplemented`, docs/status.md).
     #[serde(default)]
     pub passed_count: u32,
-    /// Pull requests whose latest evaluation failed.
+    /// Pull requests whose latest evaluation failed or could not decide (`error`).
     #[serde(default)]
     pub failed_count: u32,
 }

@@ -166,7 +166,8 @@ async fn every_kind_gets_real_conditions() {
     let msg = &ready(&st.common.conditions).unwrap().message;
     assert!(msg.contains("last successful sync"), "{msg}");
 
-    // PolicyGate: validated, honest about evaluation.
+    // PolicyGate: validated; its Repository's credential is refused, so it cannot evaluate and
+    // says why (the forge's category), never a pass.
     let gates: Api<PolicyGate> = Api::namespaced(client.clone(), &n);
     let gate = json!({
         "apiVersion": "pullwarden.dev/v1alpha1", "kind": "PolicyGate", "metadata": {"name": "policy"},
@@ -177,13 +178,14 @@ async fn every_kind_gets_real_conditions() {
         &gates,
         "policy",
         TIMEOUT,
-        "PolicyGate EvaluationNotImplemented",
-        |g: &PolicyGate| has_reason(g, "False", "EvaluationNotImplemented"),
+        "PolicyGate Ready=False AuthFailed",
+        |g: &PolicyGate| has_reason(g, "False", "AuthFailed"),
     )
     .await
     .unwrap();
     assert_eq!(g.status.as_ref().unwrap().rule_count, 2);
     assert_eq!(g.status.as_ref().unwrap().repository_count, 1);
+    assert_eq!(g.status.as_ref().unwrap().passed_count, 0);
 
     // An invalid regular expression stalls, and is not retried in a hot loop.
     let broken = json!({
