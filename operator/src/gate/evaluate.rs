@@ -1055,7 +1055,7 @@ fn combine(expression: Option<&Expr>, rules: Vec<RuleVerdict>) -> GateVerdict {
 // ---------------------------------------------------------------------------------------------
 
 /// The head of a reason: the text before its parenthesised details.
-fn reason_head(reason: &str) -> &str {
+pub(crate) fn reason_head(reason: &str) -> &str {
     reason.split(" (").next().unwrap_or(reason)
 }
 
@@ -1085,18 +1085,26 @@ impl GateVerdict {
             .collect()
     }
 
+    /// The head of [`summary`](Self::summary), unbounded: `3/4 rules passed`, `all 2 rules
+    /// skipped`, or `error: …` when the combination itself failed. Also the check run's title.
+    pub fn headline(&self) -> String {
+        if let Some(e) = &self.error {
+            return format!("error: {e}");
+        }
+        let applicable = self.applicable_count();
+        if applicable == 0 {
+            format!("all {} rules skipped", self.rules.len())
+        } else {
+            format!("{}/{applicable} rules passed", self.passed_count())
+        }
+    }
+
     /// One line for a commit status, within GitHub's 140 characters:
     /// `3/4 rules passed: approvals 1/2`.
     pub fn summary(&self) -> String {
         let max = STATUS_DESCRIPTION_MAX_CHARS;
-        let applicable = self.applicable_count();
-        let mut head = if applicable == 0 {
-            format!("all {} rules skipped", self.rules.len())
-        } else {
-            format!("{}/{applicable} rules passed", self.passed_count())
-        };
-        if let Some(e) = &self.error {
-            head = format!("error: {e}");
+        let head = self.headline();
+        if self.error.is_some() {
             return truncate_chars(&head, max);
         }
         let problems: Vec<String> = self

@@ -3,6 +3,7 @@
 //! - [`validate`]: compiling a gate (regexes, globs, CEL, secret patterns, the expression) —
 //!   validation when the PolicyGate is applied and the input of evaluation;
 //! - [`evaluate`]: per-rule verdicts, their combination and the commit-status summary;
+//! - [`report`]: the verdict for people — check-run title, Markdown table, terminal table;
 //! - [`expression`]: the rule-combining expression (`a && (b || !c)`);
 //! - [`cel`]: `cel` rules and `if` scopes (typed `pr` variable, compile checks, cost limit);
 //! - [`secrets`]: the credential patterns of `secretScan`.
@@ -10,6 +11,7 @@
 pub mod cel;
 pub mod evaluate;
 pub mod expression;
+pub mod report;
 pub mod secrets;
 pub mod snapshot;
 pub mod validate;
@@ -19,5 +21,6 @@ mod tests;
 
 pub use evaluate::{GateResult, GateVerdict, Outcome, RuleVerdict, evaluate};
 pub use expression::Expr;
+pub use report::{check_run_title, markdown_table, text_table};
 pub use snapshot::{AddedLine, PrSnapshot, PreviewState, SnapshotFile};
 pub use validate::{CompiledGate, SpecError, validate_gate};
