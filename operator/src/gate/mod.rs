@@ -6,11 +6,14 @@
 //! - [`report`]: the verdict for people — check-run title, Markdown table, terminal table;
 //! - [`expression`]: the rule-combining expression (`a && (b || !c)`);
 //! - [`cel`]: `cel` rules and `if` scopes (typed `pr` variable, compile checks, cost limit);
-//! - [`secrets`]: the credential patterns of `secretScan`.
+//! - [`secrets`]: the credential patterns of `secretScan`;
+//! - [`offline`]: `pullwarden gate test` — a gate manifest and a PR file (snapshot or the
+//!   forge's own JSON) in, the printed verdict and exit code out.
 
 pub mod cel;
 pub mod evaluate;
 pub mod expression;
+pub mod offline;
 pub mod report;
 pub mod secrets;
 pub mod snapshot;
