@@ -117,6 +117,11 @@ bench-webhook *ARGS: k8s-binaries
 bench-secrets *ARGS:
     cargo run -q --release -p pullwarden --example bench-secrets -- {{ARGS}}
 
+# Benchmark: PolicyGate evaluation in process — evaluations per second, p50/p99 per evaluation
+# and compile time for a generated 200-file pull request and 13 rules, plus each rule alone (JSON).
+bench-gate *ARGS:
+    cargo run -q --release -p pullwarden-bench --bin bench-gate -- {{ARGS}}
+
 # The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
 # a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.
 demo *ARGS: k8s-binaries

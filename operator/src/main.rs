@@ -1,6 +1,10 @@
 //! The `pullwarden` binary: a thin command-line shell over the library.
 
-use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pullwarden::gate::offline::{self, GateTestOptions, OutputFormat};
 use pullwarden::run::RunOptions;
 use pullwarden::telemetry::{LogFormat, init_logging};
 
@@ -34,6 +38,71 @@ enum Command {
         #[arg(long)]
         out_dir: Option<std::path::PathBuf>,
     },
+    /// PolicyGate tools that need no cluster.
+    Gate {
+        #[command(subcommand)]
+        command: GateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GateCommand {
+    /// Evaluate a PolicyGate against one pull request offline and print the per-rule verdict.
+    /// Exit code: 0 passed, 1 failed or pending, 2 invalid input or an evaluation error.
+    Test(GateTestArgs),
+}
+
+#[derive(Debug, Args)]
+struct GateTestArgs {
+    /// The PolicyGate manifest (YAML, as applied with kubectl; the first PolicyGate in it).
+    #[arg(long)]
+    gate: PathBuf,
+    /// The pull request: a snapshot JSON, a GitHub pull request (or bundle with its files,
+    /// reviews, commits, statuses, check runs) or a GitLab merge request (or bundle).
+    #[arg(long)]
+    pr: PathBuf,
+    /// The PolicyGate to pick when the manifest holds several.
+    #[arg(long)]
+    name: Option<String>,
+    /// Show every reason in full and what each rule's outcome means.
+    #[arg(long)]
+    explain: bool,
+    /// `text` (a table) or `json` (the verdict).
+    #[arg(long, value_enum, default_value = "text")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+/// Runs `gate test`: the only I/O is reading the two files and printing.
+fn gate_test(args: GateTestArgs) -> u8 {
+    let read = |flag: &str, path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| format!("--{flag}: {}: {e}", path.display()))
+    };
+    let (gate, pr) = match (read("gate", &args.gate), read("pr", &args.pr)) {
+        (Ok(g), Ok(p)) => (g, p),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("{e}");
+            return offline::EXIT_INVALID;
+        }
+    };
+    let opts = GateTestOptions {
+        name: args.name,
+        explain: args.explain,
+        format: match args.output {
+            Output::Text => OutputFormat::Text,
+            Output::Json => OutputFormat::Json,
+        },
+    };
+    let out = offline::gate_test(&gate, &pr, &opts);
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    let _ = std::io::stdout().flush();
+    out.exit_code
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +123,9 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Gate {
+            command: GateCommand::Test(args),
+        } => std::process::exit(i32::from(gate_test(args))),
         Command::Run(opts) => {
             init_logging(cli.log_format);
             // rustls needs exactly one process-wide crypto provider; every TLS client here

@@ -38,6 +38,8 @@ impl fmt::Display for SpecError {
     }
 }
 
+impl std::error::Error for SpecError {}
+
 impl SpecError {
     fn spec(message: String) -> Self {
         SpecError {
