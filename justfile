@@ -119,8 +119,11 @@ bench-secrets *ARGS:
 
 # Benchmark: PolicyGate evaluation in process — evaluations per second, p50/p99 per evaluation
 # and compile time for a generated 200-file pull request and 13 rules, plus each rule alone (JSON).
-bench-gate *ARGS:
+bench-gate *ARGS: k8s-binaries
     cargo run -q --release -p pullwarden-bench --bin bench-gate -- {{ARGS}}
+    cargo build -q --release -p pullwarden
+    cargo build -q -p pullwarden-bench --bin bench-gate-forge
+    PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-gate-forge"
 
 # The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
 # a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.

@@ -7,7 +7,8 @@
 //! still carry Markdown or terminal control characters (a CEL `message`, a branch name, a
 //! label), so every cell is escaped for its medium and bounded:
 //! - Markdown: ASCII punctuation with a meaning in GitHub Flavored Markdown (`|`, `` ` ``, `*`,
-//!   `_`, `[`, `]`, `<`, `>`, `~`, `&`, `\`) is backslash-escaped, newlines become spaces, a
+//!   `_`, `[`, `]`, `<`, `>`, `~`, `&`, `\`) is backslash-escaped, `@` cannot mention (a word
+//!   joiner follows it), newlines become spaces, a
 //!   reason shows at most [`REASON_MAX_CHARS`] characters and the whole table at most
 //!   [`CHECK_RUN_TEXT_MAX_CHARS`] (whole rows are cut, then a `… N more rules` line).
 //! - Terminal: control characters (newlines, escape sequences) become spaces.
@@ -70,6 +71,10 @@ fn md_cell(text: &str) -> String {
             out.push('\\');
         }
         out.push(c);
+        if c == '@' {
+            // A word joiner after `@`: a login, a branch or a label never notifies anyone.
+            out.push('\u{2060}');
+        }
     }
     out.trim().to_string()
 }
@@ -353,6 +358,10 @@ mod tests {
 
     #[test]
     fn markdown_cells_are_escaped_and_bounded() {
+        assert_eq!(
+            md_cell("ping @acme/everyone"),
+            "ping @\u{2060}acme/everyone"
+        );
         let mut v = every_outcome();
         v.rules = vec![rule(
             "no_secrets",

@@ -167,6 +167,7 @@ fn generated_pr(args: &Args) -> PrSnapshot {
                 } else {
                     FileStatus::Modified
                 },
+                patch: None,
             };
             SnapshotFile::from_changed_file(&changed, Some(&patch))
         })
@@ -183,6 +184,7 @@ fn generated_pr(args: &Args) -> PrSnapshot {
         source,
         url: None,
         updated_at: at(t),
+        description: None,
     };
     PrSnapshot {
         number: 4821,

@@ -272,11 +272,26 @@ async fn reconcile(repo: Arc<Repository>, cctx: Arc<ControllerContext>) -> Resul
     } else {
         debug!(repository = %key.1, namespace = %key.0, "repository unchanged");
     }
-    let pull_requests_changed = previous.pull_requests != new_status.pull_requests;
+    // `updatedAt` moves on every review and comment, which webhooks already tell the gates.
+    let gate_facts = |prs: &[PullRequestStatus]| -> Vec<(u64, String, String, Vec<String>, bool)> {
+        prs.iter()
+            .map(|p| {
+                (
+                    p.number,
+                    p.head_sha.clone(),
+                    p.title.clone(),
+                    p.labels.clone(),
+                    p.draft,
+                )
+            })
+            .collect()
+    };
+    let pull_requests_changed =
+        gate_facts(&previous.pull_requests) != gate_facts(&new_status.pull_requests);
     status::apply_status(ctx, repo.as_ref(), "repository", &new_status).await?;
     if pull_requests_changed {
-        // A new head, label or title seen by polling: the gates of this Repository re-evaluate
-        // (webhook deliveries tell them directly).
+        // A new pull request, head, title, label or draft state seen by polling: the gates of
+        // this Repository re-evaluate (webhook deliveries tell them directly).
         ctx.triggers.gates(crate::context::GateHint {
             namespace: key.0.clone(),
             repository: key.1.clone(),
