@@ -262,6 +262,45 @@ mod tests {
         );
     }
 
+    fn preview(ready: &str, healthy: Option<&str>, deployed: &str) -> PreviewEnvironment {
+        let mut conditions = vec![
+            serde_json::json!({"type": "Ready", "status": ready, "reason": "Deployed", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}),
+        ];
+        if let Some(h) = healthy {
+            conditions.push(serde_json::json!({"type": "Healthy", "status": h, "reason": "WorkloadsReady", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}));
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pullwarden.dev/v1alpha1", "kind": "PreviewEnvironment",
+            "metadata": {"name": "web-pr-7", "namespace": "team"},
+            "spec": {"repositoryRef": {"name": "web"}, "pullRequest": 7, "template": {"path": "deploy"}},
+            "status": {"conditions": conditions, "deployedSha": deployed},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_preview_counts_only_when_ready_at_the_head() {
+        let ready = preview("True", Some("True"), "abc");
+        let got = preview_state([&ready], "team", "web", 7, "abc").unwrap();
+        assert!(got.ready && got.healthy == Some(true) && got.message.is_none());
+        // Ready, but at an older head: not ready for this head, and it says why.
+        let old = preview_state([&ready], "team", "web", 7, "def").unwrap();
+        assert!(!old.ready);
+        assert_eq!(
+            old.message.as_deref(),
+            Some("the preview runs abc, not the head")
+        );
+        // Not ready: the condition's reason; unhealthy workloads are reported as such.
+        let sick = preview("False", Some("False"), "abc");
+        let got = preview_state([&sick], "team", "web", 7, "abc").unwrap();
+        assert!(!got.ready && got.healthy == Some(false));
+        assert_eq!(got.message.as_deref(), Some("Deployed"));
+        // Another pull request, repository or namespace: no preview at all.
+        assert!(preview_state([&ready], "team", "web", 8, "abc").is_none());
+        assert!(preview_state([&ready], "team", "api", 7, "abc").is_none());
+        assert!(preview_state([&ready], "other", "web", 7, "abc").is_none());
+    }
+
     #[tokio::test]
     async fn snapshots_leave_out_the_gates_own_check_and_ask_teams_once() {
         use crate::forge::fake::FakeForge;
