@@ -9,7 +9,8 @@
 //!
 //! Measured: compile time of the gate (`CompiledGate::compile`: regexes, globs, the secret
 //! pattern set, CEL), then `CompiledGate::evaluate` back to back for `--seconds` (evaluations per
-//! second, p50/p99 per evaluation), then each rule alone (p50) so the cost can be attributed.
+//! second, p50/p99 per evaluation), then each rule alone (p50) so the cost can be attributed, and
+//! a `cel: {expression: 'true'}` rule alone: the fixed cost of evaluating any CEL on this PR.
 //! One thread; times are wall-clock on a shared machine: read them with the `machine` block.
 //!
 //! Not measured here: forge requests per evaluation (cold, and after a review event). That half
@@ -320,6 +321,18 @@ fn main() -> Result<()> {
         per_rule.insert(rule.name.clone(), stats(s)["p50_us"].clone());
     }
 
+    // The fixed cost of any CEL evaluation (its thread, converting `pr`), whatever it computes.
+    let trivial: PolicyGateSpec = serde_yaml::from_str(
+        "repositoryRef: {name: web}\nrules:\n- name: t\n  cel: {expression: 'true'}\n",
+    )?;
+    eprintln!("a trivial cel rule alone for {} s", args.per_rule_seconds);
+    let (s, _) = run(
+        &CompiledGate::compile(&trivial)?,
+        &pr,
+        args.per_rule_seconds,
+    );
+    let cel_fixed = stats(s)["p50_us"].clone();
+
     let result = json!({
         "benchmark": "bench-gate",
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -346,6 +359,7 @@ fn main() -> Result<()> {
             "per_evaluation": stats(samples),
         },
         "per_rule_p50_us": per_rule,
+        "cel_true_alone_p50_us": cel_fixed,
         "machine": machine,
     });
     let text = serde_json::to_string_pretty(&result)?;
