@@ -86,6 +86,16 @@ pub enum GateMode {
     Evaluate,
 }
 
+impl GateMode {
+    /// As written in the spec (and the `mode` metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateMode::Enforce => "enforce",
+            GateMode::Evaluate => "evaluate",
+        }
+    }
+}
+
 /// One named rule with exactly one rule kind.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]

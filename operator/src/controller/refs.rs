@@ -263,6 +263,20 @@ pub async fn credentials(
     Ok((creds, ca))
 }
 
+/// The forge client of a Repository (from the shared client cache: one budget per credential)
+/// and the CA bundle it was built with (git fetches need it too).
+pub async fn forge_client(
+    ctx: &Context,
+    repo: &Repository,
+) -> Result<(std::sync::Arc<dyn crate::forge::Forge>, Option<Vec<u8>>), Error> {
+    let coords = coordinates(&repo.spec, &ctx.config.settings.network)?;
+    let (creds, ca) = credentials(ctx, repo).await?;
+    let forge = ctx
+        .forges
+        .client(forge_kind(&repo.spec), &coords, creds, ca.clone())?;
+    Ok((forge, ca))
+}
+
 /// The Repository `namespace/name`.
 pub async fn repository(ctx: &Context, namespace: &str, name: &str) -> Result<Repository, Error> {
     let api: Api<Repository> = Api::namespaced(ctx.client.clone(), namespace);

@@ -4,8 +4,6 @@
 //! public client API (`ForgeClients` → `Arc<dyn Forge>`), then checks the emulator's side of the
 //! story: per-token request counts (what was sent, what was a 304), comments and their edit
 //! counts, statuses, check runs and deployments. No control plane is needed.
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -684,36 +682,12 @@ async fn github_writes_sticky_comment_statuses_deployments_and_trust() {
     );
 }
 
-fn rsa_keypair(dir: &Path) -> (String, String) {
-    let key = dir.join("app.pem");
-    let public = dir.join("app.pub.pem");
-    let ok = Command::new("openssl")
-        .args(["genrsa", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .expect("openssl genrsa");
-    assert!(ok.status.success(), "openssl genrsa failed");
-    let ok = Command::new("openssl")
-        .args(["rsa", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&public)
-        .output()
-        .expect("openssl rsa");
-    assert!(ok.status.success(), "openssl rsa -pubout failed");
-    (
-        std::fs::read_to_string(key).expect("key"),
-        std::fs::read_to_string(public).expect("pub"),
-    )
-}
-
 #[tokio::test]
 async fn github_app_installation_token_flow_and_check_runs() {
     let emu = start().await;
     let sha = repo_with_pulls(&emu, EmuForge::Github, "acme/app", 1).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (private, public) = rsa_keypair(dir.path());
+    let (private, public) = crate::support::rsa_keypair(dir.path());
     emu.add_app(AppSpec {
         app_id: 4242,
         slug: Some("pullwarden".into()),
@@ -798,7 +772,7 @@ async fn github_app_installation_token_flow_and_check_runs() {
     );
 
     // A key that does not belong to the App is an authentication failure, not an empty answer.
-    let (wrong, _) = rsa_keypair(tempfile::tempdir().expect("tempdir").path());
+    let (wrong, _) = crate::support::rsa_keypair(tempfile::tempdir().expect("tempdir").path());
     let other = forge_for(
         &clients,
         &emu,

@@ -160,37 +160,17 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
 
     // A PR adding a fake key, without approvals.
     let key = fake_key();
-    let pushed = emu
-        .push(
-            "acme/shop",
-            PushSpec {
-                branch: "feature".into(),
-                files: files(&[
-                    ("src/cart.rs", "pub fn cart() {}\n"),
-                    (
-                        "deploy/config.env",
-                        &format!("REGION=eu\naws_access_key_id = {key}\n"),
-                    ),
-                ]),
-                from: Some("main".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let pr = emu
-        .open_pull(
-            "acme/shop",
-            PullSpec {
-                head: "feature".into(),
-                title: "feat: cart".into(),
-                author: Some("alice".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let first = pushed.after.clone();
+    let config = format!("REGION=eu\naws_access_key_id = {key}\n");
+    let (first, number) = open_pull_with(
+        &emu,
+        "acme/shop",
+        &[
+            ("src/cart.rs", "pub fn cart() {}\n"),
+            ("deploy/config.env", &config),
+        ],
+        "feat: cart",
+    )
+    .await;
     let failing = wait_status(
         &op.log_path,
         &emu,
@@ -226,7 +206,7 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
         "{advisory:?}"
     );
     // The table is the gate's section of the one sticky comment (token credentials: no check run).
-    let comment = wait_comment(&emu, "acme/shop", pr.number, "#### Gate `policy`").await;
+    let comment = wait_comment(&emu, "acme/shop", number, "#### Gate `policy`").await;
     assert!(
         comment.contains("<!-- pullwarden:section gate/policy -->"),
         "{comment}"
@@ -234,7 +214,7 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
     assert!(comment.contains("deploy/config.env:2"), "{comment}");
 
     // bob (in acme/reviewers) approves: approvals passes, the secret still fails.
-    emu.add_review("acme/shop", pr.number, "bob", "APPROVED")
+    emu.add_review("acme/shop", number, "bob", "APPROVED")
         .await
         .unwrap();
     wait_status(
@@ -256,7 +236,7 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
     let fixed = emu
         .push_to_pull(
             "acme/shop",
-            pr.number,
+            number,
             PushSpec {
                 files: files(&[("deploy/config.env", "REGION=eu\n")]),
                 ..Default::default()
@@ -280,7 +260,7 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
     assert!(d.starts_with("3/4 rules passed: approvals 0/1"), "{d}");
 
     // bob approves the new head: everything passes.
-    emu.add_review("acme/shop", pr.number, "bob", "APPROVED")
+    emu.add_review("acme/shop", number, "bob", "APPROVED")
         .await
         .unwrap();
     wait_status(
@@ -295,7 +275,7 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
     .await;
 
     // carol's veto fails it again.
-    emu.add_review("acme/shop", pr.number, "carol", "CHANGES_REQUESTED")
+    emu.add_review("acme/shop", number, "carol", "CHANGES_REQUESTED")
         .await
         .unwrap();
     let vetoed = wait_status(
@@ -312,21 +292,7 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
 
     // Re-evaluations of an unchanged pull request write nothing, also after a SIGKILL.
     let before = statuses_of(&emu, "acme/shop", &second, CONTEXT).await.len();
-    request_reconcile(&gates, "policy", "again-1").await;
-    wait_for(
-        &gates,
-        "policy",
-        TIMEOUT,
-        "the re-evaluation",
-        |g: &PolicyGate| {
-            g.status
-                .as_ref()
-                .and_then(|s| s.common.last_handled_reconcile_at.as_deref())
-                == Some("again-1")
-        },
-    )
-    .await
-    .unwrap();
+    reconcile_gate(&gates, "policy", "again-1").await;
     // Verdicts written are counted (per process: a restart starts from zero).
     let metrics = op.metrics().await.unwrap();
     assert!(
@@ -339,21 +305,7 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
     op.kill();
     drop(op);
     let op = operator_for(cluster, &n).await;
-    request_reconcile(&gates, "policy", "again-2").await;
-    let g = wait_for(
-        &gates,
-        "policy",
-        TIMEOUT,
-        "the re-evaluation after a restart",
-        |g: &PolicyGate| {
-            g.status
-                .as_ref()
-                .and_then(|s| s.common.last_handled_reconcile_at.as_deref())
-                == Some("again-2")
-        },
-    )
-    .await
-    .unwrap();
+    let g = reconcile_gate(&gates, "policy", "again-2").await;
     assert_eq!(
         statuses_of(&emu, "acme/shop", &second, CONTEXT).await.len(),
         before,
@@ -368,13 +320,13 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
             eval.head_sha.as_str(),
             eval.result.as_str()
         ),
-        (pr.number, second.as_str(), "failed")
+        (number, second.as_str(), "failed")
     );
     assert_eq!(eval.failed_rules, vec!["veto".to_string()]);
 
     // The key appears nowhere: not in statuses, comments, the gate's status or the log.
     let all_statuses = format!("{:?}", emu.statuses("acme/shop", None).await.unwrap());
-    let comments = format!("{:?}", emu.comments("acme/shop", pr.number).await.unwrap());
+    let comments = format!("{:?}", emu.comments("acme/shop", number).await.unwrap());
     let object = serde_json::to_string(&gates.get("policy").await.unwrap()).unwrap();
     let log = first_log + &std::fs::read_to_string(&op.log_path).unwrap_or_default();
     for (place, text) in [
@@ -385,6 +337,60 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
     ] {
         assert!(!text.contains(&key), "the key leaked into the {place}");
     }
+}
+
+/// Asks for a reconcile of gate `name` and waits until it was handled; returns the gate.
+async fn reconcile_gate(gates: &Api<PolicyGate>, name: &str, token: &str) -> PolicyGate {
+    request_reconcile(gates, name, token).await;
+    wait_for(
+        gates,
+        name,
+        TIMEOUT,
+        "the requested reconcile",
+        |g: &PolicyGate| {
+            g.status
+                .as_ref()
+                .and_then(|s| s.common.last_handled_reconcile_at.as_deref())
+                == Some(token)
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// Pushes `files` to a new branch `feature` from `main` and opens a pull request of it by
+/// alice titled `title`; returns the head SHA and the pull request's number.
+async fn open_pull_with(
+    emu: &EmulatorHandle,
+    repo: &str,
+    changes: &[(&str, &str)],
+    title: &str,
+) -> (String, u64) {
+    let pushed = emu
+        .push(
+            repo,
+            PushSpec {
+                branch: "feature".into(),
+                files: files(changes),
+                from: Some("main".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let pr = emu
+        .open_pull(
+            repo,
+            PullSpec {
+                head: "feature".into(),
+                title: title.into(),
+                author: Some("alice".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (pushed.after, pr.number)
 }
 
 /// Waits for a comment on `number` containing `needle`; returns its body.
@@ -454,30 +460,13 @@ async fn with_a_github_app_the_table_is_a_check_run_updated_in_place() {
         &repository("api", &emu, &repo, "api-app", json!({"interval": "30m"})),
     )
     .await;
-    let pushed = emu
-        .push(
-            "acme/api",
-            PushSpec {
-                branch: "feature".into(),
-                files: files(&[("docs/guide.md", "# guide\n")]),
-                from: Some("main".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let pr = emu
-        .open_pull(
-            "acme/api",
-            PullSpec {
-                head: "feature".into(),
-                title: "docs: guide".into(),
-                author: Some("alice".into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (sha, number) = open_pull_with(
+        &emu,
+        "acme/api",
+        &[("docs/guide.md", "# guide\n")],
+        "docs: guide",
+    )
+    .await;
     apply(
         &gates,
         "policy",
@@ -491,7 +480,6 @@ async fn with_a_github_app_the_table_is_a_check_run_updated_in_place() {
         ),
     )
     .await;
-    let sha = pushed.after.clone();
     let deadline = Instant::now() + TIMEOUT;
     let run = loop {
         let runs = emu.check_runs("acme/api", Some(&sha)).await.unwrap();
@@ -514,7 +502,7 @@ async fn with_a_github_app_the_table_is_a_check_run_updated_in_place() {
     // The title is fixed: the same check run turns green, no second one.
     emu.update_pull(
         "acme/api",
-        pr.number,
+        number,
         pullwarden_emulator::PullUpdate {
             title: Some("fix: guide".into()),
             ..Default::default()
@@ -544,36 +532,11 @@ async fn with_a_github_app_the_table_is_a_check_run_updated_in_place() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // No sticky comment with App credentials: the check run carries the table.
-    let comments = emu.comments("acme/api", pr.number).await.unwrap();
+    let comments = emu.comments("acme/api", number).await.unwrap();
     assert!(
         comments.iter().all(|c| !c.body.contains("gate/policy")),
         "{comments:?}"
     );
-}
-
-fn rsa_keypair(dir: &std::path::Path) -> (String, String) {
-    use std::process::Command;
-    let key = dir.join("app.pem");
-    let public = dir.join("app.pub");
-    let ok = Command::new("openssl")
-        .args(["genrsa", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .expect("openssl genrsa");
-    assert!(ok.status.success(), "openssl genrsa failed");
-    let ok = Command::new("openssl")
-        .args(["rsa", "-pubout", "-in"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&public)
-        .output()
-        .expect("openssl rsa");
-    assert!(ok.status.success(), "openssl rsa -pubout failed");
-    (
-        std::fs::read_to_string(key).unwrap(),
-        std::fs::read_to_string(public).unwrap(),
-    )
 }
 
 /// GitLab and Gitea: the same gate, a status and the gate's section of the sticky comment.
@@ -607,30 +570,13 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
         manifest["spec"]["provider"] = json!(provider);
         manifest["spec"]["apiUrl"] = json!(api_url);
         apply(&repos, &name, &manifest).await;
-        let pushed = emu
-            .push(
-                path,
-                PushSpec {
-                    branch: "feature".into(),
-                    files: files(&[("src/app.js", "export const app = 1;\n")]),
-                    from: Some("main".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        let pr = emu
-            .open_pull(
-                path,
-                PullSpec {
-                    head: "feature".into(),
-                    title: "feat: app".into(),
-                    author: Some("alice".into()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let (sha, number) = open_pull_with(
+            &emu,
+            path,
+            &[("src/app.js", "export const app = 1;\n")],
+            "feat: app",
+        )
+        .await;
         let gate_name = format!("policy-{provider}");
         apply(
             &gates,
@@ -646,7 +592,6 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
         )
         .await;
         let context = format!("pullwarden/gate/{gate_name}");
-        let sha = pushed.after.clone();
         let failing = wait_status(&op.log_path, &emu, path, &sha, &context, "a failure", |s| {
             s.state == "failure" || s.state == "failed"
         })
@@ -658,13 +603,12 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
                 .starts_with("1/2 rules passed: approvals 0/1"),
             "{provider}"
         );
-        let comment =
-            wait_comment(&emu, path, pr.number, &format!("#### Gate `{gate_name}`")).await;
+        let comment = wait_comment(&emu, path, number, &format!("#### Gate `{gate_name}`")).await;
         assert!(
             comment.starts_with("<!-- pullwarden:preview -->"),
             "{provider}: {comment}"
         );
-        emu.add_review(path, pr.number, "bob", "APPROVED")
+        emu.add_review(path, number, "bob", "APPROVED")
             .await
             .unwrap();
         request_reconcile(&gates, &gate_name, "approved").await;
@@ -672,7 +616,7 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
             s.state == "success"
         })
         .await;
-        let comments = emu.comments(path, pr.number).await.unwrap();
+        let comments = emu.comments(path, number).await.unwrap();
         let ours: Vec<_> = comments
             .iter()
             .filter(|c| c.body.contains("<!-- pullwarden:preview -->"))

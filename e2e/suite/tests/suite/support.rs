@@ -247,3 +247,28 @@ pub async fn wait_ready(
     .await
     .unwrap()
 }
+
+/// A fresh RSA key pair for a GitHub App (private PEM, public PEM), made with `openssl` in `dir`.
+pub fn rsa_keypair(dir: &std::path::Path) -> (String, String) {
+    let key = dir.join("app.pem");
+    let public = dir.join("app.pub.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .expect("openssl genrsa");
+    assert!(ok.status.success(), "openssl genrsa failed");
+    let ok = std::process::Command::new("openssl")
+        .args(["rsa", "-pubout", "-in"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&public)
+        .output()
+        .expect("openssl rsa");
+    assert!(ok.status.success(), "openssl rsa -pubout failed");
+    (
+        std::fs::read_to_string(key).expect("key"),
+        std::fs::read_to_string(public).expect("pub"),
+    )
+}

@@ -306,6 +306,18 @@ mod tests {
         use crate::forge::fake::FakeForge;
         let forge = FakeForge::github();
         let pr = forge.open_pull_request(7, "abc");
+        let check = |name: &str| CheckResult {
+            name: name.into(),
+            state: crate::forge::CheckState::Failure,
+            source: crate::forge::CheckSource::Status,
+            url: None,
+            updated_at: None,
+            description: Some("1/2 rules passed".into()),
+        };
+        forge.state().checks.insert(
+            "abc".into(),
+            vec![check("pullwarden/gate/g"), check("ci/build")],
+        );
         let needs = Needs {
             reviews: true,
             teams: BTreeSet::from(["acme/reviewers".to_string()]),
@@ -313,11 +325,21 @@ mod tests {
         };
         let cache = TeamCache::default();
         for _ in 0..2 {
-            let (snap, _) = snapshot(&forge, &pr, &needs, &cache, None, "pullwarden/gate/g")
+            let (snap, all) = snapshot(&forge, &pr, &needs, &cache, None, "pullwarden/gate/g")
                 .await
                 .unwrap();
             assert!(snap.teams["acme/reviewers"].is_empty());
-            assert!(snap.checks.iter().all(|c| c.name != "pullwarden/gate/g"));
+            let names = |c: &[CheckResult]| c.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+            assert_eq!(
+                names(&snap.checks),
+                vec!["ci/build"],
+                "the gate never decides on itself"
+            );
+            assert_eq!(
+                names(&all),
+                vec!["pullwarden/gate/g", "ci/build"],
+                "but sees what it wrote"
+            );
         }
         assert_eq!(forge.state().count("is_trusted"), 1, "membership cached");
         assert_eq!(forge.state().count("list_changed_files"), 0, "not needed");

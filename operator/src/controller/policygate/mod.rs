@@ -234,13 +234,24 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
 
     // 3-5. gather, evaluate, write back: per Repository
     let needs = gather::Needs::of(&gate.spec);
-    let context = plan::context_of(&gate.name_any(), gate.spec.context.as_deref());
+    let run = Run {
+        cctx: &cctx,
+        gate: &gate,
+        compiled: &compiled,
+        context: plan::context_of(&gate.name_any(), gate.spec.context.as_deref()),
+        // One look at the preview store per reconcile, not per pull request.
+        previews: match (needs.preview, cctx.gates.previews.get()) {
+            (true, Some(store)) => store.state(),
+            _ => Vec::new(),
+        },
+        needs,
+    };
     let mut fresh = Vec::new();
     let mut swept = BTreeSet::new();
     let mut first_error = None;
     let mut written = 0;
     for repo in &repositories {
-        let sweep = sweep_repository(&cctx, &gate, repo, &compiled, &needs, &context).await;
+        let sweep = run.sweep(repo).await;
         written += sweep.written;
         if sweep.error.is_none() {
             swept.insert(repo.name_any());
@@ -299,141 +310,110 @@ fn rule_count(gate: &PolicyGate) -> u32 {
     count(gate.spec.rules.len())
 }
 
-async fn sweep_repository(
-    cctx: &ControllerContext,
-    gate: &PolicyGate,
-    repo: &Repository,
-    compiled: &CompiledGate,
-    needs: &gather::Needs,
-    context: &str,
-) -> Sweep {
-    let mut sweep = Sweep::default();
-    let forge = match forge_of(cctx, repo).await {
-        Ok(f) => f,
-        Err(e) => {
-            sweep.error = Some(e);
-            return sweep;
-        }
-    };
-    let mut open: Vec<PullRequest> = match forge.list_open_pull_requests().await {
-        Ok(prs) => prs,
-        Err(e) => {
-            sweep.error = Some(e.into());
-            return sweep;
-        }
-    };
-    open.sort_by(|a, b| {
-        b.updated_at
-            .cmp(&a.updated_at)
-            .then(b.number.cmp(&a.number))
-    });
-    open.truncate(PULL_REQUESTS_PER_REPOSITORY);
-    let repo_name = repo.name_any();
-    let namespace = repo.namespace().unwrap_or_default();
-    let gate_name = gate.name_any();
-    for pr in &open {
-        match evaluate_one(
-            cctx,
-            gate,
-            &repo_name,
-            forge.as_ref(),
-            pr,
-            compiled,
-            needs,
-            context,
-        )
-        .await
-        {
-            Ok((verdict, wrote)) => {
-                sweep.written += usize::from(wrote);
-                sweep.evaluations.push(plan::evaluation(
-                    &repo_name,
-                    pr.number,
-                    &pr.head_sha,
-                    &verdict,
-                    jiff::Timestamp::now(),
-                ));
-            }
+/// One reconcile's evaluation of one gate: what every pull request of it shares.
+struct Run<'a> {
+    cctx: &'a ControllerContext,
+    gate: &'a PolicyGate,
+    compiled: &'a CompiledGate,
+    needs: gather::Needs,
+    context: String,
+    previews: Vec<Arc<DeserializeGuard<PreviewEnvironment>>>,
+}
+
+impl Run<'_> {
+    /// Evaluates the open pull requests of `repo` (the most recently updated first, at most
+    /// [`PULL_REQUESTS_PER_REPOSITORY`]); one failure does not stop the others.
+    async fn sweep(&self, repo: &Repository) -> Sweep {
+        let mut sweep = Sweep::default();
+        let forge = match refs::forge_client(&self.cctx.ctx, repo).await {
+            Ok((forge, _)) => forge,
             Err(e) => {
-                debug!(gate = %gate_name, namespace, repository = %repo_name, pr = pr.number, error = %e, "gate evaluation failed");
-                if sweep.error.is_none() {
-                    sweep.error = Some(e);
+                sweep.error = Some(e);
+                return sweep;
+            }
+        };
+        let mut open: Vec<PullRequest> = match forge.list_open_pull_requests().await {
+            Ok(prs) => prs,
+            Err(e) => {
+                sweep.error = Some(e.into());
+                return sweep;
+            }
+        };
+        open.sort_by(|a, b| {
+            b.updated_at
+                .cmp(&a.updated_at)
+                .then(b.number.cmp(&a.number))
+        });
+        open.truncate(PULL_REQUESTS_PER_REPOSITORY);
+        let repo_name = repo.name_any();
+        for pr in &open {
+            match self.evaluate(&repo_name, forge.as_ref(), pr).await {
+                Ok((verdict, wrote)) => {
+                    sweep.written += usize::from(wrote);
+                    sweep.evaluations.push(plan::evaluation(
+                        &repo_name,
+                        pr.number,
+                        &pr.head_sha,
+                        &verdict,
+                        jiff::Timestamp::now(),
+                    ));
+                }
+                Err(e) => {
+                    debug!(gate = %super::object_key(self.gate), repository = %repo_name, pr = pr.number, error = %e, "gate evaluation failed");
+                    if sweep.error.is_none() {
+                        sweep.error = Some(e);
+                    }
                 }
             }
         }
+        sweep
     }
-    sweep
-}
 
-async fn forge_of(cctx: &ControllerContext, repo: &Repository) -> Result<Arc<dyn Forge>, Error> {
-    let ctx = &cctx.ctx;
-    let coords = refs::coordinates(&repo.spec, &ctx.config.settings.network)?;
-    let (creds, ca) = refs::credentials(ctx, repo).await?;
-    Ok(ctx
-        .forges
-        .client(refs::forge_kind(&repo.spec), &coords, creds, ca)?)
-}
-
-/// Gathers, evaluates and (when the forge does not show it yet) writes back one pull request.
-/// Returns the verdict and whether anything was written.
-#[allow(clippy::too_many_arguments)]
-async fn evaluate_one(
-    cctx: &ControllerContext,
-    gate: &PolicyGate,
-    repo_name: &str,
-    forge: &dyn Forge,
-    pr: &PullRequest,
-    compiled: &CompiledGate,
-    needs: &gather::Needs,
-    context: &str,
-) -> Result<(crate::gate::GateVerdict, bool), Error> {
-    let namespace = gate.namespace().unwrap_or_default();
-    let preview = needs.preview.then(|| {
-        let store = cctx.gates.previews.get()?;
-        let state = store.state();
-        gather::preview_state(
-            state.iter().filter_map(|g| g.0.as_ref().ok()),
+    /// Gathers, evaluates and (when the forge does not show it yet) writes back one pull
+    /// request. Returns the verdict and whether anything was written.
+    async fn evaluate(
+        &self,
+        repo_name: &str,
+        forge: &dyn Forge,
+        pr: &PullRequest,
+    ) -> Result<(crate::gate::GateVerdict, bool), Error> {
+        let namespace = self.gate.namespace().unwrap_or_default();
+        let preview = gather::preview_state(
+            self.previews.iter().filter_map(|g| g.0.as_ref().ok()),
             &namespace,
             repo_name,
             pr.number,
             &pr.head_sha,
+        );
+        let (snapshot, checks) = gather::snapshot(
+            forge,
+            pr,
+            &self.needs,
+            &self.cctx.gates.teams,
+            preview,
+            &self.context,
         )
-    });
-    let (snapshot, checks) = gather::snapshot(
-        forge,
-        pr,
-        needs,
-        &cctx.gates.teams,
-        preview.flatten(),
-        context,
-    )
-    .await?;
-    let verdict = compiled.evaluate(&snapshot);
-    let report = plan::report(gate.spec.mode, &verdict);
-    if plan::already_reported(forge.kind(), &checks, context, &report) {
-        return Ok((verdict, false));
-    }
-    let target = writeback::Target {
-        forge,
-        gate: &gate.name_any(),
-        context,
-        number: pr.number,
-        head_sha: &pr.head_sha,
-    };
-    writeback::write(&target, &report, &verdict)
-        .await
-        .map_err(|e| Error::Forge(e.source.context(&e.call)))?;
-    cctx.ctx.metrics.gate_decision(
-        &super::object_key(gate),
-        verdict.result.as_str(),
-        mode_str(gate.spec.mode),
-    );
-    Ok((verdict, true))
-}
-
-fn mode_str(mode: crate::api::GateMode) -> &'static str {
-    match mode {
-        crate::api::GateMode::Enforce => "enforce",
-        crate::api::GateMode::Evaluate => "evaluate",
+        .await?;
+        let verdict = self.compiled.evaluate(&snapshot);
+        let report = plan::report(self.gate.spec.mode, &verdict);
+        if plan::already_reported(forge.kind(), &checks, &self.context, &report) {
+            return Ok((verdict, false));
+        }
+        let target = writeback::Target {
+            forge,
+            gate: &self.gate.name_any(),
+            context: &self.context,
+            number: pr.number,
+            head_sha: &pr.head_sha,
+        };
+        writeback::write(&target, &report, &verdict)
+            .await
+            .map_err(|e| Error::Forge(e.source.context(&e.call)))?;
+        self.cctx.ctx.metrics.gate_decision(
+            &super::object_key(self.gate),
+            verdict.result.as_str(),
+            self.gate.spec.mode.as_str(),
+        );
+        Ok((verdict, true))
     }
 }

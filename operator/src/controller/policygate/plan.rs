@@ -188,13 +188,16 @@ pub fn merge_evaluations(
 
 /// Pull requests whose latest evaluation passed, and those that failed (or errored).
 pub fn counts(evaluations: &[GateEvaluation]) -> (u32, u32) {
-    let count = |f: &dyn Fn(&str) -> bool| {
-        u32::try_from(evaluations.iter().filter(|e| f(&e.result)).count()).unwrap_or(u32::MAX)
-    };
-    (
-        count(&|r| r == GateResult::Passed.as_str()),
-        count(&|r| r == GateResult::Failed.as_str() || r == GateResult::Error.as_str()),
-    )
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for e in evaluations {
+        if e.result == GateResult::Passed.as_str() {
+            passed = passed.saturating_add(1);
+        } else if e.result == GateResult::Failed.as_str() || e.result == GateResult::Error.as_str()
+        {
+            failed = failed.saturating_add(1);
+        }
+    }
+    (passed, failed)
 }
 
 #[cfg(test)]

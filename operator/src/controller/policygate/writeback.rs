@@ -7,6 +7,7 @@
 //! ([`Forge::upsert_sticky_section`]), shared with previews.
 
 use crate::controller::preview::writeback::COMMENT_MARKER;
+pub use crate::controller::preview::writeback::WriteError;
 use crate::forge::{CheckRunOutput, CommitStatus, Forge, ForgeError};
 use crate::gate::GateVerdict;
 
@@ -15,15 +16,6 @@ use super::plan::Report;
 /// Upper bound of a gate's section of the sticky comment, in characters (the comment is
 /// shared with the preview and other gates; GitHub allows 65,536 characters in all).
 pub const SECTION_MAX_CHARS: usize = 4_000;
-
-/// A failed write, naming the forge call.
-#[derive(Debug, thiserror::Error)]
-#[error("{call}: {source}")]
-pub struct WriteError {
-    pub call: String,
-    #[source]
-    pub source: ForgeError,
-}
 
 /// Where one verdict goes.
 #[derive(Clone, Copy, Debug)]
@@ -39,9 +31,8 @@ fn unsupported(e: &ForgeError) -> bool {
     matches!(e, ForgeError::Unsupported { .. })
 }
 
-/// The gate's section of the sticky comment.
-pub fn section_text(gate: &str, report: &Report, verdict: &GateVerdict) -> String {
-    let table = crate::gate::report::markdown_table(verdict);
+/// The gate's section of the sticky comment, around the verdict's `table`.
+pub fn section_text(gate: &str, report: &Report, table: &str) -> String {
     let text = format!("#### Gate `{gate}`: {}\n\n{table}", report.description);
     crate::forge::truncate_chars(&text, SECTION_MAX_CHARS)
 }
@@ -62,13 +53,14 @@ pub async fn write(
             call: format!("setting commit status {} on {short}", t.context),
             source,
         })?;
+    let table = crate::gate::report::markdown_table(verdict);
     let run = CheckRunOutput {
         name: t.context.to_owned(),
         head_sha: t.head_sha.to_owned(),
         status: report.check_status,
         conclusion: report.conclusion,
         title: report.description.clone(),
-        summary: crate::gate::report::markdown_table(verdict),
+        summary: table.clone(),
         text: None,
         details_url: None,
     };
@@ -90,7 +82,7 @@ pub async fn write(
             t.number,
             COMMENT_MARKER,
             &section,
-            &section_text(t.gate, report, verdict),
+            &section_text(t.gate, report, &table),
         )
         .await
     {

@@ -494,12 +494,7 @@ impl<'a> Run<'a> {
             return Ok(forge.clone());
         }
         let repo = self.repository()?;
-        let coords = refs::coordinates(&repo.spec, &self.ctx.config.settings.network)?;
-        let (creds, ca) = refs::credentials(self.ctx, &repo).await?;
-        let forge =
-            self.ctx
-                .forges
-                .client(refs::forge_kind(&repo.spec), &coords, creds, ca.clone())?;
+        let (forge, ca) = refs::forge_client(self.ctx, &repo).await?;
         self.forge = Some(forge.clone());
         self.ca = ca;
         Ok(forge)
