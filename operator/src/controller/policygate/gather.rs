@@ -25,6 +25,9 @@ const GITHUB_MAX_COMMITS: usize = 250;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
     pub files: bool,
+    /// The head's checks (a `checks` rule or CEL). Without it, checks are read only to see
+    /// whether the forge already shows a changed verdict.
+    pub checks: bool,
     pub reviews: bool,
     pub commits: bool,
     /// Teams named by `approvals`/`disapproval` rules.
@@ -46,6 +49,7 @@ impl Needs {
                 || r.secret_scan.is_some();
             n.reviews |= any || r.approvals.is_some() || r.disapproval.is_some();
             n.commits |= any || r.signed_commits.is_some();
+            n.checks |= any || r.checks.is_some();
             n.preview |= any || r.preview_healthy.is_some();
             if let Some(a) = &r.approvals {
                 n.teams.extend(a.teams.iter().cloned());
@@ -146,8 +150,8 @@ fn short(sha: &str) -> &str {
 }
 
 /// Reads what `needs` asks for about `pr`. Returns the snapshot (without `own_context` among
-/// its checks: a gate never decides on itself) and every check of the head as the forge lists
-/// it (our own status included, to see what is already written).
+/// its checks: a gate never decides on itself) and, when read, every check of the head as the
+/// forge lists it (our own status included, to see what is already written).
 pub async fn snapshot(
     forge: &dyn Forge,
     pr: &PullRequest,
@@ -155,7 +159,7 @@ pub async fn snapshot(
     teams: &TeamCache,
     preview: Option<PreviewState>,
     own_context: &str,
-) -> Result<(PrSnapshot, Vec<CheckResult>), ForgeError> {
+) -> Result<(PrSnapshot, Option<Vec<CheckResult>>), ForgeError> {
     let mut snap = PrSnapshot::from_pull_request(pr, pr.body.clone());
     let github = forge.kind() == ForgeKind::Github;
     if needs.files {
@@ -178,9 +182,13 @@ pub async fn snapshot(
         snap.commits = forge.list_commits(pr.number).await?;
         snap.commits_truncated = github && snap.commits.len() >= GITHUB_MAX_COMMITS;
     }
-    let checks = forge.checks_for_sha(&pr.head_sha).await?;
+    let checks = match needs.checks {
+        true => Some(forge.checks_for_sha(&pr.head_sha).await?),
+        false => None,
+    };
     snap.checks = checks
         .iter()
+        .flatten()
         .filter(|c| c.name != own_context)
         .cloned()
         .collect();
@@ -226,11 +234,7 @@ mod tests {
             "rules": [{"name": "t", "title": {"matches": "^feat"}}]
         }))
         .unwrap();
-        assert_eq!(
-            Needs::of(&spec),
-            Needs::default(),
-            "metadata and checks only"
-        );
+        assert_eq!(Needs::of(&spec), Needs::default(), "metadata only");
         spec.rules.push(GateRule {
             max_files: Some(MaxCount { max: 3 }),
             ..rule("m")
@@ -246,7 +250,7 @@ mod tests {
             ..rule("a")
         });
         let n = Needs::of(&spec);
-        assert!(n.files && n.reviews && !n.commits && !n.preview);
+        assert!(n.files && n.reviews && !n.commits && !n.checks && !n.preview);
         assert_eq!(n.teams, BTreeSet::from(["acme/reviewers".to_string()]));
         spec.rules.push(GateRule {
             if_: Some("pr.draft == false".into()),
@@ -257,7 +261,7 @@ mod tests {
         });
         let n = Needs::of(&spec);
         assert!(
-            n.files && n.reviews && n.commits && n.preview,
+            n.files && n.reviews && n.commits && n.checks && n.preview,
             "CEL may read anything"
         );
     }
@@ -320,6 +324,7 @@ mod tests {
         );
         let needs = Needs {
             reviews: true,
+            checks: true,
             teams: BTreeSet::from(["acme/reviewers".to_string()]),
             ..Needs::default()
         };
@@ -336,7 +341,7 @@ mod tests {
                 "the gate never decides on itself"
             );
             assert_eq!(
-                names(&all),
+                names(&all.unwrap()),
                 vec!["pullwarden/gate/g", "ci/build"],
                 "but sees what it wrote"
             );

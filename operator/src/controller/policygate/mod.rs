@@ -12,7 +12,10 @@
 //!    most recently updated first) only what the rules read, through the credential's budget:
 //!    re-reading an unchanged pull request costs `304`s;
 //! 4. evaluate (pure, [`crate::gate`]) and plan (pure, [`plan`]) — the report for the verdict
-//!    under `mode`, and whether the forge already shows it;
+//!    under `mode`, and whether the forge already shows it: a decision found in
+//!    `status.evaluations` was written before it was recorded (no forge read); any other is
+//!    compared with the head's checks, so a crash between the write and the status write
+//!    cannot duplicate it;
 //! 5. write back ([`writeback`]) only what the forge does not show yet;
 //! 6. status — bounded `evaluations` (an unchanged decision keeps its time, so an unchanged
 //!    gate writes no status), pass/fail counts, `Ready`.
@@ -245,6 +248,7 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
             _ => Vec::new(),
         },
         needs,
+        recorded: &previous.evaluations,
     };
     let mut fresh = Vec::new();
     let mut swept = BTreeSet::new();
@@ -318,6 +322,9 @@ struct Run<'a> {
     needs: gather::Needs,
     context: String,
     previews: Vec<Arc<DeserializeGuard<PreviewEnvironment>>>,
+    /// What this gate recorded last (`status.evaluations`): a decision recorded there was
+    /// written to the forge before it was recorded.
+    recorded: &'a [crate::api::GateEvaluation],
 }
 
 impl Run<'_> {
@@ -348,15 +355,9 @@ impl Run<'_> {
         let repo_name = repo.name_any();
         for pr in &open {
             match self.evaluate(&repo_name, forge.as_ref(), pr).await {
-                Ok((verdict, wrote)) => {
+                Ok((decision, wrote)) => {
                     sweep.written += usize::from(wrote);
-                    sweep.evaluations.push(plan::evaluation(
-                        &repo_name,
-                        pr.number,
-                        &pr.head_sha,
-                        &verdict,
-                        jiff::Timestamp::now(),
-                    ));
+                    sweep.evaluations.push(decision);
                 }
                 Err(e) => {
                     debug!(gate = %super::object_key(self.gate), repository = %repo_name, pr = pr.number, error = %e, "gate evaluation failed");
@@ -370,13 +371,13 @@ impl Run<'_> {
     }
 
     /// Gathers, evaluates and (when the forge does not show it yet) writes back one pull
-    /// request. Returns the verdict and whether anything was written.
+    /// request. Returns the decision and whether anything was written.
     async fn evaluate(
         &self,
         repo_name: &str,
         forge: &dyn Forge,
         pr: &PullRequest,
-    ) -> Result<(crate::gate::GateVerdict, bool), Error> {
+    ) -> Result<(crate::api::GateEvaluation, bool), Error> {
         let namespace = self.gate.namespace().unwrap_or_default();
         let preview = gather::preview_state(
             self.previews.iter().filter_map(|g| g.0.as_ref().ok()),
@@ -395,9 +396,29 @@ impl Run<'_> {
         )
         .await?;
         let verdict = self.compiled.evaluate(&snapshot);
+        let decision = plan::evaluation(
+            repo_name,
+            pr.number,
+            &pr.head_sha,
+            &verdict,
+            jiff::Timestamp::now(),
+        );
+        // Recorded, so written: no forge read needed to know it.
+        if self
+            .recorded
+            .iter()
+            .any(|r| plan::same_decision(r, &decision))
+        {
+            return Ok((decision, false));
+        }
+        // Not recorded (new, changed, or written just before a crash): what does the forge show?
+        let checks = match checks {
+            Some(checks) => checks,
+            None => forge.checks_for_sha(&pr.head_sha).await?,
+        };
         let report = plan::report(self.gate.spec.mode, &verdict);
         if plan::already_reported(forge.kind(), &checks, &self.context, &report) {
-            return Ok((verdict, false));
+            return Ok((decision, false));
         }
         let target = writeback::Target {
             forge,
@@ -414,6 +435,6 @@ impl Run<'_> {
             verdict.result.as_str(),
             self.gate.spec.mode.as_str(),
         );
-        Ok((verdict, true))
+        Ok((decision, true))
     }
 }

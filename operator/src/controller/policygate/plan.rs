@@ -139,7 +139,8 @@ pub fn evaluation(
     }
 }
 
-fn same_decision(a: &GateEvaluation, b: &GateEvaluation) -> bool {
+/// The same pull request, head and verdict (the time aside).
+pub fn same_decision(a: &GateEvaluation, b: &GateEvaluation) -> bool {
     a.repository == b.repository
         && a.pull_request == b.pull_request
         && a.head_sha == b.head_sha
