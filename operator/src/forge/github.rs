@@ -361,6 +361,8 @@ pub(crate) fn to_file(f: FileJson) -> ChangedFile {
         additions: f.additions,
         deletions: f.deletions,
         patch: f.patch,
+        // GitHub counts the lines of a file whose patch it leaves out.
+        diff_withheld: false,
     }
 }
 
@@ -1365,6 +1367,7 @@ mod tests {
         assert_eq!(
             files,
             vec![ChangedFile {
+                diff_withheld: false,
                 patch: Some(
                     "@@ -132,7 +132,7 @@ module Test @@ -1000,7 +1000,7 @@ module Test".into()
                 ),

@@ -270,6 +270,11 @@ pub(crate) struct DiffJson {
     pub deleted_file: bool,
     #[serde(default)]
     pub diff: String,
+    /// GitLab sends no `diff` for these (over its diff limits).
+    #[serde(default)]
+    pub too_large: bool,
+    #[serde(default)]
+    pub collapsed: bool,
 }
 
 /// Added/removed line counts of a unified-diff hunk body (GitLab sends hunks without file
@@ -285,6 +290,7 @@ pub(crate) fn count_diff(diff: &str) -> (u64, u64) {
 
 pub(crate) fn to_file(d: DiffJson) -> ChangedFile {
     let (additions, deletions) = count_diff(&d.diff);
+    let diff_withheld = (d.too_large || d.collapsed) && d.diff.is_empty();
     let status = if d.new_file {
         FileStatus::Added
     } else if d.deleted_file {
@@ -301,6 +307,7 @@ pub(crate) fn to_file(d: DiffJson) -> ChangedFile {
         deletions,
         status,
         patch: (!d.diff.is_empty()).then_some(d.diff),
+        diff_withheld,
     }
 }
 
@@ -1141,7 +1148,16 @@ mod tests {
             count_diff("@@ -1,3 +1,4 @@\n a\n-b\n+c\n+d\n--e\n\\ No newline"),
             (2, 2)
         );
+        // Over GitLab's diff limits: no `diff`, and the counts are unknown, not zero.
+        let huge: DiffJson = serde_json::from_value(serde_json::json!({
+            "old_path": "dump.sql", "new_path": "dump.sql", "diff": "", "too_large": true
+        }))
+        .unwrap();
+        let huge = to_file(huge);
+        assert!(huge.diff_withheld && huge.patch.is_none());
         let renamed = to_file(DiffJson {
+            too_large: false,
+            collapsed: false,
             old_path: "a".into(),
             new_path: "b".into(),
             new_file: false,

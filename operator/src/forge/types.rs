@@ -115,6 +115,10 @@ pub struct ChangedFile {
     /// `None` when it sent none (binary, too large, or a forge without per-file diffs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<String>,
+    /// The forge has a diff but did not send it (GitLab `too_large`/`collapsed`): the added
+    /// lines and the line counts are unknown, not zero.
+    #[serde(default)]
+    pub diff_withheld: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -241,6 +241,22 @@ fn evaluate_rule(rule: &CompiledRule, pr: &PrSnapshot, cel: &RuleCel) -> RuleVer
         RuleKind::ModifiedLines(max) => {
             let total = pr.modified_lines();
             let text = format!("{total} lines modified (max {max})");
+            let withheld: Vec<String> = pr
+                .files
+                .iter()
+                .filter(|f| f.diff_withheld)
+                .map(|f| f.path.clone())
+                .collect();
+            if total <= u64::from(*max) && !withheld.is_empty() {
+                return verdict(
+                    &rule.name,
+                    Outcome::Error,
+                    format!(
+                        "{text} so far; the forge withheld the diff of {}, whose lines are not counted",
+                        list(&withheld, 3)
+                    ),
+                );
+            }
             bound(
                 total,
                 u64::from(*max),
@@ -745,6 +761,10 @@ fn secret_scan(
                     ));
                 }
             }
+            None if f.diff_withheld => unscanned.push(format!(
+                "{} (the forge withheld its diff: too large)",
+                f.path
+            )),
             None if f.additions > 0 => {
                 unscanned.push(format!("{} (the forge sent no diff)", f.path))
             }

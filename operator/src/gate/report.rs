@@ -550,6 +550,7 @@ mod tests {
             author: "dev".into(),
             head_sha: "h".into(),
             files: vec![SnapshotFile {
+                diff_withheld: false,
                 path: "deploy/prod.env".into(),
                 previous_path: None,
                 status: FileStatus::Added,

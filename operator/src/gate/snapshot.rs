@@ -89,6 +89,10 @@ pub struct SnapshotFile {
     /// `secretScan` then cannot vouch for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub added_lines: Option<Vec<AddedLine>>,
+    /// The forge withheld this file's diff (too large): `additions`/`deletions` are unknown,
+    /// so rules counting lines or scanning them cannot decide.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub diff_withheld: bool,
 }
 
 /// One added line and its number in the new version of the file (1-based).
@@ -169,6 +173,7 @@ impl SnapshotFile {
             additions: file.additions,
             deletions: file.deletions,
             added_lines: patch.map(added_lines_from_patch),
+            diff_withheld: file.diff_withheld,
         }
     }
 
@@ -264,6 +269,7 @@ mod tests {
             author: "a".into(),
             head_sha: "abc".into(),
             files: vec![SnapshotFile {
+                diff_withheld: false,
                 path: "docs/new.md".into(),
                 previous_path: Some("docs/old.md".into()),
                 status: FileStatus::Renamed,

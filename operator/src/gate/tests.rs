@@ -45,6 +45,7 @@ fn review(user: &str, state: ReviewState, sha: Option<&str>, t: i64) -> Review {
 
 fn file(path: &str, status: FileStatus, additions: u64, deletions: u64) -> SnapshotFile {
     SnapshotFile {
+        diff_withheld: false,
         path: path.into(),
         previous_path: None,
         status,
@@ -993,6 +994,7 @@ fn secrets_are_found_and_never_echoed() {
     let mut texts: Vec<String> = fake_secrets().into_iter().map(|(_, l)| l).collect();
     texts.push("ACME = acme_0123456789ab".into());
     p.files.push(SnapshotFile {
+        diff_withheld: false,
         path: "config/prod.env".into(),
         previous_path: None,
         status: FileStatus::Added,
@@ -1049,6 +1051,36 @@ fn secrets_are_found_and_never_echoed() {
     let r = verdict_of("secretScan: {}", &p);
     assert_eq!(r.outcome, Outcome::Pass, "{}", r.reason);
     assert_eq!(r.reason, "no secrets in 45 added lines");
+    // A diff the forge withheld (GitLab `too_large`) counts no lines but is not clean: neither
+    // secretScan nor modifiedLines can decide on it.
+    let mut p = pr();
+    p.files.push(SnapshotFile {
+        added_lines: None,
+        diff_withheld: true,
+        ..file("huge.sql", FileStatus::Modified, 0, 0)
+    });
+    let r = verdict_of("secretScan: {}", &p);
+    assert_eq!(r.outcome, Outcome::Error);
+    assert!(
+        r.reason
+            .contains("huge.sql (the forge withheld its diff: too large)"),
+        "{}",
+        r.reason
+    );
+    let r = verdict_of("modifiedLines: {max: 100000}", &p);
+    assert_eq!(r.outcome, Outcome::Error, "{}", r.reason);
+    assert!(
+        r.reason.contains("withheld the diff of huge.sql"),
+        "{}",
+        r.reason
+    );
+    let r = verdict_of("modifiedLines: {max: 1}", &p);
+    assert_eq!(
+        r.outcome,
+        Outcome::Fail,
+        "already over the bound: {}",
+        r.reason
+    );
 }
 
 #[test]
@@ -1282,6 +1314,7 @@ fn gitea_payloads() {
         })
         .collect();
     p.files = vec![SnapshotFile {
+        diff_withheld: false,
         path: "hooks/sample.json".into(),
         previous_path: None,
         status: FileStatus::Added,

@@ -159,6 +159,7 @@ fn generated_pr(args: &Args) -> PrSnapshot {
             }
             patch.push_str("     Ok(())\n }");
             let changed = ChangedFile {
+                diff_withheld: false,
                 path,
                 previous_path: None,
                 additions: added as u64,
