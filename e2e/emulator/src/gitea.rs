@@ -289,12 +289,40 @@ fn require_auth(req: &ApiRequest) -> Result<String, Reply> {
     }
 }
 
+/// The pull request `{index}` names; `7.diff` (Gitea's `pulls/{index}.{diffType}`) is #7.
 fn pr_of<'a>(repo: &'a Repo, req: &ApiRequest) -> Result<&'a Pull, Reply> {
-    req.param("index")
+    let index = req.param("index");
+    index
+        .strip_suffix(".diff")
+        .unwrap_or(index)
         .parse::<u64>()
         .ok()
         .and_then(|n| repo.pulls.get(&n))
         .ok_or_else(|| Reply::not_found(Forge::Gitea, "PullRequest"))
+}
+
+/// `GET /repos/{owner}/{repo}/pulls/{index}.diff`: the pull request as one `git diff` text.
+fn unified_diff(files: &[FileDiff]) -> Reply {
+    let mut out = String::new();
+    for f in files {
+        let old = f.previous_filename.as_deref().unwrap_or(&f.filename);
+        out.push_str(&format!("diff --git a/{old} b/{}\n", f.filename));
+        let (from, to) = match f.status.as_str() {
+            "added" => ("/dev/null".to_string(), format!("b/{}", f.filename)),
+            "removed" => (format!("a/{old}"), "/dev/null".to_string()),
+            _ => (format!("a/{old}"), format!("b/{}", f.filename)),
+        };
+        match &f.patch {
+            Some(p) => out.push_str(&format!("--- {from}\n+++ {to}\n{p}\n")),
+            None => out.push_str(&format!("Binary files {from} and {to} differ\n")),
+        }
+    }
+    Reply {
+        status: StatusCode::OK,
+        body: None,
+        text: Some(out),
+        headers: Vec::new(),
+    }
 }
 
 /// Runs one Gitea handler.
@@ -366,6 +394,7 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
             let facts = data::facts_for(shared, &repo, &pr).await;
             let st = shared.state.lock().await;
             Ok(match h {
+                H::Pull if req.param("index").ends_with(".diff") => unified_diff(&facts.files),
                 H::Pull => Reply::ok(pull_json(&st, &base, &repo, &pr, &facts)),
                 H::PullFiles => {
                     paginate(req, facts.files.iter().map(|f| changed_file_json(&base, &repo, &pr.head_sha, f)).collect())

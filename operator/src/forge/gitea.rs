@@ -6,6 +6,7 @@
 //! JSON is GitHub-shaped, so the GitHub parsers are reused where the fields agree. Gitea has no
 //! check runs and no deployments API: those methods return `Unsupported`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -132,6 +133,40 @@ impl Transport for GiteaTransport {
 
 /// Gitea's default `WORK_IN_PROGRESS_PREFIXES`; servers before `draft` existed mark drafts so.
 const WIP_PREFIXES: [&str; 2] = ["wip:", "[wip]"];
+
+/// A pull request diff larger than this is not split into per-file patches (the files then
+/// have none, and `secretScan` says it could not scan them).
+const MAX_DIFF_BYTES: usize = 16 * 1024 * 1024;
+
+/// The hunks (from the first `@@`) of each file in a `git diff` text, by new path (the old
+/// path for a deletion). Binary files have no hunks and no entry.
+pub(crate) fn patches_by_path(diff: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for block in diff
+        .split("\ndiff --git ")
+        .map(|b| b.trim_start_matches("diff --git "))
+    {
+        let mut path: Option<&str> = None;
+        let mut hunks = Vec::new();
+        let mut in_hunks = false;
+        for line in block.lines() {
+            if in_hunks {
+                hunks.push(line);
+            } else if let Some(p) = line.strip_prefix("+++ b/") {
+                path = Some(p);
+            } else if let Some(p) = line.strip_prefix("--- a/") {
+                path = path.or(Some(p));
+            } else if line.starts_with("@@ ") {
+                in_hunks = true;
+                hunks.push(line);
+            }
+        }
+        if let (Some(p), false) = (path, hunks.is_empty()) {
+            out.insert(p.to_owned(), hunks.join("\n"));
+        }
+    }
+    out
+}
 
 pub(crate) fn to_pull(p: github::Pull) -> PullRequest {
     let wip = {
@@ -439,7 +474,22 @@ impl Forge for GiteaForge {
                 "/repos/{owner}/{repo}/pulls/{index}/files",
             )
             .await?;
-        Ok(items.into_iter().map(github::to_file).collect())
+        let mut files: Vec<ChangedFile> = items.into_iter().map(github::to_file).collect();
+        // Gitea's file list has no patches; its `.diff` of the whole pull request does.
+        let diff = self
+            .state
+            .execute(&ApiRequest::get(
+                self.url(&format!("/pulls/{number}.diff"), &[]),
+                "/repos/{owner}/{repo}/pulls/{index}.diff",
+            ))
+            .await?;
+        if diff.body.len() <= MAX_DIFF_BYTES {
+            let mut patches = patches_by_path(&String::from_utf8_lossy(&diff.body));
+            for f in &mut files {
+                f.patch = patches.remove(&f.path);
+            }
+        }
+        Ok(files)
     }
 
     async fn list_reviews(&self, number: u64) -> Result<Vec<Review>, ForgeError> {
@@ -680,6 +730,18 @@ impl Forge for GiteaForge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_request_diff_splits_into_patches_by_path() {
+        let diff = "diff --git a/src/a.rs b/src/a.rs\nindex 1..2 100644\n--- a/src/a.rs\n+++ b/src/a.rs\n@@ -1 +1,2 @@\n x\n+++counter;\ndiff --git a/old.txt b/new.txt\nsimilarity index 90%\nrename from old.txt\nrename to new.txt\n--- a/old.txt\n+++ b/new.txt\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/gone.md b/gone.md\ndeleted file mode 100644\n--- a/gone.md\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\ndiff --git a/logo.png b/logo.png\nBinary files a/logo.png and b/logo.png differ\n";
+        let patches = patches_by_path(diff);
+        assert_eq!(patches["src/a.rs"], "@@ -1 +1,2 @@\n x\n+++counter;");
+        assert_eq!(patches["new.txt"], "@@ -1 +1 @@\n-a\n+b");
+        assert_eq!(patches["gone.md"], "@@ -1 +0,0 @@\n-bye");
+        assert!(!patches.contains_key("logo.png"), "binary: no hunks");
+        assert_eq!(patches.len(), 3);
+        assert!(patches_by_path("").is_empty());
+    }
 
     #[test]
     fn parses_the_timeline() {

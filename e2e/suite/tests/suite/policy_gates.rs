@@ -539,7 +539,8 @@ async fn with_a_github_app_the_table_is_a_check_run_updated_in_place() {
     );
 }
 
-/// GitLab and Gitea: the same gate, a status and the gate's section of the sticky comment.
+/// GitLab and Gitea: the same gate, a status and the gate's section of the sticky comment;
+/// secretScan from each forge's own diffs.
 #[tokio::test]
 async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
     let cluster = cluster::shared();
@@ -587,6 +588,7 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
                 json!({"interval": "30m", "rules": [
                     {"name": "approvals", "approvals": {"count": 1}},
                     {"name": "conventional", "title": {"matches": "^feat"}},
+                    {"name": "no_secrets", "secretScan": {}},
                 ]}),
             ),
         )
@@ -600,7 +602,7 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
             failing
                 .description
                 .unwrap_or_default()
-                .starts_with("1/2 rules passed: approvals 0/1"),
+                .starts_with("2/3 rules passed: approvals 0/1"),
             "{provider}"
         );
         let comment = wait_comment(&emu, path, number, &format!("#### Gate `{gate_name}`")).await;
@@ -627,5 +629,45 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
             "{provider}: one sticky comment: {comments:?}"
         );
         assert!(ours[0].body.contains("✅"), "{provider}: {}", ours[0].body);
+
+        // A push adding a fake key fails secretScan (read from the forge's diff: GitLab's
+        // per-file `diff`, Gitea's `.diff` of the pull request), and the key is nowhere.
+        let key = fake_key();
+        let keyed = emu
+            .push_to_pull(
+                path,
+                number,
+                PushSpec {
+                    files: files(&[("config/app.env", &format!("AWS_KEY={key}\n"))]),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        request_reconcile(&gates, &gate_name, "keyed").await;
+        let leaked = wait_status(
+            &op.log_path,
+            &emu,
+            path,
+            &keyed.after,
+            &context,
+            "the secret",
+            |s| {
+                s.description
+                    .as_deref()
+                    .is_some_and(|d| d.contains("no_secrets"))
+            },
+        )
+        .await;
+        assert!(
+            leaked.state == "failure" || leaked.state == "failed",
+            "{provider}: {leaked:?}"
+        );
+        let comment = wait_comment(&emu, path, number, "config/app.env:1").await;
+        let statuses = format!("{:?}", emu.statuses(path, None).await.unwrap());
+        assert!(
+            !comment.contains(&key) && !statuses.contains(&key),
+            "{provider}: the key leaked"
+        );
     }
 }
