@@ -1,7 +1,8 @@
 //! Pullwarden against a real Gitea (the pinned release, built by `e2e/scripts/build-gitea.sh`),
 //! not the emulator: Repository sync by webhook and by polling, the preview lifecycle with its
-//! write-back (commit status + one sticky comment), fork approval by a second user, and a forge
-//! outage (Gitea stopped).
+//! write-back (commit status + one sticky comment), fork approval by a second user, a forge
+//! outage (Gitea stopped), and a PolicyGate (secretScan on Gitea's own diff, previewHealthy
+//! following the preview, its section in the same sticky comment).
 //!
 //! Each test starts its own Gitea on loopback (sqlite, ~2–5 s) so that stopping one cannot touch
 //! another test. Everything the forge shows is read back from Gitea's own API.
@@ -619,5 +620,122 @@ async fn gitea_outage_keeps_previews_and_marks_the_repository_stale() {
     assert_eq!(
         phase(&previews.get(&name).await.unwrap()),
         Some(PreviewPhase::Ready)
+    );
+}
+
+/// A PolicyGate on a real Gitea: `secretScan` reads Gitea's own `.diff`, `previewHealthy`
+/// flips when the pull request gets its preview, and the gate's table shares the one sticky
+/// comment with the preview (two sections, one comment).
+#[tokio::test]
+async fn gitea_gate_scans_the_real_diff_and_follows_the_preview() {
+    let s = start("gitea-gate", json!({"interval": "1h"}), true).await;
+    let n = s.name();
+    let admin = s.gitea.admin.clone();
+    let gates: Api<pullwarden::api::PolicyGate> = Api::namespaced(s.client.clone(), &n);
+    apply(
+        &gates,
+        "policy",
+        &json!({
+            "apiVersion": "pullwarden.dev/v1alpha1", "kind": "PolicyGate", "metadata": {"name": "policy"},
+            "spec": {"repositoryRef": {"name": n}, "interval": "1h", "rules": [
+                {"name": "no_secrets", "secretScan": {}},
+                {"name": "preview", "previewHealthy": {}},
+            ]},
+        }),
+    )
+    .await;
+    // A format-correct AWS key id that belongs to nobody, assembled so this file holds none.
+    let key = format!("{}{}", "AKIA", "Q4ZT7XW2MPLN6KRB");
+    let head = s
+        .gitea
+        .push(
+            &admin,
+            &s.repo,
+            "feature",
+            None,
+            &files(&[("deploy/app.env", &format!("REGION=eu\nAWS_KEY={key}\n"))]),
+            "Config",
+        )
+        .unwrap();
+    // Without the `preview` label the Repository selects no preview for it.
+    let pr = s
+        .gitea
+        .open_pull(&admin, &s.repo, "feature", "feat: config", &[])
+        .await
+        .unwrap();
+    let number = pr["number"].as_u64().unwrap();
+    let gate_status = |want: &'static str| {
+        let (gitea, repo, head) = (&s.gitea, &s.repo, head.clone());
+        async move {
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let statuses = gitea.statuses(repo, &head).await.unwrap();
+                let ours: Vec<&Value> = statuses
+                    .iter()
+                    .filter(|st| st["context"] == "pullwarden/gate/policy")
+                    .collect();
+                if let Some(last) = ours.last()
+                    && last["description"]
+                        .as_str()
+                        .is_some_and(|d| d.starts_with(want))
+                {
+                    let descriptions: Vec<String> = ours
+                        .iter()
+                        .map(|st| st["description"].as_str().unwrap_or_default().to_owned())
+                        .collect();
+                    return (
+                        last["status"].as_str().unwrap_or_default().to_owned(),
+                        descriptions,
+                    );
+                }
+                assert!(Instant::now() < deadline, "gate status {want:?}: {ours:#?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let (state, _) =
+        gate_status("0/2 rules passed: no_secrets: 1 possible secret; preview: no preview").await;
+    assert_eq!(state, "failure");
+
+    // The label brings the preview; once it is Ready on the head, previewHealthy passes.
+    let label = s.gitea.label_id(&s.repo, "preview").await.unwrap();
+    s.gitea
+        .ok(
+            &admin,
+            Method::POST,
+            &format!("/repos/{}/issues/{number}/labels", s.repo.full_name()),
+            Some(json!({"labels": [label]})),
+        )
+        .await
+        .unwrap();
+    wait_ready(&s.previews(), &format!("{n}-pr-{number}"), &head).await;
+    let (state, written) = gate_status("1/2 rules passed: no_secrets: 1 possible secret").await;
+    assert_eq!(state, "failure");
+    // One status per verdict: no preview, (possibly) the preview deploying, the preview ready.
+    let distinct: std::collections::BTreeSet<&String> = written.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        written.len(),
+        "a verdict written twice: {written:#?}"
+    );
+    assert!(written.len() >= 2, "{written:#?}");
+    eprintln!("gitea: gate statuses on the head: {written:?}");
+
+    // One comment, two sections; the key is in no comment and no status.
+    let comment = wait_comment(&s.gitea, &s.repo, number, "has both sections", |b| {
+        b.contains("<!-- pullwarden:section preview -->")
+            && b.contains("<!-- pullwarden:section gate/policy -->")
+            && b.contains("1/2 rules passed")
+            && b.contains("deploy/app.env:2")
+    })
+    .await;
+    let statuses = s.gitea.statuses(&s.repo, &head).await.unwrap();
+    assert!(
+        !comment.to_string().contains(&key),
+        "the key leaked into the comment"
+    );
+    assert!(
+        !format!("{statuses:?}").contains(&key),
+        "the key leaked into a status"
     );
 }
