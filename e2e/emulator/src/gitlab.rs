@@ -25,7 +25,7 @@
 //! with the example file: keys, JSON types, live values, no example URL or SHA, and no key
 //! served neutral.
 //!
-//! Hand-built (the docs give no example, so their shapes are unchecked): `/user`,
+//! Hand-built (the docs give no example, so their shapes are unchecked): `/user`, `/users?username=`,
 //! `/projects/:id`, MR `commits`, `versions`, `resource_label_events`, group members, a
 //! commit's `signature`, deployments and environments.
 //!
@@ -57,6 +57,7 @@ pub enum H {
     User,
     Project,
     Mrs,
+    Users,
     Mr,
     MrDiffs,
     MrApprovals,
@@ -88,6 +89,7 @@ pub enum H {
 pub static ROUTES: &[Route<H>] = routes![
     H;
     "GET" "/user" => User,
+    "GET" "/users" => Users,
     "GET" "/projects/{id}" => Project,
     "GET" "/projects/{id}/merge_requests" => Mrs,
     "GET" "/projects/{id}/merge_requests/{iid}" => Mr,
@@ -859,6 +861,18 @@ async fn run(shared: &Shared, h: H, req: &ApiRequest) -> Result<Reply, Reply> {
                 m.insert("bot".into(), json!(u.kind == "Bot"));
             }
             Ok(Reply::ok(v))
+        }
+        H::Users => {
+            // `?username=` looks one account up (an empty list when there is none), as GitLab.
+            require_auth(req)?;
+            let st = shared.state.lock().await;
+            let found: Vec<Value> = req
+                .q("username")
+                .and_then(|name| st.users.get(name))
+                .map(|u| user_json(&base, u))
+                .into_iter()
+                .collect();
+            Ok(Reply::ok(json!(found)))
         }
         H::Project => {
             let st = shared.state.lock().await;

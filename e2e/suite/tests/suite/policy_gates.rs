@@ -552,6 +552,9 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
         .await
         .unwrap();
     emu.token("glpat_gates", "pullwarden-bot").await.unwrap();
+    emu.set_team_membership("acme", "reviewers", "bob", "member")
+        .await
+        .unwrap();
     let op = operator_for(cluster, &n).await;
     secret(&client, &n, "token", &[("token", "glpat_gates")]).await;
     let repos: Api<Repository> = Api::namespaced(client.clone(), &n);
@@ -578,6 +581,12 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
             "feat: app",
         )
         .await;
+        // GitLab: a group (the emulator's teams are GitLab groups); Gitea's face has no team
+        // API, so a user list there.
+        let approvers = match forge {
+            EmuForge::Gitlab => json!({"count": 1, "teams": ["acme/reviewers"]}),
+            _ => json!({"count": 1, "users": ["bob"]}),
+        };
         let gate_name = format!("policy-{provider}");
         apply(
             &gates,
@@ -586,7 +595,7 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
                 &gate_name,
                 &name,
                 json!({"interval": "30m", "rules": [
-                    {"name": "approvals", "approvals": {"count": 1}},
+                    {"name": "approvals", "approvals": approvers},
                     {"name": "conventional", "title": {"matches": "^feat"}},
                     {"name": "no_secrets", "secretScan": {}},
                 ]}),
@@ -633,6 +642,9 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
         // A push adding a fake key fails secretScan (read from the forge's diff: GitLab's
         // per-file `diff`, Gitea's `.diff` of the pull request), and the key is nowhere.
         let key = fake_key();
+        // The emulator stamps approvals and pushes in whole seconds, and a tie counts for the
+        // head: let the push land in a later second than the approval.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let keyed = emu
             .push_to_pull(
                 path,
@@ -661,6 +673,16 @@ async fn gitlab_and_gitea_get_a_status_and_a_section_of_the_sticky_comment() {
         .await;
         assert!(
             leaked.state == "failure" || leaked.state == "failed",
+            "{provider}: {leaked:?}"
+        );
+        // bob's approval was given before this push: it no longer counts (invalidateOnPush;
+        // GitLab approvals carry no commit, so the forge's own push record decides).
+        assert!(
+            leaked
+                .description
+                .as_deref()
+                .unwrap_or_default()
+                .contains("approvals 0/1"),
             "{provider}: {leaked:?}"
         );
         let comment = wait_comment(&emu, path, number, "config/app.env:1").await;
