@@ -124,6 +124,7 @@ bench-gate *ARGS: k8s-binaries
     cargo build -q --release -p pullwarden
     cargo build -q -p pullwarden-bench --bin bench-gate-forge
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-gate-forge"
+    PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-gate-forge" --without-checks
 
 # The whole loop on this machine: local control plane + forge emulator + Pullwarden + examples,
 # a pull request opened in the emulator, its preview URL and status printed. Ctrl-C stops it.

@@ -45,6 +45,10 @@ struct Args {
     /// Changed files in the pull request.
     #[arg(long, default_value_t = 200)]
     files: usize,
+    /// Leave out the two rules that read the head's checks (the `cel` rule and the `if` of
+    /// `previewHealthy`: CEL may read `pr.checks`), replaced by two that do not.
+    #[arg(long)]
+    without_checks: bool,
     /// Wait after each goal before closing its window.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     settle: Duration,
@@ -66,8 +70,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn gate_manifest() -> Value {
-    json!({
+fn gate_manifest(without_checks: bool) -> Value {
+    let mut manifest = json!({
         "apiVersion": "pullwarden.dev/v1alpha1", "kind": "PolicyGate", "metadata": {"name": "bench"},
         "spec": {"repositoryRef": {"name": "shop"}, "interval": "30m", "rules": [
             {"name": "approvals", "approvals": {"count": 1, "teams": ["acme/reviewers"]}},
@@ -83,7 +87,12 @@ fn gate_manifest() -> Value {
             {"name": "preview", "if": "pr.preview.exists", "previewHealthy": {}},
             {"name": "small_commits", "cel": {"expression": "pr.commits.all(c, size(c.message) < 1000)"}},
         ]}
-    })
+    });
+    if without_checks {
+        manifest["spec"]["rules"][10] = json!({"name": "no_wip", "labels": {"forbid": ["wip"]}});
+        manifest["spec"]["rules"][11] = json!({"name": "few_files", "maxFiles": {"max": 9999}});
+    }
+    manifest
 }
 
 fn summary(c: &ClientCounts) -> Value {
@@ -240,15 +249,24 @@ async fn run(plane: &Plane, args: &Args) -> Result<Value> {
     emu.reset_request_counts().await?;
     let gates: Api<PolicyGate> = Api::namespaced(client.clone(), &n);
     gates
-        .patch("bench", &pp, &Patch::Apply(gate_manifest()))
+        .patch(
+            "bench",
+            &pp,
+            &Patch::Apply(gate_manifest(args.without_checks)),
+        )
         .await?;
-    let cold_latency = wait_description(&emu, &sha, "10/11 rules passed: approvals 0/1").await?;
+    // With CEL the `previewHealthy` rule is skipped by its `if` (no preview): 11 apply.
+    let (cold_goal, review_goal) = match args.without_checks {
+        false => ("10/11 rules passed: approvals 0/1", "11/11 rules passed"),
+        true => ("11/12 rules passed: approvals 0/1", "12/12 rules passed"),
+    };
+    let cold_latency = wait_description(&emu, &sha, cold_goal).await?;
     let cold = window(&emu, args.settle).await?;
 
     emu.reset_request_counts().await?;
     emu.add_review("acme/shop", pr.number, "bob", "APPROVED")
         .await?;
-    let review_latency = wait_description(&emu, &sha, "11/11 rules passed").await?;
+    let review_latency = wait_description(&emu, &sha, review_goal).await?;
     let review = window(&emu, args.settle).await?;
 
     emu.reset_request_counts().await?;
@@ -278,6 +296,7 @@ async fn run(plane: &Plane, args: &Args) -> Result<Value> {
         "benchmark": "bench-gate-forge",
         "files": args.files,
         "rules": 12,
+        "rules_read_checks": !args.without_checks,
         "cold": {"status_after_ms": cold_latency.as_millis() as u64, "forge": summary(&cold)},
         "after_review_event": {"status_after_ms": review_latency.as_millis() as u64, "forge": summary(&review)},
         "unchanged_reconcile": {"forge": summary(&unchanged)},

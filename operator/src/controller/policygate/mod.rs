@@ -59,7 +59,13 @@ pub struct Shared {
     repositories: OnceLock<Store<DeserializeGuard<Repository>>>,
     previews: OnceLock<Store<DeserializeGuard<PreviewEnvironment>>>,
     teams: gather::TeamCache,
+    /// What this process wrote last per (gate UID, gate generation, Repository, pull request).
+    /// Only the leader writes, so while it runs this is what the forge shows: a changed verdict
+    /// is written without first reading the head's checks back.
+    written: std::sync::Mutex<std::collections::HashMap<WrittenKey, plan::Written>>,
 }
+
+type WrittenKey = (String, i64, String, u64);
 
 pub fn controller(
     cctx: Arc<ControllerContext>,
@@ -248,7 +254,13 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
             _ => Vec::new(),
         },
         needs,
-        recorded: &previous.evaluations,
+        // Decisions recorded under an older spec (another mode or context) say nothing about
+        // what this spec has written.
+        recorded: if previous.common.observed_generation == gate.metadata.generation {
+            &previous.evaluations
+        } else {
+            &[]
+        },
     };
     let mut fresh = Vec::new();
     let mut swept = BTreeSet::new();
@@ -265,6 +277,8 @@ async fn reconcile(gate: Arc<PolicyGate>, cctx: Arc<ControllerContext>) -> Resul
             first_error = sweep.error;
         }
     }
+
+    run.forget_closed(&fresh, &swept);
 
     // 6. status
     let evaluations = plan::merge_evaluations(&previous.evaluations, fresh, &swept);
@@ -328,6 +342,50 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    fn key(&self, repo_name: &str, number: u64) -> WrittenKey {
+        (
+            self.gate.uid().unwrap_or_default(),
+            self.gate.metadata.generation.unwrap_or_default(),
+            repo_name.to_owned(),
+            number,
+        )
+    }
+
+    fn written(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<WrittenKey, plan::Written>> {
+        self.cctx.gates.written.lock().expect("written lock")
+    }
+
+    fn remember(&self, decision: &crate::api::GateEvaluation, table: bool) {
+        let key = self.key(&decision.repository, decision.pull_request);
+        self.written().insert(
+            key,
+            plan::Written {
+                decision: decision.clone(),
+                table,
+            },
+        );
+    }
+
+    /// Drops what is remembered for this gate under older specs, and for pull requests of the
+    /// swept Repositories that are no longer open.
+    fn forget_closed(&self, fresh: &[crate::api::GateEvaluation], swept: &BTreeSet<String>) {
+        let (uid, generation) = (
+            self.gate.uid().unwrap_or_default(),
+            self.gate.metadata.generation.unwrap_or_default(),
+        );
+        let open: BTreeSet<(&str, u64)> = fresh
+            .iter()
+            .map(|e| (e.repository.as_str(), e.pull_request))
+            .collect();
+        self.written().retain(|(u, g, repo, number), _| {
+            *u != uid
+                || (*g == generation
+                    && (!swept.contains(repo) || open.contains(&(repo.as_str(), *number))))
+        });
+    }
+
     /// Evaluates the open pull requests of `repo` (the most recently updated first, at most
     /// [`PULL_REQUESTS_PER_REPOSITORY`]); one failure does not stop the others.
     async fn sweep(&self, repo: &Repository) -> Sweep {
@@ -403,21 +461,22 @@ impl Run<'_> {
             &verdict,
             jiff::Timestamp::now(),
         );
-        // Recorded, so written: no forge read needed to know it.
-        if self
-            .recorded
-            .iter()
-            .any(|r| plan::same_decision(r, &decision))
-        {
-            return Ok((decision, false));
-        }
-        // Not recorded (new, changed, or written just before a crash): what does the forge show?
-        let checks = match checks {
-            Some(checks) => checks,
-            None => forge.checks_for_sha(&pr.head_sha).await?,
-        };
+        let remembered = self.written().get(&self.key(repo_name, pr.number)).cloned();
         let report = plan::report(self.gate.spec.mode, &verdict);
-        if plan::already_reported(forge.kind(), &checks, &self.context, &report) {
+        let mut needed = plan::needed(remembered.as_ref(), self.recorded, &decision);
+        if needed == plan::Needed::AskTheForge {
+            let checks = match checks {
+                Some(checks) => checks,
+                None => forge.checks_for_sha(&pr.head_sha).await?,
+            };
+            needed = match plan::already_reported(forge.kind(), &checks, &self.context, &report) {
+                // Written just before a crash, or by the previous leader: the table may lag.
+                true => plan::Needed::Table,
+                false => plan::Needed::Both,
+            };
+        }
+        if needed == plan::Needed::Nothing {
+            self.remember(&decision, true);
             return Ok((decision, false));
         }
         let target = writeback::Target {
@@ -427,9 +486,18 @@ impl Run<'_> {
             number: pr.number,
             head_sha: &pr.head_sha,
         };
-        writeback::write(&target, &report, &verdict)
+        let failed = |e: writeback::WriteError| Error::Forge(e.source.context(&e.call));
+        if needed == plan::Needed::Both {
+            writeback::status(&target, &report).await.map_err(failed)?;
+        }
+        self.remember(&decision, false);
+        writeback::table(&target, &report, &verdict)
             .await
-            .map_err(|e| Error::Forge(e.source.context(&e.call)))?;
+            .map_err(failed)?;
+        self.remember(&decision, true);
+        if needed == plan::Needed::Table {
+            return Ok((decision, true));
+        }
         self.cctx.ctx.metrics.gate_decision(
             &super::object_key(self.gate),
             verdict.result.as_str(),

@@ -120,6 +120,44 @@ pub fn already_reported(
     })
 }
 
+/// What this process last wrote for one pull request under one gate spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    pub decision: GateEvaluation,
+    /// The per-rule table (check run or comment section) was written too.
+    pub table: bool,
+}
+
+/// What a decision still needs on the forge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needed {
+    Nothing,
+    /// The status is there, the table is not (its write failed).
+    Table,
+    /// Status and table.
+    Both,
+    /// Not known here (nothing written by this process, not in `status.evaluations`): the
+    /// head's checks say whether the status is there (a crash after the write, before the
+    /// record).
+    AskTheForge,
+}
+
+/// What `decision` needs, from what this process wrote last (authoritative while it runs: it
+/// is the only writer) and else from what the gate recorded under the same spec generation.
+pub fn needed(
+    written: Option<&Written>,
+    recorded: &[GateEvaluation],
+    decision: &GateEvaluation,
+) -> Needed {
+    match written {
+        Some(w) if same_decision(&w.decision, decision) && w.table => Needed::Nothing,
+        Some(w) if same_decision(&w.decision, decision) => Needed::Table,
+        Some(_) => Needed::Both,
+        None if recorded.iter().any(|r| same_decision(r, decision)) => Needed::Nothing,
+        None => Needed::AskTheForge,
+    }
+}
+
 /// One evaluation as recorded in status.
 pub fn evaluation(
     repository: &str,
@@ -351,6 +389,51 @@ mod tests {
 
     fn at(s: i64) -> jiff::Timestamp {
         jiff::Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn what_was_written_decides_what_is_written_next() {
+        let failed = evaluation(
+            "web",
+            1,
+            "a",
+            &verdict(GateResult::Failed, &["approvals"]),
+            at(1),
+        );
+        let passed = evaluation("web", 1, "a", &verdict(GateResult::Passed, &[]), at(2));
+        let written = |d: &GateEvaluation, table| Written {
+            decision: d.clone(),
+            table,
+        };
+        // This process wrote it: nothing, or only the table whose write failed.
+        assert_eq!(
+            needed(Some(&written(&failed, true)), &[], &failed),
+            Needed::Nothing
+        );
+        assert_eq!(
+            needed(Some(&written(&failed, false)), &[], &failed),
+            Needed::Table
+        );
+        // It wrote another verdict: the forge shows that one, so write, without asking.
+        assert_eq!(
+            needed(
+                Some(&written(&failed, true)),
+                std::slice::from_ref(&passed),
+                &passed
+            ),
+            Needed::Both,
+            "this process's own write is newer than the record"
+        );
+        // A fresh process: the record, else the forge.
+        assert_eq!(
+            needed(None, std::slice::from_ref(&failed), &failed),
+            Needed::Nothing
+        );
+        assert_eq!(
+            needed(None, std::slice::from_ref(&failed), &passed),
+            Needed::AskTheForge
+        );
+        assert_eq!(needed(None, &[], &failed), Needed::AskTheForge);
     }
 
     #[test]

@@ -37,22 +37,35 @@ pub fn section_text(gate: &str, report: &Report, table: &str) -> String {
     crate::forge::truncate_chars(&text, SECTION_MAX_CHARS)
 }
 
-/// Writes `report` (the status first: branch protection reads it), then the check run or the
-/// comment section.
-pub async fn write(
-    t: &Target<'_>,
-    report: &Report,
-    verdict: &GateVerdict,
-) -> Result<(), WriteError> {
-    let short = t.head_sha.get(..7).unwrap_or(t.head_sha);
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// Writes the commit status of `report` (first: branch protection reads it). Not idempotent
+/// on the forge (GitHub keeps every status), so the caller writes it once per decision.
+pub async fn status(t: &Target<'_>, report: &Report) -> Result<(), WriteError> {
     let status = CommitStatus::new(t.context, report.state, &report.description, None);
     t.forge
         .set_commit_status(t.head_sha, &status)
         .await
         .map_err(|source| WriteError {
-            call: format!("setting commit status {} on {short}", t.context),
+            call: format!(
+                "setting commit status {} on {}",
+                t.context,
+                short(t.head_sha)
+            ),
             source,
-        })?;
+        })
+}
+
+/// Writes the per-rule table: the check run (GitHub App), else the gate's section of the
+/// sticky comment. Both are updated in place, so a repeat writes nothing new.
+pub async fn table(
+    t: &Target<'_>,
+    report: &Report,
+    verdict: &GateVerdict,
+) -> Result<(), WriteError> {
+    let short = short(t.head_sha);
     let table = crate::gate::report::markdown_table(verdict);
     let run = CheckRunOutput {
         name: t.context.to_owned(),
