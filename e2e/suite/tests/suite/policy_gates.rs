@@ -324,6 +324,36 @@ async fn github_gates_follow_reviews_pushes_and_vetoes_with_one_status_per_verdi
     );
     assert_eq!(eval.failed_rules, vec!["veto".to_string()]);
 
+    // A spec change is written again though the verdict is the same: here the mode.
+    apply(
+        &gates,
+        "policy",
+        &gate(
+            "policy",
+            "shop",
+            json!({"mode": "evaluate", "interval": "30m", "rules": policy_rules()}),
+        ),
+    )
+    .await;
+    let evaluated = wait_status(
+        &op.log_path,
+        &emu,
+        "acme/shop",
+        &second,
+        CONTEXT,
+        "the evaluate-mode report",
+        |s| s.state == "success",
+    )
+    .await;
+    assert!(
+        evaluated
+            .description
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("evaluate only, would be failed: 3/4 rules passed: veto"),
+        "{evaluated:?}"
+    );
+
     // The key appears nowhere: not in statuses, comments, the gate's status or the log.
     let all_statuses = format!("{:?}", emu.statuses("acme/shop", None).await.unwrap());
     let comments = format!("{:?}", emu.comments("acme/shop", number).await.unwrap());
