@@ -606,51 +606,16 @@ impl Forge for GiteaForge {
         section: &str,
         text: &str,
     ) -> Result<Option<CommentId>, ForgeError> {
-        validate_marker(marker)?;
-        validate_section(section)?;
-        let _guard = self
-            .state
-            .sticky_lock(format!("{}#{number}#{marker}", self.coords.canonical_url()))
-            .await;
-        let comments: Vec<Comment> = self
-            .raw_comments(number)
-            .await?
-            .iter()
-            .map(github::to_comment)
-            .collect();
-        let me = self.identity().await?;
-        let found = find_sticky(&comments, marker, |c| c.author.eq_ignore_ascii_case(&me));
-        let wanted = splice_section(marker, found.map(|c| c.body.as_str()), section, text);
-        match found {
-            Some(c) if c.body == wanted => Ok(Some(c.id)),
-            None if text.trim().is_empty() => Ok(None),
-            Some(c) => {
-                let updated: github::IdJson = self
-                    .state
-                    .send(
-                        Method::PATCH,
-                        &self.url(&format!("/issues/comments/{}", c.id.0), &[]),
-                        "/repos/{owner}/{repo}/issues/comments/{id}",
-                        json!({ "body": wanted }),
-                        true,
-                    )
-                    .await?;
-                Ok(Some(CommentId(updated.id)))
-            }
-            None => {
-                let created: github::IdJson = self
-                    .state
-                    .send(
-                        Method::POST,
-                        &self.url(&format!("/issues/{number}/comments"), &[]),
-                        "/repos/{owner}/{repo}/issues/{index}/comments",
-                        json!({ "body": wanted }),
-                        false,
-                    )
-                    .await?;
-                Ok(Some(CommentId(created.id)))
-            }
-        }
+        super::sticky::upsert_section(
+            self,
+            &self.state,
+            &self.coords,
+            number,
+            marker,
+            section,
+            text,
+        )
+        .await
     }
 
     async fn is_trusted(
@@ -724,6 +689,53 @@ impl Forge for GiteaForge {
 
     async fn git_credentials(&self) -> Result<Credentials, ForgeError> {
         Ok(self.credentials.clone())
+    }
+}
+
+#[async_trait]
+impl super::sticky::CommentApi for GiteaForge {
+    async fn own_comments(&self, number: u64) -> Result<Vec<Comment>, ForgeError> {
+        let me = self.identity().await?;
+        Ok(self
+            .raw_comments(number)
+            .await?
+            .iter()
+            .map(github::to_comment)
+            .filter(|c| c.author.eq_ignore_ascii_case(&me))
+            .collect())
+    }
+
+    async fn edit_comment(
+        &self,
+        _number: u64,
+        id: CommentId,
+        body: &str,
+    ) -> Result<CommentId, ForgeError> {
+        let updated: github::IdJson = self
+            .state
+            .send(
+                Method::PATCH,
+                &self.url(&format!("/issues/comments/{}", id.0), &[]),
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                json!({ "body": body }),
+                true,
+            )
+            .await?;
+        Ok(CommentId(updated.id))
+    }
+
+    async fn create_comment(&self, number: u64, body: &str) -> Result<CommentId, ForgeError> {
+        let created: github::IdJson = self
+            .state
+            .send(
+                Method::POST,
+                &self.url(&format!("/issues/{number}/comments"), &[]),
+                "/repos/{owner}/{repo}/issues/{index}/comments",
+                json!({ "body": body }),
+                false,
+            )
+            .await?;
+        Ok(CommentId(created.id))
     }
 }
 

@@ -1156,60 +1156,16 @@ impl Forge for GithubForge {
         section: &str,
         text: &str,
     ) -> Result<Option<CommentId>, ForgeError> {
-        validate_marker(marker)?;
-        validate_section(section)?;
-        let _guard = self
-            .state
-            .sticky_lock(format!("{}#{number}#{marker}", self.coords.canonical_url()))
-            .await;
-        let raw = self.raw_comments(number).await?;
-        let app_id = self.app_id();
-        let me = match app_id {
-            Some(_) => None,
-            None => Some(self.identity().await?),
-        };
-        let by_app: HashMap<u64, Option<u64>> = raw
-            .iter()
-            .map(|c| (c.id, c.performed_via_github_app.as_ref().map(|a| a.id)))
-            .collect();
-        let comments: Vec<Comment> = raw.iter().map(to_comment).collect();
-        let found = find_sticky(&comments, marker, |c| match app_id {
-            Some(app) => by_app.get(&c.id.0).copied().flatten() == Some(app),
-            None => me
-                .as_deref()
-                .is_some_and(|m| m.eq_ignore_ascii_case(&c.author)),
-        });
-        let wanted = splice_section(marker, found.map(|c| c.body.as_str()), section, text);
-        match found {
-            Some(c) if c.body == wanted => Ok(Some(c.id)),
-            None if text.trim().is_empty() => Ok(None),
-            Some(c) => {
-                let updated: IdJson = self
-                    .state
-                    .send(
-                        Method::PATCH,
-                        &self.url(&format!("/issues/comments/{}", c.id.0), &[]),
-                        "/repos/{owner}/{repo}/issues/comments/{id}",
-                        json!({ "body": wanted }),
-                        true,
-                    )
-                    .await?;
-                Ok(Some(CommentId(updated.id)))
-            }
-            None => {
-                let created: IdJson = self
-                    .state
-                    .send(
-                        Method::POST,
-                        &self.url(&format!("/issues/{number}/comments"), &[]),
-                        "/repos/{owner}/{repo}/issues/{number}/comments",
-                        json!({ "body": wanted }),
-                        false,
-                    )
-                    .await?;
-                Ok(Some(CommentId(created.id)))
-            }
-        }
+        super::sticky::upsert_section(
+            self,
+            &self.state,
+            &self.coords,
+            number,
+            marker,
+            section,
+            text,
+        )
+        .await
     }
 
     async fn is_trusted(
@@ -1289,6 +1245,64 @@ impl Forge for GithubForge {
             )),
             other => Ok(other.clone()),
         }
+    }
+}
+
+#[async_trait]
+impl super::sticky::CommentApi for GithubForge {
+    async fn own_comments(&self, number: u64) -> Result<Vec<Comment>, ForgeError> {
+        let raw = self.raw_comments(number).await?;
+        // With App credentials, ours are those the App posted; else the token's user's.
+        let app_id = self.app_id();
+        let me = match app_id {
+            Some(_) => None,
+            None => Some(self.identity().await?),
+        };
+        Ok(raw
+            .iter()
+            .filter(|c| match app_id {
+                Some(app) => c.performed_via_github_app.as_ref().map(|a| a.id) == Some(app),
+                None => me.as_deref().is_some_and(|m| {
+                    c.user
+                        .as_ref()
+                        .is_some_and(|u| m.eq_ignore_ascii_case(&u.login))
+                }),
+            })
+            .map(to_comment)
+            .collect())
+    }
+
+    async fn edit_comment(
+        &self,
+        _number: u64,
+        id: CommentId,
+        body: &str,
+    ) -> Result<CommentId, ForgeError> {
+        let updated: IdJson = self
+            .state
+            .send(
+                Method::PATCH,
+                &self.url(&format!("/issues/comments/{}", id.0), &[]),
+                "/repos/{owner}/{repo}/issues/comments/{id}",
+                json!({ "body": body }),
+                true,
+            )
+            .await?;
+        Ok(CommentId(updated.id))
+    }
+
+    async fn create_comment(&self, number: u64, body: &str) -> Result<CommentId, ForgeError> {
+        let created: IdJson = self
+            .state
+            .send(
+                Method::POST,
+                &self.url(&format!("/issues/{number}/comments"), &[]),
+                "/repos/{owner}/{repo}/issues/{number}/comments",
+                json!({ "body": body }),
+                false,
+            )
+            .await?;
+        Ok(CommentId(created.id))
     }
 }
 

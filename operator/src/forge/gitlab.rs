@@ -918,52 +918,16 @@ impl Forge for GitlabForge {
         section: &str,
         text: &str,
     ) -> Result<Option<CommentId>, ForgeError> {
-        validate_marker(marker)?;
-        validate_section(section)?;
-        let _guard = self
-            .state
-            .sticky_lock(format!("{}!{number}#{marker}", self.coords.canonical_url()))
-            .await;
-        let notes: Vec<Comment> = self
-            .notes(number)
-            .await?
-            .iter()
-            .filter(|n| !n.system)
-            .map(to_comment)
-            .collect();
-        let me = self.identity().await?;
-        let found = find_sticky(&notes, marker, |c| c.author.eq_ignore_ascii_case(&me));
-        let wanted = splice_section(marker, found.map(|c| c.body.as_str()), section, text);
-        match found {
-            Some(c) if c.body == wanted => Ok(Some(c.id)),
-            None if text.trim().is_empty() => Ok(None),
-            Some(c) => {
-                let n: IdJson = self
-                    .state
-                    .send(
-                        Method::PUT,
-                        &self.url(&format!("/merge_requests/{number}/notes/{}", c.id.0), &[]),
-                        "/projects/{id}/merge_requests/{iid}/notes/{note_id}",
-                        json!({ "body": wanted }),
-                        true,
-                    )
-                    .await?;
-                Ok(Some(CommentId(n.id)))
-            }
-            None => {
-                let n: IdJson = self
-                    .state
-                    .send(
-                        Method::POST,
-                        &self.url(&format!("/merge_requests/{number}/notes"), &[]),
-                        "/projects/{id}/merge_requests/{iid}/notes",
-                        json!({ "body": wanted }),
-                        false,
-                    )
-                    .await?;
-                Ok(Some(CommentId(n.id)))
-            }
-        }
+        super::sticky::upsert_section(
+            self,
+            &self.state,
+            &self.coords,
+            number,
+            marker,
+            section,
+            text,
+        )
+        .await
     }
 
     async fn is_trusted(
@@ -1067,6 +1031,54 @@ impl Forge for GitlabForge {
 
     async fn git_credentials(&self) -> Result<Credentials, ForgeError> {
         Ok(self.credentials.clone())
+    }
+}
+
+#[async_trait]
+impl super::sticky::CommentApi for GitlabForge {
+    async fn own_comments(&self, number: u64) -> Result<Vec<Comment>, ForgeError> {
+        let me = self.identity().await?;
+        Ok(self
+            .notes(number)
+            .await?
+            .iter()
+            .filter(|n| !n.system)
+            .map(to_comment)
+            .filter(|c| c.author.eq_ignore_ascii_case(&me))
+            .collect())
+    }
+
+    async fn edit_comment(
+        &self,
+        number: u64,
+        id: CommentId,
+        body: &str,
+    ) -> Result<CommentId, ForgeError> {
+        let n: IdJson = self
+            .state
+            .send(
+                Method::PUT,
+                &self.url(&format!("/merge_requests/{number}/notes/{}", id.0), &[]),
+                "/projects/{id}/merge_requests/{iid}/notes/{note_id}",
+                json!({ "body": body }),
+                true,
+            )
+            .await?;
+        Ok(CommentId(n.id))
+    }
+
+    async fn create_comment(&self, number: u64, body: &str) -> Result<CommentId, ForgeError> {
+        let n: IdJson = self
+            .state
+            .send(
+                Method::POST,
+                &self.url(&format!("/merge_requests/{number}/notes"), &[]),
+                "/projects/{id}/merge_requests/{iid}/notes",
+                json!({ "body": body }),
+                false,
+            )
+            .await?;
+        Ok(CommentId(n.id))
     }
 }
 

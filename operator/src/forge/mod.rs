@@ -23,6 +23,7 @@ pub mod github;
 pub mod gitlab;
 pub mod metrics;
 mod shared;
+mod sticky;
 pub mod types;
 
 use std::fmt::Debug;

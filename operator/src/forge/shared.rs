@@ -26,7 +26,12 @@ pub(crate) struct CredentialState {
     /// Login of the credential's user, resolved once.
     pub identity: tokio::sync::OnceCell<String>,
     sticky_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last body this process wrote per sticky comment (see `forge::sticky`).
+    sticky_bodies: Mutex<HashMap<String, (super::types::CommentId, String)>>,
 }
+
+/// Sticky comments remembered per credential before the memory starts over.
+const STICKY_BODIES_MAX: usize = 10_000;
 
 impl fmt::Debug for CredentialState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,7 +49,33 @@ impl CredentialState {
             transport,
             identity: tokio::sync::OnceCell::new(),
             sticky_locks: Mutex::new(HashMap::new()),
+            sticky_bodies: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn bodies(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (super::types::CommentId, String)>> {
+        self.sticky_bodies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The comment and body this process last wrote under `key`.
+    pub fn sticky_body(&self, key: &str) -> Option<(super::types::CommentId, String)> {
+        self.bodies().get(key).cloned()
+    }
+
+    pub fn remember_sticky(&self, key: String, id: super::types::CommentId, body: String) {
+        let mut bodies = self.bodies();
+        if bodies.len() >= STICKY_BODIES_MAX && !bodies.contains_key(&key) {
+            bodies.clear();
+        }
+        bodies.insert(key, (id, body));
+    }
+
+    pub fn forget_sticky(&self, key: &str) {
+        self.bodies().remove(key);
     }
 
     /// Serialise find-then-create of one sticky comment so two reconciles cannot both create.
