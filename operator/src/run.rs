@@ -156,6 +156,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         role.set_standby();
         info!(identity = %identity, namespace = %lease_ns, "campaigning for leadership");
         if elector.acquire(stop.clone()).await {
+            // What this process wrote before a standby spell may have been edited since.
+            ctx.forges.forget_written_comments();
             role.set_leader();
             ctx.leader.store(true, std::sync::atomic::Ordering::Release);
             metrics.leader.set(1);

@@ -107,6 +107,14 @@ impl ForgeClients {
         &self.inner.config
     }
 
+    /// Forgets the sticky-comment bodies this process wrote. Called when it becomes leader: while
+    /// it stood by, another replica may have edited those comments.
+    pub fn forget_written_comments(&self) {
+        for entry in self.caches().credentials.values() {
+            entry.state.forget_all_sticky();
+        }
+    }
+
     fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
         self.inner
             .caches

@@ -78,6 +78,10 @@ impl CredentialState {
         self.bodies().remove(key);
     }
 
+    pub fn forget_all_sticky(&self) {
+        self.bodies().clear();
+    }
+
     /// Serialise find-then-create of one sticky comment so two reconciles cannot both create.
     pub async fn sticky_lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
         let m = {

@@ -5,7 +5,8 @@
 //!
 //! What this process last wrote is remembered per comment: only the leader writes sticky
 //! comments, so that is the comment's body, and the next section update is an edit without
-//! listing the pull request's comments first. A comment deleted meanwhile (the edit answers
+//! listing the pull request's comments first (the memory is dropped whenever the process
+//! becomes leader: another replica may have written meanwhile). A comment deleted meanwhile (the edit answers
 //! `404`) is looked for, and created, again. Someone else's edit of our comment is overwritten
 //! by our next one (the comment is Pullwarden's).
 
