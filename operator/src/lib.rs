@@ -19,6 +19,7 @@ pub mod error;
 pub mod forge;
 pub mod gate;
 pub mod git;
+pub mod health;
 pub mod leader;
 pub mod net;
 pub mod render;

@@ -129,9 +129,9 @@ pub struct PreviewTemplate {
     /// e.g. the image build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for: Option<WaitFor>,
-    /// Register a HealthCheck (owned by the preview) probing the preview URL. Not implemented
-    /// yet: accepted and validated, no HealthCheck is created (the preview's `Ready` message
-    /// says so; docs/status.md).
+    /// Register a HealthCheck `<preview>-health` (owned by the preview) probing the preview URL
+    /// over HTTP. Its state is the preview's `Healthy` condition (and so the `previewHealthy`
+    /// gate rule) and a `pullwarden/health` commit status on the PR head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<PreviewHealthCheck>,
     /// Options for `delivery: argocd`.
