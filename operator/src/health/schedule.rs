@@ -176,7 +176,11 @@ mod tests {
             sched.set("churn", t0 + Duration::from_secs(n));
             sched.compact();
         }
-        assert!(sched.heap_len() <= 2 * sched.len() + 65, "{}", sched.heap_len());
+        assert!(
+            sched.heap_len() <= 2 * sched.len() + 65,
+            "{}",
+            sched.heap_len()
+        );
         assert_eq!(sched.len(), 1);
     }
 }

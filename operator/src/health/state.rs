@@ -73,7 +73,12 @@ impl Machine {
     }
 
     /// Records one verdict; the transition it caused, if any.
-    pub fn observe(&mut self, verdict: Verdict, th: Thresholds, now: Timestamp) -> Option<Transition> {
+    pub fn observe(
+        &mut self,
+        verdict: Verdict,
+        th: Thresholds,
+        now: Timestamp,
+    ) -> Option<Transition> {
         let verdict = match (verdict, th.no_data) {
             (Verdict::NoData, NoData::Fail) => Verdict::Failure,
             (v, _) => v,
@@ -167,7 +172,13 @@ mod tests {
         let t = th(3, 2, NoData::Unknown);
         let mut m = Machine::default();
         assert_eq!(
-            run(&mut m, t, &[Success, Success, Failure, Failure, Failure, Success, Success]),
+            run(
+                &mut m,
+                t,
+                &[
+                    Success, Success, Failure, Failure, Failure, Success, Success
+                ]
+            ),
             vec![Unknown, Ok, Ok, Ok, Degraded, Degraded, Ok]
         );
         assert_eq!(m.transitions, 3);
@@ -201,11 +212,16 @@ mod tests {
     fn no_data_unknown_resets_and_no_data_fail_counts() {
         let mut m = Machine::default();
         run(&mut m, th(1, 1, NoData::Unknown), &[Success]);
-        let tr = m.observe(NO_DATA, th(1, 1, NoData::Unknown), at(9)).unwrap();
+        let tr = m
+            .observe(NO_DATA, th(1, 1, NoData::Unknown), at(9))
+            .unwrap();
         assert_eq!((tr.from, tr.to), (Ok, Unknown));
         assert_eq!((m.consecutive_failures, m.consecutive_successes), (0, 0));
         // Unknown again: no second transition.
-        assert!(m.observe(NO_DATA, th(1, 1, NoData::Unknown), at(10)).is_none());
+        assert!(
+            m.observe(NO_DATA, th(1, 1, NoData::Unknown), at(10))
+                .is_none()
+        );
 
         let mut m = Machine::default();
         run(&mut m, th(2, 1, NoData::Fail), &[Success, NO_DATA]);
@@ -226,7 +242,10 @@ mod tests {
         let mut m = Machine::resume(Some(&st));
         assert_eq!(m.state, Degraded);
         // One more failure is not a new transition.
-        assert!(m.observe(Failure, th(3, 1, NoData::Unknown), at(0)).is_none());
+        assert!(
+            m.observe(Failure, th(3, 1, NoData::Unknown), at(0))
+                .is_none()
+        );
         assert_eq!(m.consecutive_failures, 8);
         assert_eq!(m.transitions, 4);
     }

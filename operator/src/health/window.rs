@@ -94,7 +94,7 @@ impl Window {
 /// `99.5%`, `100%`, `0%`: one decimal, trailing `.0` dropped.
 fn percent(ok: usize, n: usize) -> String {
     let tenths = (ok as f64 * 1000.0 / n as f64).floor() as u64;
-    if tenths % 10 == 0 {
+    if tenths.is_multiple_of(10) {
         format!("{}%", tenths / 10)
     } else {
         format!("{}.{}%", tenths / 10, tenths % 10)
