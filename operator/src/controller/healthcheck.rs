@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::Service;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 pub fn controller(cctx: Arc<ControllerContext>) -> KindController<HealthCheck> {
@@ -22,52 +21,21 @@ pub fn controller(cctx: Arc<ControllerContext>) -> KindController<HealthCheck> {
     })
 }
 
-/// Addresses never probed: link-local (incl. cloud metadata 169.254.169.254), unspecified,
-/// broadcast and multicast.
-pub fn refused_address(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local (cloud metadata) address"),
-        IpAddr::V4(v4) if v4.is_unspecified() => Some("unspecified address"),
-        IpAddr::V4(v4) if v4.is_broadcast() || v4.is_multicast() => {
-            Some("broadcast or multicast address")
-        }
-        IpAddr::V6(v6) if v6.is_unspecified() => Some("unspecified address"),
-        IpAddr::V6(v6) if v6.is_multicast() => Some("multicast address"),
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local address"),
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .and_then(|v4| refused_address(IpAddr::V4(v4))),
-        IpAddr::V4(_) => None,
-    }
-}
-
-/// Checks a literal target URL against the SSRF rules (host names are checked per probe after
-/// DNS resolution).
-pub fn check_target_url(url: &str) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("target.url: {e}"))?;
-    let host = parsed.host_str().ok_or("target.url has no host")?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>()
-        && let Some(why) = refused_address(ip)
-    {
-        return Err(format!(
-            "target.url points at a {why} ({ip}), which is refused"
-        ));
-    }
-    if host.eq_ignore_ascii_case("metadata.google.internal") {
-        return Err("target.url points at a cloud metadata service, which is refused".into());
-    }
-    Ok(())
-}
-
 async fn reconcile(hc: Arc<HealthCheck>, cctx: Arc<ControllerContext>) -> Result<Action, Error> {
     let ctx = &cctx.ctx;
     let namespace = hc.namespace().unwrap_or_default();
     let target = &hc.spec.target;
 
-    // validate
+    // validate: literal addresses and metadata names now; resolved names at every probe.
     if let Some(url) = &target.url {
-        check_target_url(url).map_err(Error::InvalidSpec)?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::InvalidSpec(format!("target.url: {e}")))?;
+        if parsed.host_str().is_none() {
+            return Err(Error::InvalidSpec("target.url has no host".into()));
+        }
+        crate::net::Guard::from(&ctx.config.settings.network)
+            .check_url(url)
+            .map_err(|r| Error::InvalidSpec(format!("target.url: {r}")))?;
     }
     crate::api::parse_duration("interval", &hc.spec.interval).map_err(Error::InvalidSpec)?;
     crate::api::parse_duration("timeout", &hc.spec.timeout).map_err(Error::InvalidSpec)?;
@@ -111,36 +79,4 @@ async fn reconcile(hc: Arc<HealthCheck>, cctx: Arc<ControllerContext>) -> Result
     };
     status::apply_status(ctx, hc.as_ref(), "healthcheck", &st).await?;
     Ok(Action::await_change())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ssrf_rules_for_literal_targets() {
-        assert!(
-            check_target_url("http://169.254.169.254/latest/meta-data")
-                .unwrap_err()
-                .contains("link-local")
-        );
-        assert!(
-            check_target_url("http://0.0.0.0:8080/")
-                .unwrap_err()
-                .contains("unspecified")
-        );
-        assert!(
-            check_target_url("http://[fe80::1]/")
-                .unwrap_err()
-                .contains("link-local")
-        );
-        assert!(
-            check_target_url("http://[::ffff:169.254.169.254]/")
-                .unwrap_err()
-                .contains("link-local")
-        );
-        assert!(check_target_url("http://metadata.google.internal/").is_err());
-        assert!(check_target_url("http://10.0.0.5:8080/healthz").is_ok());
-        assert!(check_target_url("https://app.example.com/").is_ok());
-    }
 }

@@ -14,6 +14,8 @@
 
 pub mod guard;
 pub mod proxy;
+#[cfg(test)]
+pub mod test_dns;
 
 pub use guard::{
     AddrClass, Guard, GuardResolver, RedirectDecision, Refusal, ResolveError, find_refusal,
