@@ -411,8 +411,8 @@ impl Prober {
             trace.answered = Some(start.elapsed());
             let status = response.status();
             trace.status_code = Some(status.as_u16());
-            let location = status
-                .is_redirection()
+            // 300 and 304 name no single next URL; they are answers like any other.
+            let location = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
                 .then(|| response.headers().get(LOCATION))
                 .flatten();
             let Some(location) = location else {
@@ -564,7 +564,7 @@ impl Prober {
             TokioIo::new(io),
         )
         .await
-        .map_err(|e| Fail::new(hyper_text(&e)))?;
+        .map_err(|e| Fail::new(format!("HTTP/2: {}", hyper_text(&e))))?;
         let _conn = AbortOnDrop(tokio::spawn(async move {
             let _ = conn.await;
         }));
@@ -587,7 +587,7 @@ impl Prober {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| Fail::new(hyper_text(&e)))?;
+            .map_err(|e| Fail::new(format!("HTTP/2: {}", hyper_text(&e))))?;
         let status = response.status().as_u16();
         trace.status_code = Some(status);
         let grpc = response
@@ -995,6 +995,9 @@ fn tls_text(e: &std::io::Error) -> String {
 
 /// A hyper error and the I/O error beneath it, if any.
 fn hyper_text(e: &hyper::Error) -> String {
+    if e.is_parse() {
+        return format!("not a valid HTTP answer: {e}");
+    }
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
         if let Some(io) = err.downcast_ref::<std::io::Error>() {

@@ -1,8 +1,8 @@
 //! The outbound guard: which addresses Pullwarden may open a connection to on a tenant's behalf.
 //!
-//! A tenant chooses the URLs Pullwarden connects to (a Repository's `url`/`apiUrl`, later
-//! HealthCheck targets and Plugin endpoints), and Pullwarden attaches credentials and reports
-//! what it got back. Without a guard that is a server-side request forgery primitive: the cloud
+//! A tenant chooses the URLs Pullwarden connects to (a Repository's `url`/`apiUrl`, HealthCheck
+//! targets, later Plugin endpoints), and Pullwarden attaches credentials and reports what it
+//! got back. Without a guard that is a server-side request forgery primitive: the cloud
 //! metadata service (instance credentials), the API server, kubelets and other in-cluster
 //! services become reachable with Pullwarden's network position.
 //!
@@ -14,7 +14,9 @@
 //!   (`169.254.169.254`, `169.254.170.2`, `fd00:ec2::254`, `100.100.100.200`, `192.0.0.192`) —
 //!   so `--outbound-allow-cidrs=0.0.0.0/0` does not open the metadata service, but
 //!   `127.0.0.0/8` opens loopback for a development forge;
-//! - refused unless any allow entry contains it: `--cluster-cidrs`;
+//! - refused unless any allow entry contains it: `--cluster-cidrs` (skipped by
+//!   [`Guard::check_addr_fixed_classes`] for a Service's own endpoints, which the cluster
+//!   vouches for; every class above still applies to them);
 //! - names: metadata host names are always refused; cluster-internal names (`*.svc`,
 //!   `*.cluster.local`, single-label names that resolve through the cluster's DNS search path,
 //!   `localhost`) only resolve to addresses that an allow entry lists;
@@ -28,6 +30,12 @@
 //! called for them (the forge client factory does, and the git proxy checks every target).
 //! Redirects: [`redirect_policy`] follows same-origin redirects only; a cross-origin redirect is
 //! returned to the caller as the response, so a token never travels to another host.
+//! (HealthCheck probes follow redirects across origins, each hop through [`Guard::resolve`],
+//! with the spec's headers kept to the first origin: `crate::health::probe`.)
+//!
+//! Resolver: the system resolver (`getaddrinfo`), or with `--dns-server` only the listed DNS
+//! servers ([`Guard::with_dns_servers`], hickory; for air-gapped clusters and tests). Either
+//! way its answers are filtered here, for every client.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -496,6 +496,7 @@ async fn redirects_are_followed_and_every_hop_is_checked() {
             "/loop" => redirect(302, "/loop"),
             "/ftp" => redirect(302, "ftp://example.com/"),
             "/post" => redirect(303, "/next"),
+            "/not-modified" => redirect(304, "/next"),
             _ => reply(404, ""),
         }
     })
@@ -537,6 +538,11 @@ async fn redirects_are_followed_and_every_hop_is_checked() {
         6,
         "the first request and 5 hops"
     );
+
+    let o = prober()
+        .probe(&http(&server.url("/not-modified"), get()))
+        .await;
+    assert_eq!(err(&o), "status 304 not in 200-299", "not followed");
 
     let o = prober().probe(&http(&server.url("/ftp"), get())).await;
     assert_eq!(
@@ -689,7 +695,10 @@ async fn https_verifies_against_the_given_ca_and_the_url_host() {
     let o = p
         .probe(&http(&format!("http://127.0.0.1:{port}/"), get()))
         .await;
-    assert!(!o.success, "{o:?}");
+    assert_eq!(
+        err(&o),
+        "not a valid HTTP answer: invalid HTTP version parsed"
+    );
     let plain = serve(|_| async { reply(200, "ok") }).await;
     let o = p
         .probe(&http(
@@ -697,7 +706,10 @@ async fn https_verifies_against_the_given_ca_and_the_url_host() {
             get(),
         ))
         .await;
-    assert!(err(&o).starts_with("TLS"), "{o:?}");
+    assert_eq!(
+        err(&o),
+        "TLS: received corrupt message of type InvalidContentType"
+    );
 }
 
 // --- TCP -----------------------------------------------------------------------------------
@@ -876,7 +888,7 @@ async fn grpc_health_against_tonic() {
     // An HTTP/1 server is not a gRPC server.
     let plain = serve(|_| async { reply(200, "ok") }).await;
     let o = prober().probe(&grpc(&plain.url(""), "app")).await;
-    assert!(!o.success, "{o:?}");
+    assert!(err(&o).starts_with("HTTP/2: "), "{o:?}");
 }
 
 /// A hand-rolled gRPC health answer: one message with `status`, then `grpc-status: 0`.
