@@ -269,7 +269,10 @@ async fn every_kind_gets_real_conditions() {
         "{:?}",
         st.common.conditions
     );
-    assert!(st.last_probe.is_none(), "a refused literal target is never probed");
+    assert!(
+        st.last_probe.is_none(),
+        "a refused literal target is never probed"
+    );
     let orphan = json!({
         "apiVersion": "pullwarden.dev/v1alpha1", "kind": "HealthCheck", "metadata": {"name": "orphan"},
         "spec": {"target": {"previewRef": {"name": "nope"}}, "probe": {"http": {}}, "interval": "1s", "timeout": "1s"}
@@ -291,7 +294,10 @@ async fn every_kind_gets_real_conditions() {
     )
     .await
     .unwrap();
-    assert_eq!(h.status.unwrap().state, pullwarden::api::HealthState::Unknown);
+    assert_eq!(
+        h.status.unwrap().state,
+        pullwarden::api::HealthState::Unknown
+    );
 
     // Plugin: its Slack Secret is missing.
     let plugins: Api<Plugin> = Api::namespaced(client.clone(), &n);
