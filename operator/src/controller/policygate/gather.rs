@@ -314,6 +314,24 @@ mod tests {
         assert!(preview_state([&ready], "other", "web", 7, "abc").is_none());
     }
 
+    #[test]
+    fn a_health_check_without_verdict_is_waited_for() {
+        let mut pending = preview("True", Some("Unknown"), "abc");
+        let conds = &mut pending.status.as_mut().unwrap().common.conditions;
+        conds[1].reason = "HealthCheckPending".into();
+        let got = preview_state([&pending], "team", "web", 7, "abc").unwrap();
+        assert!(!got.ready, "pending, not passed as 'no health checks'");
+        assert_eq!(
+            got.message.as_deref(),
+            Some("its health check has no verdict yet")
+        );
+        // The HealthCheck failing: unhealthy.
+        let mut failing = preview("True", Some("False"), "abc");
+        failing.status.as_mut().unwrap().common.conditions[1].reason = "HealthCheckFailing".into();
+        let got = preview_state([&failing], "team", "web", 7, "abc").unwrap();
+        assert!(got.ready && got.healthy == Some(false));
+    }
+
     #[tokio::test]
     async fn snapshots_leave_out_the_gates_own_check_and_ask_teams_once() {
         use crate::forge::fake::FakeForge;
