@@ -128,9 +128,18 @@ async fn reconcile(hc: Arc<HealthCheck>, cctx: Arc<ControllerContext>) -> Result
                 )
             };
             let base = status::common_status(hc.as_ref(), &outcome);
-            let st =
+            let composed =
                 cctx.health
                     .upsert(key, plan, hc.metadata.generation, base, hc.status.as_ref());
+            // The probe figures are the scheduler's to write (on change or at its cadence); a
+            // reconcile writes only what it decides, so a resync adds no status write.
+            let st = match &hc.status {
+                Some(recorded) => crate::api::HealthCheckStatus {
+                    common: composed.common,
+                    ..recorded.clone()
+                },
+                None => composed,
+            };
             status::apply_status(ctx, hc.as_ref(), "healthcheck", &st).await?;
             return Ok(Action::requeue(RESYNC));
         }
