@@ -16,6 +16,7 @@ pub struct Settings {
     pub previews: PreviewSettings,
     pub argocd: ArgoCdSettings,
     pub network: NetworkSettings,
+    pub health: HealthSettings,
 }
 
 /// The flags of `pullwarden run` that build [`Settings`].
@@ -160,6 +161,31 @@ pub struct SafetyOptions {
         env = "PULLWARDEN_GIT_FETCH_MAX_OBJECTS"
     )]
     pub git_fetch_max_objects: usize,
+
+    // --- HealthCheck probing --------------------------------------------------------------
+    /// Most HealthCheck probes in flight at once, over every check (the rest wait their turn;
+    /// their start delay is `pullwarden_probe_start_delay_seconds`).
+    #[arg(
+        long,
+        default_value_t = 256,
+        env = "PULLWARDEN_HEALTH_PROBE_CONCURRENCY"
+    )]
+    pub health_probe_concurrency: usize,
+    /// How often a HealthCheck's figures (counts, last probe, availability, latency) are
+    /// written to its status when its state did not change. A state change is written at once.
+    #[arg(
+        long,
+        default_value = "5m",
+        value_parser = parse_flag_duration,
+        env = "PULLWARDEN_HEALTH_STATUS_INTERVAL"
+    )]
+    pub health_status_interval: Duration,
+}
+
+/// `30s`, `5m`, `1h`, as in CRD durations.
+fn parse_flag_duration(s: &str) -> Result<Duration, String> {
+    let d: crate::api::Duration = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    crate::api::parse_duration("duration", &d)
 }
 
 impl Default for SafetyOptions {
@@ -200,6 +226,13 @@ pub struct ArgoCdSettings {
     pub project: String,
     pub allowed_projects: Vec<String>,
     pub destination_server: String,
+}
+
+/// HealthCheck probing settings.
+#[derive(Clone, Debug)]
+pub struct HealthSettings {
+    pub probe_concurrency: usize,
+    pub status_interval: Duration,
 }
 
 /// Outbound (forge API and git) guard settings.
@@ -303,6 +336,10 @@ impl Settings {
                 git_fetch_max_bytes: o.git_fetch_max_bytes,
                 git_fetch_max_objects: o.git_fetch_max_objects,
                 connect_timeout: Duration::from_secs(10),
+            },
+            health: HealthSettings {
+                probe_concurrency: o.health_probe_concurrency.max(1),
+                status_interval: o.health_status_interval,
             },
         })
     }

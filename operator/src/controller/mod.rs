@@ -102,6 +102,8 @@ pub struct ControllerContext {
     previews: preview::Shared,
     /// The gate controller's stores and team-membership cache.
     gates: policygate::Shared,
+    /// The one HealthCheck probe scheduler.
+    health: healthcheck::HealthScheduler,
 }
 
 impl ControllerContext {
@@ -111,6 +113,7 @@ impl ControllerContext {
             backoff: BackoffTracker::default(),
             previews: preview::Shared::default(),
             gates: policygate::Shared::default(),
+            health: healthcheck::HealthScheduler::default(),
         })
     }
 }
@@ -270,6 +273,7 @@ pub async fn run_all(
     let preview = preview::controller(cctx.clone(), repository.store());
     let gate = policygate::controller(cctx.clone(), repository.store(), preview.store());
     let health = healthcheck::controller(cctx.clone());
+    cctx.health.set_stores(health.store(), preview.store());
     let plugin = plugin::controller(cctx.clone());
 
     // Ready once every controller's watch has delivered its initial list (see `primary_controller`).
@@ -291,6 +295,7 @@ pub async fn run_all(
         drain(preview.run(shutdown.clone(), cctx.clone())),
         drain(gate.run(shutdown.clone(), cctx.clone())),
         drain(health.run(shutdown.clone(), cctx.clone())),
+        cctx.health.clone().run(ctx.clone(), shutdown.clone()),
         drain(plugin.run(shutdown, cctx)),
     );
     ctx.synced.store(false, Ordering::Release);

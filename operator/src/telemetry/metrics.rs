@@ -42,6 +42,20 @@ pub struct HealthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    /// `http`, `tcp` or `grpc`.
+    pub probe: String,
+    /// `success`, `failure`, `refused` or `nodata`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// The state entered: `OK`, `Degraded` or `Unknown`.
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
     pub plugin_type: String,
     pub result: String,
@@ -66,8 +80,7 @@ pub struct Metrics {
     pub previews: Family<PhaseLabels, Gauge>,
     pub preview_time_to_ready: Histogram,
     pub gate_decisions: Family<GateLabels, Counter>,
-    pub health_state: Family<HealthLabels, Gauge>,
-    pub probe_latency: Histogram,
+    pub health: HealthMetrics,
     pub plugin_deliveries: Family<DeliveryLabels, Counter>,
     pub pr_lead_time: Histogram,
     pub pr_time_to_first_review: Histogram,
@@ -96,8 +109,7 @@ impl Metrics {
         let previews = Family::<PhaseLabels, Gauge>::default();
         let preview_time_to_ready = histogram_minutes();
         let gate_decisions = Family::<GateLabels, Counter>::default();
-        let health_state = Family::<HealthLabels, Gauge>::default();
-        let probe_latency = histogram_seconds();
+        let health = HealthMetrics::default();
         let plugin_deliveries = Family::<DeliveryLabels, Counter>::default();
         let pr_lead_time = histogram_minutes();
         let pr_time_to_first_review = histogram_minutes();
@@ -135,16 +147,7 @@ impl Metrics {
             "PolicyGate verdicts written to pull requests (a changed decision per head SHA), by gate, result and mode",
             gate_decisions.clone(),
         );
-        registry.register(
-            "pullwarden_health_state",
-            "HealthCheck state (0 Unknown, 1 OK, 2 Degraded)",
-            health_state.clone(),
-        );
-        registry.register(
-            "pullwarden_probe_latency_seconds",
-            "HealthCheck probe latency",
-            probe_latency.clone(),
-        );
+        health.register(&mut registry);
         registry.register(
             "pullwarden_plugin_deliveries",
             "Plugin deliveries, by plugin type and result",
@@ -175,8 +178,7 @@ impl Metrics {
             previews,
             preview_time_to_ready,
             gate_decisions,
-            health_state,
-            probe_latency,
+            health,
             plugin_deliveries,
             pr_lead_time,
             pr_time_to_first_review,
@@ -253,6 +255,92 @@ impl Metrics {
                 category: category.to_owned(),
             })
             .inc();
+    }
+}
+
+/// HealthCheck probing.
+#[derive(Clone, Debug)]
+pub struct HealthMetrics {
+    /// 1 while a check is OK, 0 while Degraded; no series while Unknown (or deleted).
+    pub up: Family<HealthLabels, Gauge>,
+    pub probe_duration: Family<ProbeLabels, Histogram>,
+    pub transitions: Family<TransitionLabels, Counter>,
+    /// How late probes started against their schedule (queueing for a probe slot included).
+    pub start_delay: Histogram,
+    /// Degraded → OK.
+    pub time_to_restore: Histogram,
+    pub status_writes: Counter,
+}
+
+impl Default for HealthMetrics {
+    fn default() -> Self {
+        HealthMetrics {
+            up: Family::default(),
+            probe_duration: Family::new_with_constructor(histogram_probe as fn() -> Histogram),
+            transitions: Family::default(),
+            start_delay: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            time_to_restore: histogram_minutes(),
+            status_writes: Counter::default(),
+        }
+    }
+}
+
+fn histogram_probe() -> Histogram {
+    // 0.5ms .. ~16s: loopback answers to timeouts.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl HealthMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pullwarden_healthcheck_up",
+            "1 while a HealthCheck is OK, 0 while Degraded (no series while Unknown)",
+            self.up.clone(),
+        );
+        registry.register(
+            "pullwarden_probe_duration_seconds",
+            "HealthCheck probe duration, by probe kind and result",
+            self.probe_duration.clone(),
+        );
+        registry.register(
+            "pullwarden_health_transitions",
+            "HealthCheck state changes, by the state entered",
+            self.transitions.clone(),
+        );
+        registry.register(
+            "pullwarden_probe_start_delay_seconds",
+            "How late HealthCheck probes started against their schedule",
+            self.start_delay.clone(),
+        );
+        registry.register(
+            "pullwarden_health_time_to_restore_seconds",
+            "Time a HealthCheck spent Degraded before it was OK again",
+            self.time_to_restore.clone(),
+        );
+        registry.register(
+            "pullwarden_health_status_writes",
+            "HealthCheck status writes by the probe scheduler (state changes and the bounded refresh)",
+            self.status_writes.clone(),
+        );
+    }
+
+    /// Sets or clears `pullwarden_healthcheck_up` for one check.
+    pub fn set_up(&self, namespace: &str, name: &str, state: Option<crate::api::HealthState>) {
+        let labels = HealthLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        match state {
+            Some(crate::api::HealthState::Ok) => {
+                self.up.get_or_create(&labels).set(1);
+            }
+            Some(crate::api::HealthState::Degraded) => {
+                self.up.get_or_create(&labels).set(0);
+            }
+            _ => {
+                self.up.remove(&labels);
+            }
+        }
     }
 }
 

@@ -8,4 +8,4 @@ mod logging;
 mod metrics;
 
 pub use logging::{LogFormat, init_logging};
-pub use metrics::{Metrics, ReconcileMeasurer};
+pub use metrics::{HealthMetrics, Metrics, ProbeLabels, ReconcileMeasurer, TransitionLabels};
