@@ -108,6 +108,17 @@ pub struct SafetyOptions {
         env = "PULLWARDEN_PREVIEW_RUNTIME_CLASSES"
     )]
     pub preview_runtime_classes: Vec<String>,
+    /// Preview health probes (`template.healthCheck`) connect to this address — the ingress
+    /// controller's Service or load balancer — instead of resolving the preview host, which is
+    /// still sent as Host and TLS server name. For clusters where the operator cannot resolve or
+    /// reach the public preview host (split-horizon DNS, no hairpin NAT). The outbound guard
+    /// still checks it, except for `--cluster-cidrs` (the operator chose it, not a tenant).
+    #[arg(long, env = "PULLWARDEN_PREVIEW_PROBE_ADDRESS")]
+    pub preview_probe_address: Option<std::net::SocketAddr>,
+    /// Scheme of preview health probes: `https` (the preview URL as written) or `http` for
+    /// ingress controllers that serve previews without TLS (local clusters).
+    #[arg(long, default_value = "https", value_parser = ["https", "http"], env = "PULLWARDEN_PREVIEW_PROBE_SCHEME")]
+    pub preview_probe_scheme: String,
 
     // --- Argo CD delivery -----------------------------------------------------------------
     /// Namespace where Argo CD watches Applications (and AppProjects).
@@ -217,6 +228,8 @@ pub struct PreviewSettings {
     pub ingress_annotations: Vec<String>,
     pub service_types: Vec<String>,
     pub runtime_classes: Vec<String>,
+    pub probe_address: Option<std::net::SocketAddr>,
+    pub probe_scheme: String,
 }
 
 /// Argo CD delivery settings.
@@ -322,6 +335,8 @@ impl Settings {
                 ingress_annotations: o.preview_ingress_annotations.clone(),
                 service_types: o.preview_service_types.clone(),
                 runtime_classes: o.preview_runtime_classes.clone(),
+                probe_address: o.preview_probe_address,
+                probe_scheme: o.preview_probe_scheme.clone(),
             },
             argocd: ArgoCdSettings {
                 namespace: o.argocd_namespace.clone(),

@@ -325,6 +325,10 @@ pub struct PreviewEnvironmentStatus {
     /// What has been written back to the forge, so restarts never write twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reported: Option<ReportedState>,
+    /// The `pullwarden/health` commit status last written (SHA and state), from the
+    /// HealthCheck of `template.healthCheck`; one write per state change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reported: Option<ReportedState>,
 }
 
 /// One applied object.

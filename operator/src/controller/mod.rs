@@ -274,6 +274,7 @@ pub async fn run_all(
     let gate = policygate::controller(cctx.clone(), repository.store(), preview.store());
     let health = healthcheck::controller(cctx.clone());
     cctx.health.set_stores(health.store(), preview.store());
+    cctx.previews.set_health_checks(health.store());
     let plugin = plugin::controller(cctx.clone());
 
     // Ready once every controller's watch has delivered its initial list (see `primary_controller`).

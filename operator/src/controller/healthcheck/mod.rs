@@ -92,13 +92,37 @@ async fn reconcile(hc: Arc<HealthCheck>, cctx: Arc<ControllerContext>) -> Result
     let guard = crate::net::Guard::from(&ctx.config.settings.network);
     let outcome = match plan::plan(&hc, inputs, &guard) {
         Ok(plan) => {
+            // Plugin delivery does not exist yet (issue 14): say so rather than drop it silently.
+            let plugins = hc
+                .spec
+                .alert
+                .as_ref()
+                .map(|a| {
+                    a.plugin_refs
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let alerts = if plugins.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; alerts are recorded as Events only: plugin delivery is not implemented yet, so {} {} not notified",
+                    plugins.join(", "),
+                    if plugins.len() == 1 { "is" } else { "are" }
+                )
+            };
             let outcome = if plan.suspend {
-                Outcome::ready("Suspended", "spec.suspend is set: not probing; state kept")
+                Outcome::ready(
+                    "Suspended",
+                    format!("spec.suspend is set: not probing; state kept{alerts}"),
+                )
             } else {
                 Outcome::ready(
                     "Probing",
                     format!(
-                        "probing every {}",
+                        "probing every {}{alerts}",
                         crate::health::window::format_latency(plan.interval)
                     ),
                 )

@@ -413,13 +413,24 @@ impl HealthScheduler {
             if let Some(r) = cached {
                 return r;
             }
-            let r = target::resolve(&ctx.client, None, &key.0, plan).await;
+            let r = target::resolve(&ctx.client, None, &self.route(ctx), &key.0, plan).await;
             if let Some(e) = self.inner.checks.lock().expect("checks lock").get_mut(key) {
                 e.service = Some((Instant::now(), r.clone()));
             }
             return r;
         }
-        target::resolve(&ctx.client, self.inner.previews.get(), &key.0, plan).await
+        target::resolve(
+            &ctx.client,
+            self.inner.previews.get(),
+            &self.route(ctx),
+            &key.0,
+            plan,
+        )
+        .await
+    }
+
+    fn route(&self, ctx: &Context) -> target::PreviewRoute {
+        target::PreviewRoute::from(&ctx.config.settings.previews)
     }
 
     /// Feeds one result to the check's state and writes status when it is due.

@@ -57,9 +57,26 @@ pub fn probe_url(
     }
 }
 
+/// How the operator reaches previews (`--preview-probe-address`, `--preview-probe-scheme`).
+#[derive(Clone, Debug, Default)]
+pub struct PreviewRoute {
+    pub address: Option<SocketAddr>,
+    pub plain_http: bool,
+}
+
+impl From<&crate::settings::PreviewSettings> for PreviewRoute {
+    fn from(s: &crate::settings::PreviewSettings) -> Self {
+        PreviewRoute {
+            address: s.probe_address,
+            plain_http: s.probe_scheme == "http",
+        }
+    }
+}
+
 /// The target of a preview from the store.
 pub fn preview_target(
     store: Option<&Store<DeserializeGuard<PreviewEnvironment>>>,
+    route: &PreviewRoute,
     namespace: &str,
     name: &str,
     plan: &CheckPlan,
@@ -78,13 +95,22 @@ pub fn preview_target(
     let Some(raw) = status.url else {
         return Resolved::NoData(format!("preview {name} has no URL yet"));
     };
-    match url::Url::parse(&raw)
+    let base = url::Url::parse(&raw).map(|mut u| {
+        if route.plain_http && u.scheme() == "https" {
+            let _ = u.set_scheme("http");
+        }
+        u
+    });
+    match base
         .map_err(|e| e.to_string())
         .and_then(|base| probe_url(&plan.kind, &base, path))
     {
         Ok(url) => Resolved::Target(ProbeTarget {
             url,
-            pinned: None,
+            pinned: route.address.map(|a| PinnedAddrs {
+                addrs: vec![a],
+                cluster_exempt: true,
+            }),
             ca_pem: plan.ca_pem.clone(),
         }),
         Err(e) => Resolved::NoData(format!("preview {name} URL {raw:?}: {e}")),
@@ -195,6 +221,7 @@ pub async fn service_target(
 pub async fn resolve(
     client: &kube::Client,
     previews: Option<&Store<DeserializeGuard<PreviewEnvironment>>>,
+    route: &PreviewRoute,
     namespace: &str,
     plan: &Arc<CheckPlan>,
 ) -> Resolved {
@@ -205,7 +232,7 @@ pub async fn resolve(
             ca_pem: plan.ca_pem.clone(),
         }),
         TargetPlan::Preview { name, path } => {
-            preview_target(previews, namespace, name, plan, path.as_deref())
+            preview_target(previews, route, namespace, name, plan, path.as_deref())
         }
         TargetPlan::Service { name, port, path } => {
             match service_target(client, namespace, name, *port, plan, path.as_deref()).await {

@@ -121,11 +121,20 @@ pub fn preview_state<'a>(
     let conditions = &status.common.conditions;
     let ready_condition = crate::api::find_condition(conditions, crate::api::READY);
     let on_head = status.deployed_sha.as_deref() == Some(head_sha);
-    let ready = crate::api::is_condition_true(conditions, crate::api::READY) && on_head;
-    let healthy =
-        crate::api::find_condition(conditions, crate::api::HEALTHY).map(|c| c.status == "True");
+    let healthy_condition = crate::api::find_condition(conditions, crate::api::HEALTHY);
+    // A HealthCheck without a verdict yet (`template.healthCheck`): wait for it, like a preview
+    // that is not ready, instead of passing as "no health checks".
+    let health_pending = healthy_condition
+        .is_some_and(|c| c.status == "Unknown" && c.reason == "HealthCheckPending");
+    let ready =
+        crate::api::is_condition_true(conditions, crate::api::READY) && on_head && !health_pending;
+    let healthy = healthy_condition
+        .filter(|c| c.status != "Unknown")
+        .map(|c| c.status == "True");
     let message = if ready {
         None
+    } else if health_pending {
+        Some("its health check has no verdict yet".into())
     } else if !on_head && ready_condition.is_some_and(|c| c.status == "True") {
         Some(format!(
             "the preview runs {}, not the head",

@@ -24,6 +24,7 @@ pub mod apply;
 mod approval;
 pub mod argocd;
 pub mod confine;
+pub mod health;
 pub mod plan;
 mod teardown;
 pub mod writeback;
@@ -73,6 +74,8 @@ const WRITEBACK_RETRY: Duration = Duration::from_secs(20);
 pub struct Shared {
     repositories: OnceLock<Store<DeserializeGuard<Repository>>>,
     previews: OnceLock<Store<DeserializeGuard<PreviewEnvironment>>>,
+    /// HealthChecks (the ones `template.healthCheck` creates are read from here).
+    health_checks: OnceLock<Store<DeserializeGuard<crate::api::HealthCheck>>>,
     /// One impersonated client per preview (its TLS connection pool is reused).
     clients: Mutex<HashMap<String, Client>>,
     /// Namespace → the confinement applied to it by this process (a hash of its manifests).
@@ -124,6 +127,11 @@ impl Shared {
     }
 
     /// A torn-down namespace: confine it again if it comes back.
+    /// The HealthCheck store (the HealthCheck controller is built after this one).
+    pub fn set_health_checks(&self, store: Store<DeserializeGuard<crate::api::HealthCheck>>) {
+        let _ = self.health_checks.set(store);
+    }
+
     fn forget_namespace(&self, namespace: &str) {
         self.confined
             .lock()
@@ -187,6 +195,28 @@ pub fn controller(
                     Some(preview) => vec![preview],
                     None => previews_in_namespace(&store, &ns),
                 })
+            });
+        controller = controller.reconcile_on(triggers);
+    }
+    // The HealthChecks of `template.healthCheck` (labelled with their preview): a state change
+    // is the preview's `Healthy` condition and the `pullwarden/health` status.
+    {
+        let api: Api<kube::core::PartialObjectMeta<crate::api::HealthCheck>> =
+            Api::all(ctx.client.clone());
+        let config = kube::runtime::watcher::Config::default().labels(health::PREVIEW_LABEL);
+        let triggers = watcher(api, config)
+            .default_backoff()
+            .touched_objects()
+            .filter_map(|obj| futures::future::ready(obj.ok()))
+            .filter_map(|meta| {
+                let owner = meta
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(health::PREVIEW_LABEL))
+                    .cloned();
+                let ns = meta.metadata.namespace.clone().unwrap_or_default();
+                futures::future::ready(owner.map(|o| ObjectRef::new(&o).within(&ns)))
             });
         controller = controller.reconcile_on(triggers);
     }
@@ -970,12 +1000,7 @@ impl<'a> Run<'a> {
                     &message,
                 );
                 self.deployed(head, now);
-                self.healthy(
-                    ConditionStatus::True,
-                    "WorkloadsAvailable",
-                    "every workload is available",
-                    now,
-                );
+                self.health(head, now).await;
                 self.cctx.previews.retries.reset(&self.key());
                 info!(preview = %pe.name_any(), sha = %head, seconds = duration.as_secs_f64(), "preview ready");
                 publish(
@@ -999,12 +1024,7 @@ impl<'a> Run<'a> {
                     Outcome::ready("Deployed", message.clone()),
                     &message,
                 );
-                self.healthy(
-                    ConditionStatus::True,
-                    "WorkloadsAvailable",
-                    "every workload is available",
-                    now,
-                );
+                self.health(head, now).await;
                 at_deadline(Some(READY_RECHECK))
             }
             Step::Unhealthy(down) => {
@@ -1020,6 +1040,8 @@ impl<'a> Run<'a> {
                     &message,
                     now,
                 );
+                self.report_health(head, ConditionStatus::False, &message)
+                    .await;
                 at_deadline(Some(DEPLOYING_RECHECK))
             }
         };
@@ -1096,13 +1118,68 @@ impl<'a> Run<'a> {
     }
 
     fn ready_message(&self, head: &str) -> String {
-        let live = self.live_message(head);
-        match &self.pe.spec.template.health_check {
-            // Said on the object until HealthCheck probing exists (docs/status.md).
-            Some(_) => {
-                format!("{live} (template.healthCheck is not implemented yet: nothing probes it)")
+        self.live_message(head)
+    }
+
+    /// `Healthy` of a Ready preview whose workloads are available: from its HealthCheck when
+    /// `template.healthCheck` asks for one (created or updated here), else from the workloads.
+    async fn health(&mut self, head: &str, now: jiff::Timestamp) {
+        let check = health::ensure(self.ctx, self.cctx.previews.health_checks.get(), self.pe).await;
+        let (st, reason, message) = match (&self.pe.spec.template.health_check, check) {
+            (None, Ok(_)) => (
+                ConditionStatus::True,
+                "WorkloadsAvailable",
+                "every workload is available".to_string(),
+            ),
+            (None, Err(e)) => (
+                ConditionStatus::True,
+                "WorkloadsAvailable",
+                format!(
+                    "every workload is available (the removed health check could not be deleted: {e})"
+                ),
+            ),
+            (Some(_), Ok(hc)) => health::healthy(hc.as_deref()),
+            (Some(_), Err(e)) => (
+                ConditionStatus::Unknown,
+                "HealthCheckNotApplied",
+                format!("template.healthCheck: {e}"),
+            ),
+        };
+        self.healthy(st, reason, &message, now);
+        self.report_health(head, st, &message).await;
+    }
+
+    /// The `pullwarden/health` commit status on the head, once per (SHA, state).
+    async fn report_health(&mut self, head: &str, st: ConditionStatus, message: &str) {
+        if self.pe.spec.template.health_check.is_none() {
+            return;
+        }
+        let (state, record, description) = health::status_for(st, message);
+        if !health::should_write(self.status.health_reported.as_ref(), head, record) {
+            return;
+        }
+        let forge = match self.forge().await {
+            Ok(forge) => forge,
+            Err(err) => {
+                self.reported(Err(format!("no forge client for the health status: {err}")));
+                return;
             }
-            None => live,
+        };
+        let status = health::commit_status(state, &description, self.status.url.as_deref());
+        match forge.set_commit_status(head, &status).await {
+            Ok(()) => {
+                self.status.health_reported = Some(api::ReportedState {
+                    sha: head.to_owned(),
+                    state: record.to_owned(),
+                    ..Default::default()
+                });
+            }
+            Err(crate::forge::ForgeError::Unsupported { .. }) => {}
+            Err(e) => self.reported(Err(format!(
+                "setting commit status {} on {}: {e}",
+                health::STATUS_CONTEXT,
+                plan::short(head)
+            ))),
         }
     }
 
