@@ -10,8 +10,9 @@ use crate::support::*;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use pullwarden::api::{HealthCheck, HealthState, ProbeResult};
+use pullwarden::api::{HealthCheck, HealthState, PreviewEnvironment, ProbeResult, Repository};
 use pullwarden_bench::prom::Scrape;
+use pullwarden_emulator::{EmulatorHandle, PullSpec};
 use pullwarden_harness::cluster::{self, TestNamespace, apply_crds, wait_for, wait_until_gone};
 use pullwarden_harness::operator::{Operator, OperatorOptions};
 use pullwarden_harness::probe_targets::{
@@ -694,5 +695,180 @@ async fn a_changed_path_takes_effect_at_the_next_probe() {
         Some(503),
         "{}",
         yaml(&degraded)
+    );
+}
+
+/// The preview's condition `type_` ("" when absent): (status, reason, message).
+fn preview_condition(p: &PreviewEnvironment, type_: &str) -> (String, String, String) {
+    p.status
+        .as_ref()
+        .and_then(|s| s.common.conditions.iter().find(|c| c.type_ == type_))
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        .unwrap_or_default()
+}
+
+/// The `pullwarden/health` states on `sha`, oldest first.
+async fn health_statuses(emu: &EmulatorHandle, repo: &str, sha: &str) -> Vec<String> {
+    let mut statuses = emu.statuses(repo, Some(sha)).await.unwrap();
+    statuses.sort_by_key(|s| s.id);
+    statuses
+        .into_iter()
+        .filter(|s| s.context == "pullwarden/health")
+        .map(|s| s.state)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_preview_health_check_follows_its_app_and_the_pull_request_shows_it() {
+    const TOKEN: &str = "ghp_preview_health";
+    let app = HttpTarget::start().await.unwrap();
+    // The preview URL is https://pr-<n>.<repo>.preview.test; the operator reaches previews at
+    // --preview-probe-address over --preview-probe-scheme, i.e. this server, over plain HTTP.
+    let scene = Scene::start(
+        "hc-preview",
+        &[
+            format!("--preview-probe-address={}", app.addr()),
+            "--preview-probe-scheme=http".to_owned(),
+        ],
+    )
+    .await;
+    let n = scene.ns().to_owned();
+    let path = format!("acme/{n}");
+    let (emu, info) = preview_app_repo(&n, TOKEN).await;
+    secret(&scene.client, &n, "forge-token", &[("token", TOKEN)]).await;
+    let repos: Api<Repository> = Api::namespaced(scene.client.clone(), &n);
+    let previews: Api<PreviewEnvironment> = Api::namespaced(scene.client.clone(), &n);
+    apply(
+        &repos,
+        &n,
+        &repository(
+            &n,
+            &emu,
+            &info,
+            "forge-token",
+            json!({
+                "interval": "10s",
+                "pullRequests": {"labels": ["preview"]},
+                "preview": preview_spec(json!({"healthCheck": {"path": "/healthz", "interval": "1s"}})),
+            }),
+        ),
+    )
+    .await;
+    let pr = emu
+        .open_pull(
+            &path,
+            PullSpec {
+                head: "feature".into(),
+                title: "Change on feature".into(),
+                labels: vec!["preview".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let name = format!("{n}-pr-{}", pr.number);
+    let sha = pr.head_sha.clone();
+    let ready = wait_ready(&previews, &name, &sha).await;
+    let url = ready.status.as_ref().and_then(|s| s.url.clone()).unwrap();
+    let host = url.strip_prefix("https://").unwrap().to_owned();
+
+    // Healthy: the owned check is OK, the preview says so, the pull request shows success.
+    let check_name = format!("{name}-health");
+    let ok = scene.wait_state(&check_name, HealthState::Ok).await;
+    let owner = ok.metadata.owner_references.clone().unwrap_or_default();
+    assert!(
+        owner
+            .iter()
+            .any(|o| o.kind == "PreviewEnvironment" && o.name == name),
+        "owned by the preview: {}",
+        yaml(&ok)
+    );
+    let healthy = wait_for(&previews, &name, TIMEOUT, "Healthy=True", |p| {
+        preview_condition(p, "Healthy").0 == "True"
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        preview_condition(&healthy, "Healthy").1,
+        "HealthCheckPassing"
+    );
+    let probe = app
+        .seen()
+        .into_iter()
+        .find(|r| r.path == "/healthz")
+        .expect("the probe reached the app");
+    assert_eq!(
+        probe.header("host"),
+        Some(host.as_str()),
+        "probed as the preview host"
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while health_statuses(&emu, &path, &sha)
+        .await
+        .last()
+        .map(String::as_str)
+        != Some("success")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no pullwarden/health success on {sha}: {:?}",
+            health_statuses(&emu, &path, &sha).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The app breaks: Degraded, Healthy=False, failure on the pull request.
+    app.set("/healthz", Behaviour::Status(503));
+    scene.wait_state(&check_name, HealthState::Degraded).await;
+    let unhealthy = wait_for(&previews, &name, TIMEOUT, "Healthy=False", |p| {
+        preview_condition(p, "Healthy").0 == "False"
+    })
+    .await
+    .unwrap();
+    let (_, reason, message) = preview_condition(&unhealthy, "Healthy");
+    assert_eq!(reason, "HealthCheckFailing");
+    assert!(message.contains("503"), "{message}");
+    let deadline = Instant::now() + TIMEOUT;
+    while health_statuses(&emu, &path, &sha)
+        .await
+        .last()
+        .map(String::as_str)
+        != Some("failure")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no pullwarden/health failure on {sha}: {:?}",
+            health_statuses(&emu, &path, &sha).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Fixed again: back to success; one status per state change, none per probe.
+    app.set("/healthz", Behaviour::Ok);
+    wait_for(&previews, &name, TIMEOUT, "Healthy=True again", |p| {
+        preview_condition(p, "Healthy").0 == "True"
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let states = health_statuses(&emu, &path, &sha).await;
+        if states.last().map(String::as_str) == Some("success") && states.len() > 2 {
+            let mut changes = states.clone();
+            changes.dedup();
+            assert_eq!(changes, states, "one status per state change: {states:?}");
+            assert!(
+                states.ends_with(&["success".into(), "failure".into(), "success".into()]),
+                "{states:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "statuses: {states:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        app.requests_to("/healthz") > 6,
+        "many probes, few statuses: {:?}",
+        app.counts()
     );
 }
