@@ -8,6 +8,7 @@
 //! `template.argocd.project`), the spec is checked against or intersected with the setting.
 
 use ipnet::IpNet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// All operator-level safety settings, shared through [`crate::context::Config::settings`].
@@ -173,6 +174,16 @@ pub struct SafetyOptions {
     )]
     pub git_fetch_max_objects: usize,
 
+    /// DNS servers (`ip:port`, comma separated or repeated) the outbound guard resolves every
+    /// name through (forge APIs, git, HealthCheck probes), for air-gapped clusters and tests;
+    /// default: the system resolver.
+    #[arg(
+        long = "dns-server",
+        value_delimiter = ',',
+        env = "PULLWARDEN_DNS_SERVERS"
+    )]
+    pub dns_servers: Vec<SocketAddr>,
+
     // --- HealthCheck probing --------------------------------------------------------------
     /// Most HealthCheck probes in flight at once, over every check (the rest wait their turn;
     /// their start delay is `pullwarden_probe_start_delay_seconds`).
@@ -257,6 +268,8 @@ pub struct NetworkSettings {
     /// Caps on one git fetch (bytes received, objects), checked while fetching.
     pub git_fetch_max_bytes: u64,
     pub git_fetch_max_objects: usize,
+    /// `--dns-server`; empty: the system resolver.
+    pub dns_servers: Vec<SocketAddr>,
     /// How long a resolved address is trusted (the guard resolves once per connection anyway).
     pub connect_timeout: Duration,
 }
@@ -350,6 +363,7 @@ impl Settings {
                 allow_cross_host_api_url: o.allow_cross_host_api_url,
                 git_fetch_max_bytes: o.git_fetch_max_bytes,
                 git_fetch_max_objects: o.git_fetch_max_objects,
+                dns_servers: o.dns_servers.clone(),
                 connect_timeout: Duration::from_secs(10),
             },
             health: HealthSettings {
@@ -377,6 +391,42 @@ mod tests {
                 .any(|(k, v)| k == "limits.memory" && v == "16Gi")
         );
         assert_eq!(s.argocd.project, "pullwarden-previews");
+    }
+
+    #[test]
+    fn dns_servers_are_a_list_of_socket_addresses() {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            opts: SafetyOptions,
+        }
+        let parse = |args: &[&str]| {
+            <Wrapper as clap::Parser>::try_parse_from(
+                std::iter::once("pullwarden").chain(args.iter().copied()),
+            )
+            .map(|w| Settings::from_options(&w.opts).unwrap().network.dns_servers)
+        };
+        assert!(
+            parse(&[]).unwrap().is_empty(),
+            "default: the system resolver"
+        );
+        assert_eq!(
+            parse(&[
+                "--dns-server=127.0.0.1:5353,[::1]:53",
+                "--dns-server",
+                "10.0.0.10:53"
+            ])
+            .unwrap(),
+            vec![
+                "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap(),
+                "10.0.0.10:53".parse().unwrap(),
+            ]
+        );
+        assert!(
+            parse(&["--dns-server=10.0.0.10"]).is_err(),
+            "the port is required"
+        );
     }
 
     #[test]

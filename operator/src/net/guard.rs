@@ -1,8 +1,8 @@
 //! The outbound guard: which addresses Pullwarden may open a connection to on a tenant's behalf.
 //!
-//! A tenant chooses the URLs Pullwarden connects to (a Repository's `url`/`apiUrl`, later
-//! HealthCheck targets and Plugin endpoints), and Pullwarden attaches credentials and reports
-//! what it got back. Without a guard that is a server-side request forgery primitive: the cloud
+//! A tenant chooses the URLs Pullwarden connects to (a Repository's `url`/`apiUrl`, HealthCheck
+//! targets, later Plugin endpoints), and Pullwarden attaches credentials and reports what it
+//! got back. Without a guard that is a server-side request forgery primitive: the cloud
 //! metadata service (instance credentials), the API server, kubelets and other in-cluster
 //! services become reachable with Pullwarden's network position.
 //!
@@ -14,7 +14,9 @@
 //!   (`169.254.169.254`, `169.254.170.2`, `fd00:ec2::254`, `100.100.100.200`, `192.0.0.192`) —
 //!   so `--outbound-allow-cidrs=0.0.0.0/0` does not open the metadata service, but
 //!   `127.0.0.0/8` opens loopback for a development forge;
-//! - refused unless any allow entry contains it: `--cluster-cidrs`;
+//! - refused unless any allow entry contains it: `--cluster-cidrs` (skipped by
+//!   [`Guard::check_addr_fixed_classes`] for a Service's own endpoints, which the cluster
+//!   vouches for; every class above still applies to them);
 //! - names: metadata host names are always refused; cluster-internal names (`*.svc`,
 //!   `*.cluster.local`, single-label names that resolve through the cluster's DNS search path,
 //!   `localhost`) only resolve to addresses that an allow entry lists;
@@ -28,6 +30,12 @@
 //! called for them (the forge client factory does, and the git proxy checks every target).
 //! Redirects: [`redirect_policy`] follows same-origin redirects only; a cross-origin redirect is
 //! returned to the caller as the response, so a token never travels to another host.
+//! (HealthCheck probes follow redirects across origins, each hop through [`Guard::resolve`],
+//! with the spec's headers kept to the first origin: `crate::health::probe`.)
+//!
+//! Resolver: the system resolver (`getaddrinfo`), or with `--dns-server` only the listed DNS
+//! servers ([`Guard::with_dns_servers`], hickory; for air-gapped clusters and tests). Either
+//! way its answers are filtered here, for every client.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -140,13 +148,73 @@ const METADATA_NAMES: [&str; 6] = [
 pub struct Guard {
     cluster: Vec<IpNet>,
     allow: Vec<IpNet>,
+    /// `--dns-server`: resolve through these instead of the system resolver.
+    dns: Option<DnsServers>,
 }
 
 impl From<&NetworkSettings> for Guard {
     fn from(s: &NetworkSettings) -> Self {
-        Guard {
-            cluster: s.cluster_cidrs.clone(),
-            allow: s.allow_cidrs.clone(),
+        Guard::new(s.cluster_cidrs.clone(), s.allow_cidrs.clone()).with_dns_servers(&s.dns_servers)
+    }
+}
+
+/// A DNS client that asks only the configured name servers (UDP, then TCP for a truncated
+/// answer); shared by the clones of one guard, so its cache is too (answers are kept for their
+/// TTL, as the system resolver would).
+#[derive(Clone)]
+struct DnsServers {
+    servers: Arc<[SocketAddr]>,
+    resolver: Arc<hickory_resolver::TokioResolver>,
+}
+
+impl fmt::Debug for DnsServers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("DnsServers").field(&self.servers).finish()
+    }
+}
+
+impl DnsServers {
+    fn new(servers: &[SocketAddr]) -> Self {
+        use hickory_resolver::config::{
+            ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+        };
+        let name_servers = servers
+            .iter()
+            .map(|sa| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = sa.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = sa.port();
+                NameServerConfig::new(sa.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        let mut builder = hickory_resolver::TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(name_servers),
+            hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+        );
+        let opts = builder.options_mut();
+        // Every address of the name, so the guard sees (and filters) all of them.
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        // These servers answer for every name; /etc/hosts belongs to the system resolver.
+        opts.use_hosts_file = ResolveHosts::Never;
+        let resolver = builder
+            .build()
+            .expect("a resolver without encrypted transports always builds");
+        DnsServers {
+            servers: servers.into(),
+            resolver: Arc::new(resolver),
+        }
+    }
+
+    async fn lookup(&self, name: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        // A trailing dot: the name is absolute (no search domains are configured anyway).
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        match self.resolver.lookup_ip(fqdn.as_str()).await {
+            Ok(found) => Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+            Err(e) if e.is_no_records_found() => {
+                Err("no such name (NXDOMAIN or no address)".into())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -181,6 +249,15 @@ fn fixed_class(addr: IpAddr) -> Option<(AddrClass, Option<IpNet>)> {
         let single = IpNet::from(addr);
         return Some((AddrClass::Metadata, Some(single)));
     }
+    fixed_range_class(addr)
+}
+
+/// The class of the range an address is in, metadata addresses included.
+fn fixed_class_ignoring_metadata(addr: IpAddr) -> Option<AddrClass> {
+    fixed_range_class(addr).map(|(class, _)| class)
+}
+
+fn fixed_range_class(addr: IpAddr) -> Option<(AddrClass, Option<IpNet>)> {
     match addr {
         IpAddr::V4(v4) => {
             if v4.octets()[0] == 0 {
@@ -227,9 +304,20 @@ fn is_internal_name(name: &str) -> bool {
 }
 
 impl Guard {
-    /// A guard with explicit lists (tests, tools).
+    /// A guard with explicit lists (tests, tools), resolving through the system resolver.
     pub fn new(cluster: Vec<IpNet>, allow: Vec<IpNet>) -> Self {
-        Guard { cluster, allow }
+        Guard {
+            cluster,
+            allow,
+            dns: None,
+        }
+    }
+
+    /// Resolve names through these DNS servers (`ip:port`) instead of the system resolver
+    /// (`--dns-server`); an empty list keeps the system resolver.
+    pub fn with_dns_servers(mut self, servers: &[SocketAddr]) -> Self {
+        self.dns = (!servers.is_empty()).then(|| DnsServers::new(servers));
+        self
     }
 
     /// Whether an allow entry lists `addr` explicitly (inside `within`, when given).
@@ -245,26 +333,57 @@ impl Guard {
         self.check_addr_for(&addr.to_string(), addr)
     }
 
-    fn check_addr_for(&self, host: &str, addr: IpAddr) -> Result<(), Refusal> {
+    /// [`Guard::check_addr`] without the `--cluster-cidrs` rule, for addresses the cluster
+    /// itself vouches for (the endpoints of a Service, derived from its own selector). Every
+    /// fixed class still applies: unspecified, multicast, broadcast, and loopback, link-local and
+    /// metadata addresses unless an allow entry inside the class lists them.
+    pub fn check_addr_fixed_classes(&self, addr: IpAddr) -> Result<(), Refusal> {
         let ip = canonical(addr);
-        let refuse = |class: AddrClass| Refusal {
+        match self.fixed_class_verdict(ip) {
+            Some(Err(class)) => Err(self.refusal(&addr.to_string(), addr, class)),
+            Some(Ok(())) | None => Ok(()),
+        }
+    }
+
+    /// `None`: no fixed class; else whether the allow list exempts the class it is in.
+    fn fixed_class_verdict(&self, ip: IpAddr) -> Option<Result<(), AddrClass>> {
+        let (class, range) = fixed_class(ip)?;
+        Some(match range {
+            Some(range) if self.allowed(ip, Some(range)) => Ok(()),
+            _ => Err(class),
+        })
+    }
+
+    fn refusal(&self, host: &str, addr: IpAddr, class: AddrClass) -> Refusal {
+        let ip = canonical(addr);
+        // Most metadata services sit in the link-local range; say so (it is the rule people
+        // know, and `--outbound-allow-cidrs=169.254.0.0/16` does not open them).
+        let link_local = class == AddrClass::Metadata
+            && matches!(
+                fixed_class_ignoring_metadata(ip),
+                Some(AddrClass::LinkLocal)
+            );
+        Refusal {
             host: host.to_string(),
             addr: Some(addr),
-            reason: format!("{ip} is {}; {}", class.describe(), class.hint(ip)),
-        };
-        match fixed_class(ip) {
-            Some((class, None)) => return Err(refuse(class)),
-            Some((class, Some(range))) => {
-                return if self.allowed(ip, Some(range)) {
-                    Ok(())
-                } else {
-                    Err(refuse(class))
-                };
-            }
+            reason: format!(
+                "{ip} is {}{}; {}",
+                class.describe(),
+                if link_local { " (link-local)" } else { "" },
+                class.hint(ip)
+            ),
+        }
+    }
+
+    fn check_addr_for(&self, host: &str, addr: IpAddr) -> Result<(), Refusal> {
+        let ip = canonical(addr);
+        match self.fixed_class_verdict(ip) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(class)) => return Err(self.refusal(host, addr, class)),
             None => {}
         }
         if self.cluster.iter().any(|c| c.contains(&ip)) && !self.allowed(ip, None) {
-            return Err(refuse(AddrClass::Cluster));
+            return Err(self.refusal(host, addr, AddrClass::Cluster));
         }
         Ok(())
     }
@@ -292,7 +411,11 @@ impl Guard {
         match parsed.host() {
             Some(url::Host::Ipv4(v4)) => self.check_addr(IpAddr::V4(v4)),
             Some(url::Host::Ipv6(v6)) => self.check_addr(IpAddr::V6(v6)),
-            Some(url::Host::Domain(d)) => self.check_name(d),
+            // Non-special schemes (`tcp://`) keep an IPv4 literal as an opaque host.
+            Some(url::Host::Domain(d)) => match d.parse::<IpAddr>() {
+                Ok(ip) => self.check_addr(ip),
+                Err(_) => self.check_name(d),
+            },
             None => Ok(()),
         }
     }
@@ -351,10 +474,14 @@ impl Guard {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
         self.check_name(bare).map_err(ResolveError::Refused)?;
-        let found: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|e| ResolveError::Lookup(format!("cannot resolve {bare}: {e}")))?
-            .collect();
+        let found: Vec<SocketAddr> = match &self.dns {
+            Some(dns) => dns.lookup(bare, port).await,
+            None => tokio::net::lookup_host((bare, port))
+                .await
+                .map(Iterator::collect)
+                .map_err(|e| e.to_string()),
+        }
+        .map_err(|e| ResolveError::Lookup(format!("cannot resolve {bare}: {e}")))?;
         self.filter_resolved(bare, &found)
             .map_err(ResolveError::Refused)
     }
@@ -655,6 +782,136 @@ mod tests {
         assert!(g.check_url("https://api.github.com").is_ok());
         let lo = guard(&[], &["127.0.0.0/8"]);
         assert!(lo.check_url("http://127.0.0.1:8080/api").is_ok());
+    }
+
+    #[test]
+    fn fixed_classes_hold_for_cluster_exempt_addresses() {
+        let g = guard(&["10.96.0.0/12", "10.244.0.0/16"], &[]);
+        // The cluster rule is what the exemption skips…
+        assert!(g.check_addr(ip("10.244.1.7")).is_err());
+        assert!(g.check_addr_fixed_classes(ip("10.244.1.7")).is_ok());
+        assert!(g.check_addr_fixed_classes(ip("10.96.0.10")).is_ok());
+        assert!(g.check_addr_fixed_classes(ip("192.0.2.10")).is_ok());
+        // …and nothing else: a pod cannot publish an endpoint on a fixed class.
+        for a in [
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "::ffff:169.254.169.254",
+            "169.254.10.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "100.100.100.200",
+        ] {
+            let e = g.check_addr_fixed_classes(ip(a)).expect_err(a).to_string();
+            assert!(e.contains("refused"), "{a}: {e}");
+        }
+        // The allow list still opens loopback (tests, development), never unspecified.
+        let lo = guard(&["10.0.0.0/8"], &["127.0.0.0/8", "0.0.0.0/8"]);
+        assert!(lo.check_addr_fixed_classes(ip("127.0.0.1")).is_ok());
+        assert!(lo.check_addr_fixed_classes(ip("0.0.0.0")).is_err());
+    }
+
+    #[test]
+    fn healthcheck_target_urls() {
+        // What the HealthCheck controller refuses when it validates `target.url`.
+        let g = Guard::default();
+        let e = g
+            .check_url("http://169.254.169.254/latest/meta-data")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cloud metadata") && e.contains("link-local"),
+            "{e}"
+        );
+        let e = g.check_url("http://0.0.0.0:8080/").unwrap_err().to_string();
+        assert!(e.contains("unspecified"), "{e}");
+        let e = g.check_url("http://[fe80::1]/").unwrap_err().to_string();
+        assert!(e.contains("link-local"), "{e}");
+        let e = g
+            .check_url("http://[::ffff:169.254.169.254]/")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("link-local"), "{e}");
+        assert!(g.check_url("http://metadata.google.internal/").is_err());
+        assert!(g.check_url("tcp://169.254.169.254:22").is_err());
+        assert!(g.check_url("http://10.0.0.5:8080/healthz").is_ok());
+        assert!(g.check_url("https://app.example.com/").is_ok());
+        assert!(g.check_url("tcp://db.example.com:5432").is_ok());
+        let in_cluster = guard(&["10.0.0.0/8"], &[]);
+        assert!(
+            in_cluster
+                .check_url("http://10.0.0.5:8080/healthz")
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn dns_servers_answer_and_the_guard_checks_the_answer() {
+        use crate::net::test_dns::TestDns;
+        let dns = TestDns::start(&[]).await;
+        let g = guard(&[], &["127.0.0.0/8"]).with_dns_servers(&[dns.addr]);
+        assert_eq!(
+            g.resolve("ok.test", 8080).await.unwrap(),
+            vec!["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]
+        );
+        // Also with a trailing dot and in capitals.
+        assert_eq!(g.resolve("OK.test.", 1).await.unwrap().len(), 1);
+        match g.resolve("evil.test", 80).await {
+            Err(ResolveError::Refused(r)) => {
+                assert_eq!(r.host, "evil.test");
+                assert_eq!(r.addr, Some(ip("169.254.169.254")));
+                let text = r.to_string();
+                assert!(text.contains("evil.test (169.254.169.254)"), "{text}");
+                assert!(text.contains("cloud metadata"), "{text}");
+            }
+            other => panic!("evil.test: {other:?}"),
+        }
+        // Rebinding-style answer: only the checked address is handed out.
+        assert_eq!(
+            g.resolve("mixed.test", 80).await.unwrap(),
+            vec!["127.0.0.1:80".parse::<SocketAddr>().unwrap()]
+        );
+        match g.resolve("nosuch.invalid", 80).await {
+            Err(ResolveError::Lookup(m)) => {
+                assert!(m.starts_with("cannot resolve nosuch.invalid: "), "{m}");
+                assert!(m.contains("no such name"), "{m}");
+            }
+            other => panic!("nosuch.invalid: {other:?}"),
+        }
+        // Literals and metadata names never reach the DNS server.
+        let asked = dns.questions();
+        assert!(g.resolve("127.0.0.1", 80).await.is_ok());
+        assert!(g.resolve("metadata.google.internal", 80).await.is_err());
+        assert_eq!(dns.questions(), asked);
+        // Without loopback allowed, ok.test is refused like any loopback answer.
+        let strict = Guard::default().with_dns_servers(&[dns.addr]);
+        assert!(matches!(
+            strict.resolve("ok.test", 80).await,
+            Err(ResolveError::Refused(_))
+        ));
+        // The forge clients' resolver is the same guard: reqwest sees the refusal.
+        let client = strict.reqwest_builder().build().unwrap();
+        let err = client.get("http://evil.test/x").send().await.unwrap_err();
+        assert_eq!(find_refusal(&err).expect("a refusal").host, "evil.test");
+    }
+
+    #[tokio::test]
+    async fn settings_carry_the_dns_servers_into_the_guard() {
+        let mut s = NetworkSettings::default();
+        assert!(
+            Guard::from(&s).dns.is_none(),
+            "default: the system resolver"
+        );
+        s.dns_servers = vec!["127.0.0.1:5353".parse().unwrap()];
+        let g = Guard::from(&s);
+        assert_eq!(
+            g.dns.as_ref().map(|d| d.servers.to_vec()),
+            Some(s.dns_servers.clone())
+        );
     }
 
     #[tokio::test]

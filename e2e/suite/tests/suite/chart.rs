@@ -1302,6 +1302,11 @@ security:
   allowCrossHostApiUrl: true
   gitFetchMaxBytes: 1048576
   gitFetchMaxObjects: 5000
+  previewProbeAddress: "10.96.0.80:80"
+  previewProbeScheme: http
+  dnsServer: ["10.0.0.10:53"]
+  healthProbeConcurrency: 32
+  healthStatusInterval: 90s
 "#;
     let args = args_of(manager_container(find(
         &parse_docs(&render("pullwarden", "pullwarden-system", Some(all)).await).unwrap(),
@@ -1338,6 +1343,14 @@ security:
     assert_eq!(s.network.cluster_cidrs.len(), 2);
     assert!(s.network.allow_cross_host_api_url);
     assert_eq!(s.network.git_fetch_max_bytes, 1_048_576);
+    assert_eq!(s.network.dns_servers.len(), 1);
+    assert_eq!(
+        s.previews.probe_address,
+        Some("10.96.0.80:80".parse().unwrap())
+    );
+    assert_eq!(s.previews.probe_scheme, "http");
+    assert_eq!(s.health.probe_concurrency, 32);
+    assert_eq!(s.health.status_interval, std::time::Duration::from_secs(90));
     assert_eq!(s.network.git_fetch_max_objects, 5000);
     // The admission params normalise the domain the same way.
     let docs = parse_docs(&render("pullwarden", "pullwarden-system", Some(all)).await).unwrap();

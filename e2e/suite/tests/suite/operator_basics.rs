@@ -240,7 +240,8 @@ async fn every_kind_gets_real_conditions() {
         "names the rule and the position: {msg}"
     );
 
-    // HealthCheck: the SSRF rules refuse a metadata address; a missing preview is reported.
+    // HealthCheck: the outbound guard refuses a literal metadata address (never probed); a
+    // missing preview is no data: the check probes, says why and stays Unknown.
     let checks: Api<HealthCheck> = Api::namespaced(client.clone(), &n);
     let metadata = json!({
         "apiVersion": "pullwarden.dev/v1alpha1", "kind": "HealthCheck", "metadata": {"name": "metadata"},
@@ -254,31 +255,49 @@ async fn every_kind_gets_real_conditions() {
         &checks,
         "metadata",
         TIMEOUT,
-        "HealthCheck InvalidSpec",
-        |h: &HealthCheck| has_reason(h, "False", "InvalidSpec"),
+        "HealthCheck TargetRefused",
+        |h: &HealthCheck| has_reason(h, "False", "TargetRefused"),
     )
     .await
     .unwrap();
+    let st = h.status.unwrap();
     assert!(
-        ready(&h.status.unwrap().common.conditions)
+        ready(&st.common.conditions)
             .unwrap()
             .message
-            .contains("link-local")
+            .contains("cloud metadata"),
+        "{:?}",
+        st.common.conditions
+    );
+    assert!(
+        st.last_probe.is_none(),
+        "a refused literal target is never probed"
     );
     let orphan = json!({
         "apiVersion": "pullwarden.dev/v1alpha1", "kind": "HealthCheck", "metadata": {"name": "orphan"},
-        "spec": {"target": {"previewRef": {"name": "nope"}}, "probe": {"http": {}}}
+        "spec": {"target": {"previewRef": {"name": "nope"}}, "probe": {"http": {}}, "interval": "1s", "timeout": "1s"}
     });
     checks.patch("orphan", &pp, &apply(&orphan)).await.unwrap();
-    wait_for(
+    let h = wait_for(
         &checks,
         "orphan",
         TIMEOUT,
-        "HealthCheck ReferenceNotFound",
-        |h: &HealthCheck| has_reason(h, "False", "ReferenceNotFound"),
+        "HealthCheck probing a missing preview: no data",
+        |h: &HealthCheck| {
+            has_reason(h, "True", "Probing")
+                && h.status
+                    .as_ref()
+                    .and_then(|s| s.last_probe.as_ref())
+                    .and_then(|p| p.error.as_deref())
+                    .is_some_and(|e| e.contains("PreviewEnvironment nope not found"))
+        },
     )
     .await
     .unwrap();
+    assert_eq!(
+        h.status.unwrap().state,
+        pullwarden::api::HealthState::Unknown
+    );
 
     // Plugin: its Slack Secret is missing.
     let plugins: Api<Plugin> = Api::namespaced(client.clone(), &n);
