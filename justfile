@@ -112,6 +112,14 @@ bench-webhook *ARGS: k8s-binaries
     cargo build -q -p pullwarden-bench --bins
     PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-webhook" {{ARGS}}
 
+# Benchmark: 5,000 HealthChecks at a 10 s interval against a loopback HTTP server: operator CPU
+# cores and RSS above idle, probe start-delay p50/p99, probes per second, status writes per
+# minute (JSON; docs/benchmarks.md). Small trial: just bench-health --checks 200 --window 30s
+bench-health *ARGS: k8s-binaries
+    cargo build -q --release -p pullwarden
+    cargo build -q -p pullwarden-bench --bin bench-health
+    PULLWARDEN_BIN="$CARGO_TARGET_DIR/release/pullwarden" "$CARGO_TARGET_DIR/debug/bench-health" {{ARGS}}
+
 # Benchmark: the secretScan patterns' false positives on the local cargo registry's source (every
 # line treated as added) and their detection rate on generated fake credentials (JSON).
 bench-secrets *ARGS:

@@ -8,6 +8,7 @@ mod emulator;
 mod forge_clients;
 mod fork_approval;
 mod gitea_real;
+mod health_checks;
 mod leader_election;
 mod operator_basics;
 mod policy_gates;
