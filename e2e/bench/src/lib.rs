@@ -149,6 +149,30 @@ pub fn go_duration(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
+/// Prints a benchmark's JSON result (and writes it to `output`), or its error; the exit code.
+pub fn report<T: serde::Serialize>(
+    name: &str,
+    output: Option<&std::path::Path>,
+    result: anyhow::Result<T>,
+) -> std::process::ExitCode {
+    match result {
+        Ok(result) => {
+            let text = serde_json::to_string_pretty(&result).unwrap_or_default();
+            if let Some(path) = output
+                && let Err(e) = std::fs::write(path, format!("{text}\n"))
+            {
+                eprintln!("{name}: writing {}: {e}", path.display());
+            }
+            println!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: FAILED: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

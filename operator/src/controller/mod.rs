@@ -383,6 +383,9 @@ pub fn primary_controller<K: PullwardenKind>(
     let synced = ctx.watch_synced.register(K::KIND);
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
+        // managedFields are a large part of a small object and nothing here reads them
+        // (docs/benchmarks.md, bench-health).
+        .modify(|obj| obj.managed_fields_mut().clear())
         .reflect(writer)
         .inspect(move |event| {
             if matches!(event, Ok(watcher::Event::InitDone)) {

@@ -1,6 +1,6 @@
 //! The rolling window of one check, pure and bounded: the latest probes (at most
 //! [`MAX_SAMPLES`], none older than [`MAX_AGE`]), from which availability and latency
-//! percentiles are computed for status. About 16 bytes per sample, so ≤ 2 KiB per check.
+//! percentiles are computed for status. 8 bytes per sample, so ≤ 1 KiB per check.
 
 use jiff::Timestamp;
 use std::collections::VecDeque;
@@ -11,10 +11,22 @@ pub const MAX_AGE: Duration = Duration::from_secs(3600);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Sample {
-    /// Seconds since the epoch.
-    at: i64,
-    ok: bool,
-    latency_us: u32,
+    /// Seconds since the epoch (fits until 2106).
+    at: u32,
+    /// Latency in microseconds (capped at ~35 minutes), the top bit set for a success.
+    latency_ok: u32,
+}
+
+const OK_BIT: u32 = 1 << 31;
+
+impl Sample {
+    fn ok(&self) -> bool {
+        self.latency_ok & OK_BIT != 0
+    }
+
+    fn latency_us(&self) -> u32 {
+        self.latency_ok & !OK_BIT
+    }
 }
 
 /// See the module docs.
@@ -35,21 +47,26 @@ pub struct Figures {
 
 impl Window {
     pub fn record(&mut self, at: Timestamp, ok: bool, latency: Duration) {
-        let latency_us = u32::try_from(latency.as_micros()).unwrap_or(u32::MAX);
+        let latency_us = u32::try_from(latency.as_micros())
+            .unwrap_or(u32::MAX)
+            .min(OK_BIT - 1);
         if self.samples.len() == MAX_SAMPLES {
             self.samples.pop_front();
         }
         self.samples.push_back(Sample {
-            at: at.as_second(),
-            ok,
-            latency_us,
+            at: u32::try_from(at.as_second().max(0)).unwrap_or(u32::MAX),
+            latency_ok: latency_us | if ok { OK_BIT } else { 0 },
         });
         self.expire(at);
     }
 
     fn expire(&mut self, now: Timestamp) {
         let oldest = now.as_second() - MAX_AGE.as_secs() as i64;
-        while self.samples.front().is_some_and(|s| s.at < oldest) {
+        while self
+            .samples
+            .front()
+            .is_some_and(|s| i64::from(s.at) < oldest)
+        {
             self.samples.pop_front();
         }
     }
@@ -68,15 +85,15 @@ impl Window {
         if n == 0 {
             return None;
         }
-        let ok = self.samples.iter().filter(|s| s.ok).count();
-        let mut lat: Vec<u32> = self.samples.iter().map(|s| s.latency_us).collect();
+        let ok = self.samples.iter().filter(|s| s.ok()).count();
+        let mut lat: Vec<u32> = self.samples.iter().map(Sample::latency_us).collect();
         lat.sort_unstable();
         let rank = |p: f64| {
             let i = ((p / 100.0) * n as f64).ceil() as usize;
             Duration::from_micros(u64::from(lat[i.clamp(1, n) - 1]))
         };
-        let span = self.samples.back().map(|s| s.at).unwrap_or_default()
-            - self.samples.front().map(|s| s.at).unwrap_or_default();
+        let span = i64::from(self.samples.back().map(|s| s.at).unwrap_or_default())
+            - i64::from(self.samples.front().map(|s| s.at).unwrap_or_default());
         Some(Figures {
             availability: percent(ok, n),
             p50: format_latency(rank(50.0)),
@@ -158,6 +175,17 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!(w.figures().unwrap().availability, "100%");
         assert_eq!(w.figures().unwrap().window, "1 probe over 0s");
+    }
+
+    #[test]
+    fn a_sample_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Sample>(), 8);
+        let mut w = Window::default();
+        w.record(at(0), true, Duration::from_secs(7200));
+        w.record(at(1), false, Duration::from_micros(3));
+        let f = w.figures().unwrap();
+        assert_eq!(f.availability, "50%");
+        assert_eq!(f.p50, "3us");
     }
 
     #[test]

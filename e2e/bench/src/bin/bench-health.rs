@@ -86,22 +86,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run_outside(&args) {
-        Ok(result) => {
-            let text = serde_json::to_string_pretty(&result).unwrap_or_default();
-            if let Some(path) = &args.output
-                && let Err(e) = std::fs::write(path, format!("{text}\n"))
-            {
-                eprintln!("bench-health: writing {}: {e}", path.display());
-            }
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-health: FAILED: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pullwarden_bench::report("bench-health", args.output.as_deref(), run_outside(&args))
 }
 
 fn operator_user() -> String {

@@ -134,22 +134,11 @@ fn main() -> ExitCode {
         return reexec_with(&bin);
     }
     warn_if_stale(&bin);
-    match run_outside(&args, &bin) {
-        Ok(result) => {
-            let text = serde_json::to_string_pretty(&result).unwrap_or_default();
-            if let Some(path) = &args.output
-                && let Err(e) = std::fs::write(path, format!("{text}\n"))
-            {
-                eprintln!("bench-poll: writing {}: {e}", path.display());
-            }
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-poll: FAILED: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pullwarden_bench::report(
+        "bench-poll",
+        args.output.as_deref(),
+        run_outside(&args, &bin),
+    )
 }
 
 /// `--operator-bin`, else `PULLWARDEN_BIN`, else `pullwarden` next to this executable.

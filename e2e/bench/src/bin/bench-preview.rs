@@ -78,22 +78,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run_outside(&args) {
-        Ok(result) => {
-            let text = serde_json::to_string_pretty(&result).unwrap_or_default();
-            if let Some(path) = &args.output
-                && let Err(e) = std::fs::write(path, format!("{text}\n"))
-            {
-                eprintln!("bench-preview: writing {}: {e}", path.display());
-            }
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("bench-preview: FAILED: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pullwarden_bench::report("bench-preview", args.output.as_deref(), run_outside(&args))
 }
 
 /// Starts or adopts the cluster, runs the benchmark, stops what it started however `run` ended.
