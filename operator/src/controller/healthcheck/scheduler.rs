@@ -42,6 +42,18 @@ pub type CheckKey = (String, String);
 /// How long a Service's endpoints are reused between probes.
 const SERVICE_CACHE: Duration = Duration::from_secs(30);
 
+/// The most figure refreshes (status writes without a state change) per second over every
+/// check: with many checks each is refreshed less often, so the API server's load from
+/// refreshes does not grow with the number of checks.
+pub const MAX_REFRESH_WRITES_PER_SECOND: f64 = 10.0;
+
+/// Pure: how often one check's figures are refreshed when `checks` checks are probed.
+pub fn refresh_cadence(configured: Duration, checks: usize) -> Duration {
+    configured.max(Duration::from_secs_f64(
+        checks as f64 / MAX_REFRESH_WRITES_PER_SECOND,
+    ))
+}
+
 struct Entry {
     plan: Arc<CheckPlan>,
     generation: Option<i64>,
@@ -443,9 +455,10 @@ impl HealthScheduler {
         record: ProbeRecord,
     ) {
         let now = Timestamp::now();
-        let status_interval = ctx.config.settings.health.status_interval;
         let (status, transition, alert, restored_after) = {
             let mut checks = self.inner.checks.lock().expect("checks lock");
+            let status_interval =
+                refresh_cadence(ctx.config.settings.health.status_interval, checks.len());
             let Some(entry) = checks.get_mut(&key) else {
                 return;
             };
@@ -555,5 +568,23 @@ impl HealthScheduler {
             );
             publish(ctx, &hc, type_, reason, "Probe", &note).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refreshes_are_bounded_over_all_checks() {
+        let five_min = Duration::from_secs(300);
+        assert_eq!(refresh_cadence(five_min, 100), five_min);
+        assert_eq!(refresh_cadence(five_min, 3000), five_min);
+        // 5,000 checks: each refreshed every 500 s, so at most 10 writes per second.
+        assert_eq!(refresh_cadence(five_min, 5000), Duration::from_secs(500));
+        assert_eq!(
+            refresh_cadence(Duration::from_secs(2), 1),
+            Duration::from_secs(2)
+        );
     }
 }
