@@ -266,7 +266,9 @@ impl HealthScheduler {
             );
             tokio::select! {
                 _ = &mut shutdown => break,
-                _ = self.inner.wake.notified() => continue,
+                // A new or changed check: recompute the next wake (due checks are started
+                // below either way, so a stream of changes cannot starve them).
+                _ = self.inner.wake.notified() => {}
                 _ = sleep => {}
             }
             let now = Instant::now();
