@@ -16,7 +16,7 @@ use pullwarden_emulator::{EmulatorHandle, PullSpec};
 use pullwarden_harness::cluster::{self, TestNamespace, apply_crds, wait_for, wait_until_gone};
 use pullwarden_harness::operator::{Operator, OperatorOptions};
 use pullwarden_harness::probe_targets::{
-    Behaviour, DnsTarget, GrpcTarget, HttpTarget, HttpTargetOptions, TcpTarget,
+    Behaviour, DnsTarget, GrpcTarget, HttpTarget, HttpTargetOptions, TcpTarget, TlsIdentity,
 };
 use serde_json::{Value, json};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -877,5 +877,57 @@ async fn a_preview_health_check_follows_its_app_and_the_pull_request_shows_it() 
         health_statuses(&emu, &path, &sha).await,
         written,
         "no status per probe"
+    );
+}
+
+#[tokio::test]
+async fn https_is_verified_and_a_ca_secret_adds_a_private_ca() {
+    let identity = TlsIdentity::new(&["secure.test"]).unwrap();
+    let app = HttpTarget::start_with(HttpTargetOptions {
+        tls: Some(identity.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dns = DnsTarget::start(&[("secure.test", Ipv4Addr::LOCALHOST)])
+        .await
+        .unwrap();
+    let scene = Scene::start("hc-tls", &[format!("--dns-server={}", dns.addr())]).await;
+    secret(
+        &scene.client,
+        scene.ns(),
+        "probe-ca",
+        &[("ca.crt", identity.ca_pem())],
+    )
+    .await;
+    let url = format!("https://secure.test:{}/healthz", app.addr().port());
+    scene
+        .check(
+            "private-ca",
+            http_spec(
+                &url,
+                json!({"tls": {"caSecretRef": {"name": "probe-ca", "key": "ca.crt"}}}),
+            ),
+        )
+        .await;
+    scene
+        .check("system-roots", http_spec(&url, json!({})))
+        .await;
+
+    let ok = scene.wait_state("private-ca", HealthState::Ok).await;
+    assert_eq!(last_probe(&ok).status_code, Some(200), "{}", yaml(&ok));
+    let refused = scene
+        .wait_state("system-roots", HealthState::Degraded)
+        .await;
+    let error = last_error(&refused);
+    assert!(
+        error.to_lowercase().contains("certificate") || error.contains("UnknownIssuer"),
+        "an unknown issuer fails verification: {}",
+        yaml(&refused)
+    );
+    assert!(
+        app.requests_to("/healthz") > 0,
+        "the verified check reached the server: {:?}",
+        app.counts()
     );
 }
