@@ -233,12 +233,16 @@ pub struct PluginStatus {
     /// `webhook`, `slack` or `wasm`.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub type_: Option<String>,
+    /// Events delivered. Always 0 until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default)]
     pub deliveries_succeeded: u64,
+    /// Events given up after `maxRetries`. Always 0 until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default)]
     pub deliveries_failed: u64,
+    /// Events waiting for delivery. Always 0 until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default)]
     pub deliveries_pending: u64,
+    /// When the last event was delivered. Never set until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_delivery_time: Option<Time>,
     /// Never set until Plugin delivery lands (Ready reason `DeliveryNotImplemented`, docs/status.md).

@@ -93,7 +93,7 @@ async fn reconcile(plugin: Arc<Plugin>, cctx: Arc<ControllerContext>) -> Result<
             &Outcome::stalled(
                 "DeliveryNotImplemented",
                 format!(
-                    "{type_} plugin configuration is valid; delivering events is not implemented in this version (maxRetries and wasm.memoryMib have no effect, wasm.source.sha256 is not checked and status.lastError stays unset; docs/status.md)"
+                    "{type_} plugin configuration is valid; delivering events is not implemented in this version (maxRetries and wasm.memoryMib have no effect, wasm.source.sha256 is not checked, status.deliveriesSucceeded/Failed/Pending stay 0 and status.lastDeliveryTime and lastError stay unset; docs/status.md)"
                 ),
             ),
         ),
