@@ -711,31 +711,27 @@ impl super::sticky::CommentApi for GiteaForge {
         id: CommentId,
         body: &str,
     ) -> Result<CommentId, ForgeError> {
-        let updated: github::IdJson = self
-            .state
-            .send(
+        self.state
+            .send_comment(
                 Method::PATCH,
                 &self.url(&format!("/issues/comments/{}", id.0), &[]),
                 "/repos/{owner}/{repo}/issues/comments/{id}",
-                json!({ "body": body }),
+                body,
                 true,
             )
-            .await?;
-        Ok(CommentId(updated.id))
+            .await
     }
 
     async fn create_comment(&self, number: u64, body: &str) -> Result<CommentId, ForgeError> {
-        let created: github::IdJson = self
-            .state
-            .send(
+        self.state
+            .send_comment(
                 Method::POST,
                 &self.url(&format!("/issues/{number}/comments"), &[]),
                 "/repos/{owner}/{repo}/issues/{index}/comments",
-                json!({ "body": body }),
+                body,
                 false,
             )
-            .await?;
-        Ok(CommentId(created.id))
+            .await
     }
 }
 

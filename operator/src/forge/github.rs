@@ -27,7 +27,7 @@ use super::budget::{ApiRequest, BudgetConfig, RawResponse, Transport, Verdict, c
 use super::coords::{RepoCoordinates, encode_path_segment as enc};
 use super::credentials::Credentials;
 use super::error::ForgeError;
-use super::shared::{CredentialState, api_url, http_client};
+use super::shared::{CredentialState, IdJson, api_url, http_client};
 use super::types::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -615,11 +615,6 @@ pub fn merge_checks(all: Vec<CheckResult>) -> Vec<CheckResult> {
     let mut out: Vec<CheckResult> = by_name.into_values().collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct IdJson {
-    pub id: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1278,31 +1273,27 @@ impl super::sticky::CommentApi for GithubForge {
         id: CommentId,
         body: &str,
     ) -> Result<CommentId, ForgeError> {
-        let updated: IdJson = self
-            .state
-            .send(
+        self.state
+            .send_comment(
                 Method::PATCH,
                 &self.url(&format!("/issues/comments/{}", id.0), &[]),
                 "/repos/{owner}/{repo}/issues/comments/{id}",
-                json!({ "body": body }),
+                body,
                 true,
             )
-            .await?;
-        Ok(CommentId(updated.id))
+            .await
     }
 
     async fn create_comment(&self, number: u64, body: &str) -> Result<CommentId, ForgeError> {
-        let created: IdJson = self
-            .state
-            .send(
+        self.state
+            .send_comment(
                 Method::POST,
                 &self.url(&format!("/issues/{number}/comments"), &[]),
                 "/repos/{owner}/{repo}/issues/{number}/comments",
-                json!({ "body": body }),
+                body,
                 false,
             )
-            .await?;
-        Ok(CommentId(created.id))
+            .await
     }
 }
 

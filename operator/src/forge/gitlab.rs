@@ -25,7 +25,7 @@ use super::budget::{ApiRequest, BudgetConfig, RawResponse, Transport, error_mess
 use super::coords::{RepoCoordinates, encode_path_segment as enc};
 use super::credentials::Credentials;
 use super::error::ForgeError;
-use super::shared::{CredentialState, USER_AGENT, api_url, http_client, reqwest_error};
+use super::shared::{CredentialState, IdJson, USER_AGENT, api_url, http_client, reqwest_error};
 use super::types::*;
 
 // ---------------------------------------------------------------------------------------------
@@ -523,11 +523,6 @@ pub(crate) struct DeploymentJson {
     pub sha: String,
     #[serde(default)]
     pub environment: Option<EnvironmentRef>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct IdJson {
-    pub id: u64,
 }
 
 fn is_same_state_transition(e: &ForgeError) -> bool {
@@ -1054,31 +1049,27 @@ impl super::sticky::CommentApi for GitlabForge {
         id: CommentId,
         body: &str,
     ) -> Result<CommentId, ForgeError> {
-        let n: IdJson = self
-            .state
-            .send(
+        self.state
+            .send_comment(
                 Method::PUT,
                 &self.url(&format!("/merge_requests/{number}/notes/{}", id.0), &[]),
                 "/projects/{id}/merge_requests/{iid}/notes/{note_id}",
-                json!({ "body": body }),
+                body,
                 true,
             )
-            .await?;
-        Ok(CommentId(n.id))
+            .await
     }
 
     async fn create_comment(&self, number: u64, body: &str) -> Result<CommentId, ForgeError> {
-        let n: IdJson = self
-            .state
-            .send(
+        self.state
+            .send_comment(
                 Method::POST,
                 &self.url(&format!("/merge_requests/{number}/notes"), &[]),
                 "/projects/{id}/merge_requests/{iid}/notes",
-                json!({ "body": body }),
+                body,
                 false,
             )
-            .await?;
-        Ok(CommentId(n.id))
+            .await
     }
 }
 

@@ -18,6 +18,12 @@ use super::budget::{ApiRequest, ApiResponse, Budget, Transport};
 use super::error::ForgeError;
 use crate::net::Guard;
 
+/// The `id` of what a write created (a comment, a deployment, a check run).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct IdJson {
+    pub id: u64,
+}
+
 pub(crate) const USER_AGENT: &str = concat!("pullwarden/", env!("CARGO_PKG_VERSION"));
 
 pub(crate) struct CredentialState {
@@ -126,6 +132,28 @@ impl CredentialState {
         self.budget
             .get_all(self.transport.as_ref(), url, endpoint)
             .await
+    }
+
+    /// Creates or edits a comment (`{"body": …}`) and returns its id: the one comment write
+    /// of every provider's sticky-comment calls.
+    pub async fn send_comment(
+        &self,
+        method: Method,
+        url: &str,
+        endpoint: &'static str,
+        body: &str,
+        idempotent: bool,
+    ) -> Result<super::CommentId, ForgeError> {
+        let created: IdJson = self
+            .send(
+                method,
+                url,
+                endpoint,
+                serde_json::json!({ "body": body }),
+                idempotent,
+            )
+            .await?;
+        Ok(super::CommentId(created.id))
     }
 
     pub async fn send<T: DeserializeOwned>(
