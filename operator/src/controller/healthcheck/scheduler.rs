@@ -64,8 +64,6 @@ struct Entry {
     last: Option<ProbeRecord>,
     in_flight: bool,
     last_write: Option<Instant>,
-    /// Probe state changed since the last write.
-    dirty: bool,
     last_alert: Option<Timestamp>,
     service: Option<(Instant, Resolved)>,
 }
@@ -177,7 +175,6 @@ impl HealthScheduler {
                         last: None,
                         in_flight: false,
                         last_write: None,
-                        dirty: false,
                         last_alert: None,
                         service: None,
                     },
@@ -481,7 +478,6 @@ impl HealthScheduler {
                 && record.refused
                 || entry.last.as_ref().is_some_and(|l| l.refused) && !record.refused;
             entry.last = Some(record);
-            entry.dirty = true;
             let due = transition.is_some()
                 || refusal_changed
                 || entry
@@ -496,7 +492,6 @@ impl HealthScheduler {
                 .map(|since| now.duration_since(since).as_secs_f64().max(0.0));
             let status = due.then(|| {
                 entry.last_write = Some(Instant::now());
-                entry.dirty = false;
                 entry.status(now)
             });
             ctx.metrics.health.set_up(
